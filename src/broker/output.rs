@@ -1,0 +1,52 @@
+//! The broker's only way to act on the world. The server implements [`Output`];
+//! tests implement it with a recorder. This is what keeps the broker sans-IO.
+
+use std::time::Instant;
+
+use crate::protocol::{Packet, ProtocolVersion};
+
+/// Identifies one network connection. Assigned by the server (a slab key), so it
+/// may be reused after the connection closes; the broker guards its timers with
+/// its own serial numbers.
+pub type ConnId = usize;
+
+/// A timer the broker asked for. The server stores it in its timing wheel and hands
+/// it back to [`crate::broker::Broker::handle_timer`] when due. Opaque to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Timer {
+    pub(crate) kind: TimerKind,
+    /// The serial of the connection or session it was armed for; a timer whose
+    /// serial no longer matches is stale and ignored (lazy cancellation).
+    pub(crate) serial: u64,
+}
+
+/// What a [`Timer`] is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum TimerKind {
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout(ConnId),
+    /// Check keep-alive of a connection (re-armed lazily from the last packet time).
+    KeepAlive(ConnId),
+    /// In-session retransmission for 3.1/3.1.1 clients (`retry_interval`).
+    Retry(ConnId),
+    /// Will delay expired for a session (v5), keyed by session slot.
+    WillDelay(usize),
+    /// Session expiry for a disconnected session, keyed by session slot.
+    SessionExpiry(usize),
+}
+
+/// Actions the broker asks of the I/O layer.
+pub trait Output {
+    /// Queue `packet`, encoded for `version`, on connection `conn`. Packets queued in
+    /// one loop turn are written together.
+    fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>);
+    /// Bytes queued on `conn` that the socket has not taken yet (used to drop QoS 0
+    /// messages for a subscriber that stopped reading).
+    fn pending_bytes(&self, conn: ConnId) -> usize;
+    /// Close `conn` once what is queued on it has been written (best effort). The
+    /// broker has already forgotten the connection: the server must not report it
+    /// back through `connection_lost`.
+    fn close(&mut self, conn: ConnId);
+    /// Call back [`crate::broker::Broker::handle_timer`] with `timer` at (or soon after) `at`.
+    fn set_timer(&mut self, at: Instant, timer: Timer);
+}

@@ -1,0 +1,10 @@
+//! midge: a small, fast, single-threaded MQTT 3.1 / 3.1.1 / 5.0 broker.
+//!
+//! Layers, from the wire up: [`protocol`] (the codec, pure), [`broker`] (the state
+//! machine, sans-IO), [`server`] (the mio loop around them) and [`config`].
+#![warn(missing_docs)]
+
+pub mod broker;
+pub mod config;
+pub mod protocol;
+pub mod server;

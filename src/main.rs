@@ -1,0 +1,5 @@
+//! The `midge` command: flags, config, logging, then hand over to the server.
+
+fn main() {
+    unimplemented!("server helper")
+}
