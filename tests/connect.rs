@@ -9,7 +9,8 @@ use midge::protocol::{Packet, ProtocolVersion, ReasonCode};
 fn connack_success_for_every_version() {
     let b = BrokerProcess::start("");
     for v in ALL_VERSIONS {
-        let (c, (reason, present)) = Client::connect_with(b.port, &ConnectOptions::new(v, &format!("c-{}", v.level())));
+        let (c, (reason, present)) =
+            Client::connect_with(b.port, &ConnectOptions::new(v, &format!("c-{}", v.level())));
         assert_eq!(reason, ReasonCode::SUCCESS, "{v}");
         // [MQTT-3.2.2-1] clean session: session present is 0.
         assert!(!present, "{v}");
@@ -33,7 +34,9 @@ fn unsupported_protocol_level_gets_connack_0x01_and_close() {
     let b = BrokerProcess::start("");
     let mut c = Client::open(b.port, ProtocolVersion::V311);
     // CONNECT, "MQTT", level 6, clean session, keep alive 60, client id "x".
-    c.send_raw(&[0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x']);
+    c.send_raw(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 6, 0x02, 0, 60, 0, 1, b'x',
+    ]);
     match c.recv() {
         Packet::ConnAck(ack) => assert_eq!(ack.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -45,7 +48,8 @@ fn unsupported_protocol_level_gets_connack_0x01_and_close() {
 fn empty_client_id_with_clean_session_is_assigned_one() {
     let b = BrokerProcess::start("");
     // [MQTT-3.1.3-6] 3.1.1: a zero-byte ClientId with CleanSession=1 is accepted.
-    let (c, (reason, _)) = Client::connect_with(b.port, &ConnectOptions::new(ProtocolVersion::V311, ""));
+    let (c, (reason, _)) =
+        Client::connect_with(b.port, &ConnectOptions::new(ProtocolVersion::V311, ""));
     assert_eq!(reason, ReasonCode::SUCCESS);
     c.disconnect();
     // [MQTT-3.2.2-16] v5: the assigned identifier is returned in CONNACK.
@@ -54,7 +58,10 @@ fn empty_client_id_with_clean_session_is_assigned_one() {
     match c.recv() {
         Packet::ConnAck(ack) => {
             assert_eq!(ack.reason, ReasonCode::SUCCESS);
-            let id = ack.properties.assigned_client_identifier.expect("assigned client id");
+            let id = ack
+                .properties
+                .assigned_client_identifier
+                .expect("assigned client id");
             assert!(!id.is_empty());
         }
         other => panic!("expected CONNACK, got {other:?}"),
@@ -69,7 +76,10 @@ fn empty_client_id_without_clean_session_is_refused_in_311() {
     o.clean = false;
     let (mut c, (reason, present)) = Client::connect_with(b.port, &o);
     assert_eq!(reason, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
-    assert!(!present, "[MQTT-3.2.2-4] session present is 0 on a refused CONNECT");
+    assert!(
+        !present,
+        "[MQTT-3.2.2-4] session present is 0 on a refused CONNECT"
+    );
     c.expect_closed();
 }
 
@@ -109,7 +119,9 @@ fn takeover_closes_the_old_connection() {
     // [MQTT-3.1.4-3] v5: the old one is told "Session taken over" (0x8E).
     let mut old5 = Client::connect_v(b.port, ProtocolVersion::V5, "same-id-5");
     let mut new5 = Client::connect_v(b.port, ProtocolVersion::V5, "same-id-5");
-    let d = old5.expect_closed().expect("DISCONNECT to the old v5 client");
+    let d = old5
+        .expect_closed()
+        .expect("DISCONNECT to the old v5 client");
     assert_eq!(d.reason, ReasonCode::SESSION_TAKEN_OVER);
     new5.ping();
 }

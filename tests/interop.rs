@@ -9,8 +9,27 @@ use common::*;
 
 fn run_sub(port: u16, version: &str, topic: &str, qos: u8, id: &str) -> std::process::Child {
     Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version, "-t", topic])
-        .args(["-q", &qos.to_string(), "-C", "1", "-W", "10", "-i", id, "-v"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            version,
+            "-t",
+            topic,
+        ])
+        .args([
+            "-q",
+            &qos.to_string(),
+            "-C",
+            "1",
+            "-W",
+            "10",
+            "-i",
+            id,
+            "-v",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -19,12 +38,25 @@ fn run_sub(port: u16, version: &str, topic: &str, qos: u8, id: &str) -> std::pro
 
 fn run_pub(port: u16, version: &str, topic: &str, qos: u8, msg: &str, extra: &[&str]) {
     let out = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-V", version, "-t", topic])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-V",
+            version,
+            "-t",
+            topic,
+        ])
         .args(["-q", &qos.to_string(), "-m", msg])
         .args(extra)
         .output()
         .expect("mosquitto_pub must be installed (apt-get install mosquitto-clients)");
-    assert!(out.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mosquitto_pub failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -40,8 +72,15 @@ fn mosquitto_clients_at_every_qos_and_version() {
                 b.wait_log(&format!("Received SUBSCRIBE from {id}"));
                 run_pub(b.port, version, &topic, pub_qos, "hello", &[]);
                 let out = sub.wait_with_output().expect("mosquitto_sub output");
-                assert!(out.status.success(), "mosquitto_sub: {}", String::from_utf8_lossy(&out.stderr));
-                assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{topic} hello"));
+                assert!(
+                    out.status.success(),
+                    "mosquitto_sub: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert_eq!(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                    format!("{topic} hello")
+                );
             }
         }
     }
@@ -50,14 +89,37 @@ fn mosquitto_clients_at_every_qos_and_version() {
 #[test]
 fn mosquitto_retained_and_v5_user_properties() {
     let b = BrokerProcess::start("");
-    run_pub(b.port, "mqttv5", "interop/ret", 1, "stored", &["-r", "-D", "publish", "user-property", "k", "v"]);
+    run_pub(
+        b.port,
+        "mqttv5",
+        "interop/ret",
+        1,
+        "stored",
+        &["-r", "-D", "publish", "user-property", "k", "v"],
+    );
     let out = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &b.port.to_string(), "-V", "mqttv5", "-t", "interop/#"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &b.port.to_string(),
+            "-V",
+            "mqttv5",
+            "-t",
+            "interop/#",
+        ])
         .args(["-C", "1", "-W", "10", "-F", "%t %p %P"])
         .output()
         .expect("mosquitto_sub");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "interop/ret stored k:v");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "interop/ret stored k:v"
+    );
 }
 
 #[test]
@@ -71,6 +133,10 @@ fn paho_mqtt_python_client() {
         .expect("python3 must be installed");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "paho check failed:\n{stdout}\n{stderr}\nbroker log:\n{}", b.log_text());
+    assert!(
+        out.status.success(),
+        "paho check failed:\n{stdout}\n{stderr}\nbroker log:\n{}",
+        b.log_text()
+    );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }

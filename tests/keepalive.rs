@@ -17,7 +17,10 @@ fn silent_client_is_disconnected_after_one_and_a_half_keep_alives() {
     let d = c.expect_closed().expect("v5 DISCONNECT before close");
     assert_eq!(d.reason, ReasonCode::KEEP_ALIVE_TIMEOUT);
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(2900) && waited < Duration::from_millis(4500), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_millis(4500),
+        "{waited:?}"
+    );
     b.wait_log("has exceeded timeout");
 }
 

@@ -87,7 +87,13 @@ fn messages_keep_their_order() {
     sub.subscribe("order", QoS::AtLeastOnce);
     let mut publ = Client::connect(b.port, "order-pub");
     for i in 0..200u16 {
-        publ.send(&Packet::Publish(publish("order", format!("{i}").as_bytes(), QoS::AtLeastOnce, false, i + 1)));
+        publ.send(&Packet::Publish(publish(
+            "order",
+            format!("{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i + 1,
+        )));
     }
     for i in 0..200u16 {
         let p = sub.recv_publish();

@@ -25,7 +25,11 @@ fn retained_set_replace_clear() {
     s2.subscribe("ret/a", QoS::AtLeastOnce);
     let p = s2.recv_publish();
     assert_eq!(p.payload, b"two");
-    assert_eq!(p.qos, QoS::AtMostOnce, "stored at the QoS it was published with");
+    assert_eq!(
+        p.qos,
+        QoS::AtMostOnce,
+        "stored at the QoS it was published with"
+    );
     s2.ping();
 
     // [MQTT-3.3.1-10]/[MQTT-3.3.1-11] an empty retained payload clears it...
@@ -43,7 +47,12 @@ fn retained_set_replace_clear() {
 fn retained_messages_are_found_through_wildcards() {
     let b = BrokerProcess::start("");
     let mut publ = Client::connect(b.port, "wret-pub");
-    for t in ["home/kitchen/temp", "home/hall/temp", "home/hall/light", "office/temp"] {
+    for t in [
+        "home/kitchen/temp",
+        "home/hall/temp",
+        "home/hall/light",
+        "office/temp",
+    ] {
         publ.publish(t, t.as_bytes(), QoS::AtLeastOnce, true, 1);
     }
     let mut s = Client::connect(b.port, "wret-sub");
@@ -55,7 +64,10 @@ fn retained_messages_are_found_through_wildcards() {
     s.subscribe("home/#", QoS::AtLeastOnce);
     let mut got: Vec<String> = (0..3).map(|_| s.recv_publish().topic.to_string()).collect();
     got.sort();
-    assert_eq!(got, ["home/hall/light", "home/hall/temp", "home/kitchen/temp"]);
+    assert_eq!(
+        got,
+        ["home/hall/light", "home/hall/temp", "home/kitchen/temp"]
+    );
     s.ping();
 }
 

@@ -86,7 +86,8 @@ fn unacknowledged_publish_is_resent_with_dup_on_reconnect() {
     assert!(matches!(s.recv(), Packet::PubRel(r) if r.packet_id == second.packet_id));
     s.drop_connection();
 
-    let (mut s, (_, present)) = Client::connect_with(b.port, &persistent(ProtocolVersion::V311, "resend"));
+    let (mut s, (_, present)) =
+        Client::connect_with(b.port, &persistent(ProtocolVersion::V311, "resend"));
     assert!(present);
     match s.recv() {
         Packet::Publish(p) => {
@@ -116,14 +117,17 @@ fn clean_session_discards_the_old_session() {
     let mut publ = Client::connect(b.port, "cleaner-pub");
     publ.publish("cl/t", b"lost", QoS::AtLeastOnce, false, 1);
     // [MQTT-3.1.2-6] clean session: the previous session is discarded.
-    let (mut s, (_, present)) =
-        Client::connect_with(b.port, &ConnectOptions::new(ProtocolVersion::V311, "cleaner"));
+    let (mut s, (_, present)) = Client::connect_with(
+        b.port,
+        &ConnectOptions::new(ProtocolVersion::V311, "cleaner"),
+    );
     assert!(!present);
     s.ping();
     s.disconnect();
     // And the subscription is gone too.
     publ.publish("cl/t", b"none", QoS::AtLeastOnce, false, 2);
-    let (mut s, (_, present)) = Client::connect_with(b.port, &persistent(ProtocolVersion::V311, "cleaner"));
+    let (mut s, (_, present)) =
+        Client::connect_with(b.port, &persistent(ProtocolVersion::V311, "cleaner"));
     assert!(!present);
     s.ping();
 }
@@ -149,7 +153,13 @@ fn queued_messages_beyond_max_queued_messages_are_dropped_and_logged() {
     s.disconnect();
     let mut publ = Client::connect(b.port, "tiny-q-pub");
     for i in 0..10u16 {
-        publ.publish("tq", format!("{i}").as_bytes(), QoS::AtLeastOnce, false, i + 1);
+        publ.publish(
+            "tq",
+            format!("{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i + 1,
+        );
     }
     b.wait_log("dropped");
     let (mut s, _) = Client::connect_with(b.port, &persistent(ProtocolVersion::V311, "tiny-q"));

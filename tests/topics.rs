@@ -10,8 +10,16 @@ fn wildcard_matching_table() {
     // 4.7.1: '+' matches one level, '#' this level and everything below.
     let b = BrokerProcess::start("");
     let cases: &[(&str, &[&str], &[&str])] = &[
-        ("sport/tennis/+", &["sport/tennis/player1", "sport/tennis/"], &["sport/tennis", "sport/tennis/a/b"]),
-        ("sport/#", &["sport", "sport/tennis", "sport/a/b/c"], &["sports", "other/sport"]),
+        (
+            "sport/tennis/+",
+            &["sport/tennis/player1", "sport/tennis/"],
+            &["sport/tennis", "sport/tennis/a/b"],
+        ),
+        (
+            "sport/#",
+            &["sport", "sport/tennis", "sport/a/b/c"],
+            &["sports", "other/sport"],
+        ),
         ("+/+", &["/finance", "a/b"], &["a", "a/b/c"]),
         ("/+", &["/finance"], &["finance", "a/b"]),
         ("#", &["a", "a/b", "/"], &["$SYS/x"]),
@@ -60,7 +68,13 @@ fn publish_to_a_wildcard_topic_closes_the_connection() {
     // [MQTT-3.3.2-2] the topic name in PUBLISH must not contain wildcards.
     let b = BrokerProcess::start("");
     let mut c = Client::connect(b.port, "wild-pub");
-    c.send(&Packet::Publish(publish("a/+", b"x", QoS::AtMostOnce, false, 0)));
+    c.send(&Packet::Publish(publish(
+        "a/+",
+        b"x",
+        QoS::AtMostOnce,
+        false,
+        0,
+    )));
     c.expect_closed();
     Client::connect(b.port, "still-up").disconnect();
 }

@@ -4,13 +4,17 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-
 use common::*;
 use midge::protocol::{ProtocolVersion, QoS};
 
 fn with_will(id: &str, topic: &str, retain: bool) -> ConnectOptions {
     let mut o = ConnectOptions::new(ProtocolVersion::V311, id);
-    o.will = Some((topic.to_string(), format!("{id} gone").into_bytes(), QoS::AtLeastOnce, retain));
+    o.will = Some((
+        topic.to_string(),
+        format!("{id} gone").into_bytes(),
+        QoS::AtLeastOnce,
+        retain,
+    ));
     o
 }
 
@@ -71,7 +75,10 @@ fn will_is_published_on_keep_alive_timeout() {
     let started = Instant::now();
     c.expect_closed();
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(1400), "closed too early: {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(1400),
+        "closed too early: {waited:?}"
+    );
     let p = s.recv_publish();
     assert_eq!(p.topic, "wills/sleepy");
 }

@@ -77,14 +77,22 @@ impl BrokerProcess {
     }
 
     fn spawn(mut cmd: Command, port: u16, dir: PathBuf) -> BrokerProcess {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cmd.env_remove("RUST_LOG");
         let mut child = cmd.spawn().expect("spawn midge binary");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = channel();
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -121,13 +129,26 @@ impl BrokerProcess {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("midge exited early with {status}; log:\n{}", self.log_text());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "midge exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "midge did not start listening; log:\n{}", self.log_text());
+            assert!(
+                !left.is_zero(),
+                "midge did not start listening; log:\n{}",
+                self.log_text()
+            );
             // Wake on the next log line (the listener line), or re-check shortly.
-            let _ = self.log_rx.recv_timeout(left.min(Duration::from_millis(50)));
+            let _ = self
+                .log_rx
+                .recv_timeout(left.min(Duration::from_millis(50)));
         }
     }
 
@@ -148,7 +169,10 @@ impl BrokerProcess {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!("no log line containing {needle:?}; log:\n{}", self.log_text())
+                    panic!(
+                        "no log line containing {needle:?}; log:\n{}",
+                        self.log_text()
+                    )
                 }
             }
         }
@@ -166,7 +190,10 @@ impl BrokerProcess {
 
     /// Send a signal to the broker.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status();
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
         assert!(matches!(status, Ok(s) if s.success()), "kill -{sig} failed");
     }
 
@@ -178,7 +205,11 @@ impl BrokerProcess {
             if let Ok(Some(status)) = child.try_wait() {
                 return status.code();
             }
-            assert!(Instant::now() < deadline, "midge did not exit; log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "midge did not exit; log:\n{}",
+                self.log_text()
+            );
             // The process has no event we can block on portably; poll its status.
             let _ = self.log_rx.recv_timeout(Duration::from_millis(20));
         }
@@ -240,7 +271,11 @@ impl Client {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to midge");
         stream.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
         stream.set_nodelay(true).expect("nodelay");
-        Client { stream, version, buf: Vec::new() }
+        Client {
+            stream,
+            version,
+            buf: Vec::new(),
+        }
     }
 
     /// Connect with v3.1.1 defaults and expect a successful CONNACK.
@@ -318,7 +353,10 @@ impl Client {
     pub fn try_recv(&mut self, timeout: Duration) -> Option<Result<Packet<'static>, String>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let limits = DecodeLimits { version: self.version, max_packet_size: 1 << 28 };
+            let limits = DecodeLimits {
+                version: self.version,
+                max_packet_size: 1 << 28,
+            };
             match decode(&self.buf, &limits) {
                 Ok(Decoded::Packet(_, used)) => {
                     let bytes: Vec<u8> = self.buf.drain(..used).collect();
@@ -340,7 +378,9 @@ impl Client {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Some(Err("closed by broker".into())),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => return None,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
                 Err(e) => return Some(Err(e.to_string())),
             }
         }
@@ -369,11 +409,23 @@ impl Client {
 
     /// Subscribe to one filter and return the SUBACK reason codes.
     pub fn subscribe(&mut self, filter: &str, qos: QoS) -> Vec<ReasonCode> {
-        self.subscribe_opts(filter, SubscriptionOptions { qos, ..Default::default() }, 1)
+        self.subscribe_opts(
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+            1,
+        )
     }
 
     /// Subscribe with full options and a packet id.
-    pub fn subscribe_opts(&mut self, filter: &str, options: SubscriptionOptions, pid: u16) -> Vec<ReasonCode> {
+    pub fn subscribe_opts(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        pid: u16,
+    ) -> Vec<ReasonCode> {
         let sub = Subscribe {
             packet_id: pid,
             properties: Properties::default(),
@@ -464,7 +516,9 @@ impl Client {
 
     /// Send DISCONNECT and close.
     pub fn disconnect(mut self) {
-        self.send(&Packet::Disconnect(Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION)));
+        self.send(&Packet::Disconnect(Disconnect::with_reason(
+            ReasonCode::NORMAL_DISCONNECTION,
+        )));
         let _ = self.stream.shutdown(Shutdown::Write);
         // Wait for the broker to close its side so the DISCONNECT is processed
         // before the test goes on.
@@ -478,7 +532,13 @@ impl Client {
 }
 
 /// A PUBLISH packet value.
-pub fn publish<'a>(topic: &'a str, payload: &'a [u8], qos: QoS, retain: bool, pid: u16) -> Publish<'a> {
+pub fn publish<'a>(
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: QoS,
+    retain: bool,
+    pid: u16,
+) -> Publish<'a> {
     Publish {
         dup: false,
         qos,
@@ -504,4 +564,8 @@ pub fn leak_bytes(b: &[u8]) -> &'static [u8] {
 pub const ALL_QOS: [QoS; 3] = [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce];
 
 /// All three protocol versions.
-pub const ALL_VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V31, ProtocolVersion::V311, ProtocolVersion::V5];
+pub const ALL_VERSIONS: [ProtocolVersion; 3] = [
+    ProtocolVersion::V31,
+    ProtocolVersion::V311,
+    ProtocolVersion::V5,
+];
