@@ -1,8 +1,21 @@
 //! Incremental decoding: given the bytes received so far, return one complete
 //! packet and how many bytes it used, or `NeedMore`, or a typed error.
+//!
+//! The decoder borrows strings and payloads from the caller's buffer and allocates
+//! only for list fields. It never buffers: the caller keeps the bytes, and a
+//! declared size over the limit is refused from the fixed header alone.
 
 use super::error::DecodeError;
-use super::packet::{Packet, ProtocolVersion};
+use super::packet::{
+    Auth, ConnAck, Connect, Disconnect, Packet, PacketId, PacketType, ProtocolVersion, PubResp,
+    Publish, QoS, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
+    Will,
+};
+use super::properties::{Properties, PropertyContext};
+use super::property_codec::read_properties;
+use super::reason::ReasonCode;
+use super::topic::{valid_topic_filter, valid_topic_name};
+use super::wire::{parse_remaining_length, Reader};
 
 /// What the decoder needs to know about the connection.
 #[derive(Debug, Clone, Copy)]
@@ -16,6 +29,9 @@ pub struct DecodeLimits {
 }
 
 /// The result of a decode attempt that found no error.
+// Packets are large (two `Properties` in a v5 CONNECT) but live briefly on the
+// stack; boxing them would cost an allocation per packet on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded<'a> {
     /// A whole packet, and the number of bytes of the buffer it used.
@@ -26,7 +42,778 @@ pub enum Decoded<'a> {
 }
 
 /// Decode the first packet in `buf`.
+///
+/// The type byte is checked as soon as it arrives, the size limit as soon as the
+/// remaining length is complete, and the body only once all of it is in `buf`.
 pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<Decoded<'a>, DecodeError> {
-    let _ = (buf, limits);
-    unimplemented!("codec helper")
+    let Some(&first) = buf.first() else {
+        return Ok(Decoded::NeedMore(None));
+    };
+    let ptype = packet_type(first, limits.version)?;
+    let Some((remaining, len_bytes)) = parse_remaining_length(buf.get(1..).unwrap_or(&[]))? else {
+        return Ok(Decoded::NeedMore(None));
+    };
+    // No overflow: `remaining` is below 2^28.
+    let total = 1 + len_bytes + remaining;
+    if total > limits.max_packet_size {
+        return Err(DecodeError::PacketTooLarge {
+            size: total,
+            max: limits.max_packet_size,
+        });
+    }
+    let Some(body) = buf.get(1 + len_bytes..total) else {
+        return Ok(Decoded::NeedMore(Some(total)));
+    };
+    let packet = decode_body(ptype, first & 0x0F, body, limits.version)?;
+    Ok(Decoded::Packet(packet, total))
+}
+
+/// Check the first byte of the fixed header: the type and its flags (2.1.3, 2.2.2).
+fn packet_type(first: u8, version: ProtocolVersion) -> Result<PacketType, DecodeError> {
+    let nibble = first >> 4;
+    let flags = first & 0x0F;
+    let t = PacketType::from_nibble(nibble).ok_or(DecodeError::InvalidPacketType(nibble))?;
+    match t {
+        PacketType::Auth if !version.is_v5() => return Err(DecodeError::InvalidPacketType(nibble)),
+        PacketType::Publish => {
+            let qos = (flags >> 1) & 0x03;
+            if qos == 3 {
+                // [MQTT-3.3.1-4]
+                return Err(DecodeError::InvalidQoS);
+            }
+            // DUP must be 0 for QoS 0 [MQTT-3.3.1-2]. Like mosquitto we treat a
+            // violation as a malformed packet rather than guessing what was meant.
+            if qos == 0 && flags & 0x08 != 0 {
+                return Err(DecodeError::InvalidHeaderFlags(t, flags));
+            }
+        }
+        // [MQTT-3.6.1-1] [MQTT-3.8.1-1] [MQTT-3.10.1-1]
+        PacketType::PubRel | PacketType::Subscribe | PacketType::Unsubscribe => {
+            if flags != 0b0010 {
+                return Err(DecodeError::InvalidHeaderFlags(t, flags));
+            }
+        }
+        // Reserved flags are 0 for every other type [MQTT-2.2.2-1] [MQTT-2.2.2-2].
+        _ => {
+            if flags != 0 {
+                return Err(DecodeError::InvalidHeaderFlags(t, flags));
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// Decode a complete body of type `t`; every byte must belong to a field.
+fn decode_body(
+    t: PacketType,
+    flags: u8,
+    body: &[u8],
+    version: ProtocolVersion,
+) -> Result<Packet<'_>, DecodeError> {
+    let mut r = Reader::new(body, t);
+    let packet = match t {
+        PacketType::Connect => Packet::Connect(connect(&mut r)?),
+        PacketType::ConnAck => Packet::ConnAck(connack(&mut r, version)?),
+        PacketType::Publish => Packet::Publish(publish(&mut r, flags, version)?),
+        PacketType::PubAck => Packet::PubAck(pub_resp(&mut r, version)?),
+        PacketType::PubRec => Packet::PubRec(pub_resp(&mut r, version)?),
+        PacketType::PubRel => Packet::PubRel(pub_resp(&mut r, version)?),
+        PacketType::PubComp => Packet::PubComp(pub_resp(&mut r, version)?),
+        PacketType::Subscribe => Packet::Subscribe(subscribe(&mut r, version)?),
+        PacketType::SubAck => Packet::SubAck(suback(&mut r, version)?),
+        PacketType::Unsubscribe => Packet::Unsubscribe(unsubscribe(&mut r, version)?),
+        PacketType::UnsubAck => Packet::UnsubAck(unsuback(&mut r, version)?),
+        PacketType::PingReq => Packet::PingReq,
+        PacketType::PingResp => Packet::PingResp,
+        PacketType::Disconnect => Packet::Disconnect(disconnect(&mut r, version)?),
+        PacketType::Auth => Packet::Auth(auth(&mut r)?),
+    };
+    r.finish()?;
+    Ok(packet)
+}
+
+/// Properties of packet type `t` when `version` has them, else none.
+fn props<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<Properties<'a>, DecodeError> {
+    if version.is_v5() {
+        read_properties(r, PropertyContext::Packet(r.packet_type()))
+    } else {
+        Ok(Properties::default())
+    }
+}
+
+/// A packet identifier, which is never 0 [MQTT-2.2.1-3].
+fn packet_id(r: &mut Reader<'_>) -> Result<PacketId, DecodeError> {
+    let id = r.u16()?;
+    if id == 0 {
+        return Err(DecodeError::ZeroPacketId(r.packet_type()));
+    }
+    Ok(id)
+}
+
+/// A reason code byte, checked against the table for the reader's packet type.
+fn reason(r: &mut Reader<'_>) -> Result<ReasonCode, DecodeError> {
+    let t = r.packet_type();
+    let code = r.u8()?;
+    if !reason_allowed(t, code) {
+        return Err(DecodeError::InvalidReasonCode(t, code));
+    }
+    Ok(ReasonCode(code))
+}
+
+/// The MQTT 5 reason codes each packet type may carry.
+fn reason_allowed(t: PacketType, code: u8) -> bool {
+    match t {
+        // 3.2.2.2
+        PacketType::ConnAck => matches!(
+            code,
+            0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
+        ),
+        // 3.4.2.1, 3.5.2.1
+        PacketType::PubAck | PacketType::PubRec => {
+            matches!(
+                code,
+                0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+            )
+        }
+        // 3.6.2.1, 3.7.2.1
+        PacketType::PubRel | PacketType::PubComp => matches!(code, 0x00 | 0x92),
+        // 3.9.3
+        PacketType::SubAck => matches!(
+            code,
+            0x00..=0x02 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91 | 0x97 | 0x9E | 0xA1 | 0xA2
+        ),
+        // 3.11.3
+        PacketType::UnsubAck => matches!(code, 0x00 | 0x11 | 0x80 | 0x83 | 0x87 | 0x8F | 0x91),
+        // 3.14.2.1; 0x8C (Bad authentication method) is also accepted, as a failed
+        // re-authentication (4.12.1) may end with it.
+        PacketType::Disconnect => matches!(
+            code,
+            0x00 | 0x04 | 0x80..=0x83 | 0x87 | 0x89 | 0x8B..=0x90 | 0x93..=0xA2
+        ),
+        // 3.15.2.1
+        PacketType::Auth => matches!(code, 0x00 | 0x18 | 0x19),
+        _ => false,
+    }
+}
+
+/// CONNECT (3.1), decoded by its own protocol level.
+fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
+    let name = r.binary()?;
+    let level = r.u8()?;
+    let version = match (name, ProtocolVersion::from_level(level)) {
+        (b"MQTT", Some(v @ (ProtocolVersion::V311 | ProtocolVersion::V5))) => v,
+        (b"MQIsdp", Some(ProtocolVersion::V31)) => ProtocolVersion::V31,
+        // A protocol we know at a level it does not have (including "MQTT" 3 and
+        // "MQIsdp" 4): the server answers CONNACK 0x01 / 0x84 [MQTT-3.1.2-2].
+        (b"MQTT" | b"MQIsdp", _) => return Err(DecodeError::UnsupportedProtocolVersion(level)),
+        // [MQTT-3.1.2-1]
+        _ => return Err(DecodeError::InvalidProtocolName),
+    };
+    let flags = r.u8()?;
+    let bad = DecodeError::InvalidConnectFlags(flags);
+    // Reserved bit [MQTT-3.1.2-3].
+    if flags & 0x01 != 0 {
+        return Err(bad);
+    }
+    let clean_start = flags & 0x02 != 0;
+    let will_flag = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    let will_retain = flags & 0x20 != 0;
+    let password_flag = flags & 0x40 != 0;
+    let username_flag = flags & 0x80 != 0;
+    // No will: will QoS and retain must be 0 [MQTT-3.1.2-11] [MQTT-3.1.2-13] [MQTT-3.1.2-15].
+    if !will_flag && (will_qos != 0 || will_retain) {
+        return Err(bad);
+    }
+    // Will QoS 3 [MQTT-3.1.2-14].
+    let Some(will_qos) = QoS::from_u8(will_qos) else {
+        return Err(bad);
+    };
+    // Before MQTT 5 a password needs a user name [MQTT-3.1.2-22]; v5 allows it alone.
+    if password_flag && !username_flag && !version.is_v5() {
+        return Err(bad);
+    }
+    let keep_alive = r.u16()?;
+    let properties = if version.is_v5() {
+        read_properties(r, PropertyContext::Packet(PacketType::Connect))?
+    } else {
+        Properties::default()
+    };
+    let client_id = r.string()?;
+    let will = if will_flag {
+        let properties = if version.is_v5() {
+            read_properties(r, PropertyContext::Will)?
+        } else {
+            Properties::default()
+        };
+        let topic = r.string()?;
+        // The will is published to this topic, so it must be a topic name.
+        if !valid_topic_name(topic) {
+            return Err(DecodeError::InvalidTopicName);
+        }
+        let payload = r.binary()?;
+        Some(Will {
+            topic,
+            payload,
+            qos: will_qos,
+            retain: will_retain,
+            properties,
+        })
+    } else {
+        None
+    };
+    let username = if username_flag {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if password_flag {
+        Some(r.binary()?)
+    } else {
+        None
+    };
+    Ok(Connect {
+        version,
+        clean_start,
+        keep_alive,
+        properties,
+        client_id,
+        will,
+        username,
+        password,
+    })
+}
+
+/// CONNACK (3.2).
+fn connack<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<ConnAck<'a>, DecodeError> {
+    let flags = r.u8()?;
+    // Connect Acknowledge Flags bits 7-1 are reserved [MQTT-3.2.2-1]. There is no
+    // separate variant for this variable-header byte; it is reported as header flags.
+    if flags & 0xFE != 0 {
+        return Err(DecodeError::InvalidHeaderFlags(PacketType::ConnAck, flags));
+    }
+    let reason = if version.is_v5() {
+        reason(r)?
+    } else {
+        let code = r.u8()?;
+        ReasonCode::from_v3_connack(code)
+            .ok_or(DecodeError::InvalidReasonCode(PacketType::ConnAck, code))?
+    };
+    let properties = props(r, version)?;
+    Ok(ConnAck {
+        session_present: flags & 0x01 != 0,
+        reason,
+        properties,
+    })
+}
+
+/// PUBLISH (3.3). The fixed-header flags were checked by [`packet_type`].
+fn publish<'a>(
+    r: &mut Reader<'a>,
+    flags: u8,
+    version: ProtocolVersion,
+) -> Result<Publish<'a>, DecodeError> {
+    let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
+    let topic = r.string()?;
+    // No wildcards in a topic name [MQTT-3.3.2-2].
+    if !topic.is_empty() && !valid_topic_name(topic) {
+        return Err(DecodeError::InvalidTopicName);
+    }
+    // Only QoS 1 and 2 carry a packet identifier [MQTT-2.2.1-2].
+    let packet_id = if qos == QoS::AtMostOnce {
+        0
+    } else {
+        packet_id(r)?
+    };
+    let properties = props(r, version)?;
+    // An empty topic is only meaningful with a Topic Alias (3.3.2.3.4) [MQTT-3.3.2-1].
+    if topic.is_empty() && properties.topic_alias.is_none() {
+        return Err(DecodeError::InvalidTopicName);
+    }
+    Ok(Publish {
+        dup: flags & 0x08 != 0,
+        qos,
+        retain: flags & 0x01 != 0,
+        topic,
+        packet_id,
+        properties,
+        payload: r.rest(),
+    })
+}
+
+/// PUBACK, PUBREC, PUBREL, PUBCOMP (3.4-3.7).
+fn pub_resp<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<PubResp<'a>, DecodeError> {
+    let packet_id = packet_id(r)?;
+    // v5: remaining length 2 means Success and no properties; 3 means a reason and
+    // no properties [MQTT-3.4.2-1] (likewise 3.5.2.1, 3.6.2.1, 3.7.2.1).
+    if !version.is_v5() || r.is_empty() {
+        return Ok(PubResp::success(packet_id));
+    }
+    let reason = reason(r)?;
+    let properties = if r.is_empty() {
+        Properties::default()
+    } else {
+        props(r, version)?
+    };
+    Ok(PubResp {
+        packet_id,
+        reason,
+        properties,
+    })
+}
+
+/// The subscription options byte (3.8.3.1).
+fn subscription_options(
+    o: u8,
+    version: ProtocolVersion,
+) -> Result<SubscriptionOptions, DecodeError> {
+    let bad = DecodeError::InvalidSubscriptionOptions(o);
+    // Before v5 only the QoS bits exist; the rest are reserved [MQTT-3.8.3-4 (3.1.1)].
+    // In v5 bits 6-7 are reserved [MQTT-3.8.3-5].
+    let reserved = if version.is_v5() { 0xC0 } else { 0xFC };
+    if o & reserved != 0 {
+        return Err(bad);
+    }
+    let qos = QoS::from_u8(o & 0x03).ok_or(bad.clone())?;
+    let retain_handling = match (o >> 4) & 0x03 {
+        0 => RetainHandling::SendAtSubscribe,
+        1 => RetainHandling::SendIfNew,
+        2 => RetainHandling::DoNotSend,
+        // Retain Handling 3 is a Protocol Error (3.8.3.1).
+        _ => return Err(bad),
+    };
+    Ok(SubscriptionOptions {
+        qos,
+        no_local: o & 0x04 != 0,
+        retain_as_published: o & 0x08 != 0,
+        retain_handling,
+    })
+}
+
+/// A topic filter from SUBSCRIBE or UNSUBSCRIBE. Like mosquitto, a filter that
+/// breaks the wildcard rules makes the whole packet malformed.
+fn topic_filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
+    let filter = r.string()?;
+    if !valid_topic_filter(filter) {
+        return Err(DecodeError::InvalidTopicFilter);
+    }
+    Ok(filter)
+}
+
+/// SUBSCRIBE (3.8).
+fn subscribe<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<Subscribe<'a>, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, version)?;
+    // At least one filter [MQTT-3.8.3-3].
+    if r.is_empty() {
+        return Err(DecodeError::NoTopicFilters(PacketType::Subscribe));
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = topic_filter(r)?;
+        let options = subscription_options(r.u8()?, version)?;
+        filters.push((filter, options));
+    }
+    Ok(Subscribe {
+        packet_id,
+        properties,
+        filters,
+    })
+}
+
+/// UNSUBSCRIBE (3.10).
+fn unsubscribe<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<Unsubscribe<'a>, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, version)?;
+    // At least one filter [MQTT-3.10.3-2].
+    if r.is_empty() {
+        return Err(DecodeError::NoTopicFilters(PacketType::Unsubscribe));
+    }
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        filters.push(topic_filter(r)?);
+    }
+    Ok(Unsubscribe {
+        packet_id,
+        properties,
+        filters,
+    })
+}
+
+/// SUBACK (3.9).
+fn suback<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<SubAck<'a>, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, version)?;
+    let mut reasons = Vec::with_capacity(r.remaining());
+    while !r.is_empty() {
+        if version.is_v5() {
+            reasons.push(reason(r)?);
+        } else {
+            // 3.1.1 return codes: granted QoS 0-2 or 0x80 failure [MQTT-3.9.3-2].
+            let code = r.u8()?;
+            if !matches!(code, 0x00..=0x02 | 0x80) {
+                return Err(DecodeError::InvalidReasonCode(PacketType::SubAck, code));
+            }
+            reasons.push(ReasonCode(code));
+        }
+    }
+    Ok(SubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
+}
+
+/// UNSUBACK (3.11): no payload before v5.
+fn unsuback<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<UnsubAck<'a>, DecodeError> {
+    let packet_id = packet_id(r)?;
+    let properties = props(r, version)?;
+    let mut reasons = Vec::new();
+    if version.is_v5() {
+        reasons.reserve(r.remaining());
+        while !r.is_empty() {
+            reasons.push(reason(r)?);
+        }
+    }
+    Ok(UnsubAck {
+        packet_id,
+        properties,
+        reasons,
+    })
+}
+
+/// A reason code and properties that may both be left out (DISCONNECT 3.14.2,
+/// AUTH 3.15.2): remaining length 0 means code 0x00 and no properties; a code
+/// alone means no properties.
+fn optional_reason<'a>(r: &mut Reader<'a>) -> Result<(ReasonCode, Properties<'a>), DecodeError> {
+    if r.is_empty() {
+        return Ok((ReasonCode::SUCCESS, Properties::default()));
+    }
+    let code = reason(r)?;
+    let properties = if r.is_empty() {
+        Properties::default()
+    } else {
+        read_properties(r, PropertyContext::Packet(r.packet_type()))?
+    };
+    Ok((code, properties))
+}
+
+/// DISCONNECT (3.14): empty before v5.
+fn disconnect<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+) -> Result<Disconnect<'a>, DecodeError> {
+    if !version.is_v5() {
+        return Ok(Disconnect::with_reason(ReasonCode::NORMAL_DISCONNECTION));
+    }
+    let (reason, properties) = optional_reason(r)?;
+    Ok(Disconnect { reason, properties })
+}
+
+/// AUTH (3.15); the type check already refused it before v5.
+fn auth<'a>(r: &mut Reader<'a>) -> Result<Auth<'a>, DecodeError> {
+    let (reason, properties) = optional_reason(r)?;
+    Ok(Auth { reason, properties })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::packet::ProtocolVersion::{V31, V311, V5};
+
+    fn limits(version: ProtocolVersion) -> DecodeLimits {
+        DecodeLimits {
+            version,
+            max_packet_size: 1 << 20,
+        }
+    }
+
+    fn dec(bytes: &[u8], version: ProtocolVersion) -> Result<Packet<'_>, DecodeError> {
+        match decode(bytes, &limits(version))? {
+            Decoded::Packet(p, n) => {
+                assert_eq!(n, bytes.len(), "packet did not use the whole buffer");
+                Ok(p)
+            }
+            Decoded::NeedMore(n) => panic!("NeedMore({n:?}) for a whole packet"),
+        }
+    }
+
+    fn err(bytes: &[u8], version: ProtocolVersion) -> DecodeError {
+        match dec(bytes, version) {
+            Err(e) => e,
+            Ok(p) => panic!("decoded {p:?}, expected an error"),
+        }
+    }
+
+    /// A 3.1.1 CONNECT written out by hand: user name, password, clean session,
+    /// keep alive 60, client id "abc".
+    const CONNECT_311: &[u8] = &[
+        0x10, 0x1B, // CONNECT, remaining length 27
+        0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
+        0x04, // level 4
+        0xC2, // user name, password, clean session
+        0x00, 0x3C, // keep alive 60
+        0x00, 0x03, b'a', b'b', b'c', // client id
+        0x00, 0x04, b'u', b's', b'e', b'r', // user name
+        0x00, 0x04, b'p', b'a', b's', b's', // password
+    ];
+
+    #[test]
+    fn hand_written_connect_311() {
+        let Packet::Connect(c) = dec(CONNECT_311, V5).unwrap() else {
+            panic!("not a CONNECT")
+        };
+        // Decoded by its own level although the limits say v5.
+        assert_eq!(c.version, V311);
+        assert!(c.clean_start);
+        assert_eq!(c.keep_alive, 60);
+        assert_eq!(c.client_id, "abc");
+        assert_eq!(c.username, Some("user"));
+        assert_eq!(c.password, Some(&b"pass"[..]));
+        assert_eq!(c.will, None);
+        assert!(c.properties.is_empty());
+    }
+
+    #[test]
+    fn hand_written_connect_31_with_will() {
+        let bytes = [
+            0x10, 0x17, // CONNECT, remaining length 23
+            0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', // protocol name
+            0x03, // level 3
+            0x2C, // will retain, will QoS 1, will flag
+            0x00, 0x0A, // keep alive 10
+            0x00, 0x01, b'c', // client id
+            0x00, 0x01, b't', // will topic
+            0x00, 0x03, b'b', b'y', b'e', // will message
+        ];
+        let Packet::Connect(c) = dec(&bytes, V311).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.version, V31);
+        assert!(!c.clean_start);
+        let will = c.will.unwrap();
+        assert_eq!(
+            (will.topic, will.payload, will.qos, will.retain),
+            ("t", &b"bye"[..], QoS::AtLeastOnce, true)
+        );
+    }
+
+    #[test]
+    fn hand_written_connack_v5_with_properties() {
+        let bytes = [
+            0x20, 0x0B, // CONNACK, remaining length 11
+            0x01, 0x00, // session present, Success
+            0x08, // property length
+            0x21, 0x00, 0x0A, // Receive Maximum 10
+            0x24, 0x01, // Maximum QoS 1
+            0x22, 0x00, 0x05, // Topic Alias Maximum 5
+        ];
+        let Packet::ConnAck(c) = dec(&bytes, V5).unwrap() else {
+            panic!()
+        };
+        assert!(c.session_present);
+        assert_eq!(c.reason, ReasonCode::SUCCESS);
+        assert_eq!(c.properties.receive_maximum, Some(10));
+        assert_eq!(c.properties.maximum_qos, Some(1));
+        assert_eq!(c.properties.topic_alias_maximum, Some(5));
+    }
+
+    #[test]
+    fn hand_written_v3_acks() {
+        // 3.1.1 CONNACK "not authorized" maps to the v5 code.
+        let Packet::ConnAck(c) = dec(&[0x20, 0x02, 0x00, 0x05], V311).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.reason, ReasonCode::NOT_AUTHORIZED);
+        let Packet::SubAck(s) = dec(&[0x90, 0x05, 0x00, 0x07, 0x00, 0x02, 0x80], V311).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(s.packet_id, 7);
+        assert_eq!(s.reasons, [ReasonCode(0), ReasonCode(2), ReasonCode(0x80)]);
+        let Packet::UnsubAck(u) = dec(&[0xB0, 0x02, 0x00, 0x07], V311).unwrap() else {
+            panic!()
+        };
+        assert!(u.reasons.is_empty());
+        assert_eq!(dec(&[0xC0, 0x00], V311), Ok(Packet::PingReq));
+        assert_eq!(dec(&[0xD0, 0x00], V31), Ok(Packet::PingResp));
+    }
+
+    #[test]
+    fn hand_written_publish_311() {
+        // QoS 1, retain, topic "a/b", id 10, payload "hi".
+        let bytes = [
+            0x33, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0A, b'h', b'i',
+        ];
+        let Packet::Publish(p) = dec(&bytes, V311).unwrap() else {
+            panic!()
+        };
+        assert_eq!((p.qos, p.retain, p.dup), (QoS::AtLeastOnce, true, false));
+        assert_eq!((p.topic, p.packet_id, p.payload), ("a/b", 10, &b"hi"[..]));
+    }
+
+    #[test]
+    fn v5_short_acks() {
+        // PUBACK with remaining length 2: Success, no properties.
+        assert_eq!(
+            dec(&[0x40, 0x02, 0x00, 0x01], V5),
+            Ok(Packet::PubAck(PubResp::success(1)))
+        );
+        // Remaining length 3: reason only.
+        let Packet::PubRec(p) = dec(&[0x50, 0x03, 0x00, 0x01, 0x10], V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.reason, ReasonCode::NO_MATCHING_SUBSCRIBERS);
+        // Remaining length 4: reason and an empty property list.
+        let Packet::PubComp(p) = dec(&[0x70, 0x04, 0x00, 0x01, 0x92, 0x00], V5).unwrap() else {
+            panic!()
+        };
+        assert_eq!(p.reason, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+        // DISCONNECT with remaining length 0 is a normal disconnection.
+        assert_eq!(
+            dec(&[0xE0, 0x00], V5),
+            Ok(Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::NORMAL_DISCONNECTION
+            )))
+        );
+        // DISCONNECT with a reason only.
+        assert_eq!(
+            dec(&[0xE0, 0x01, 0x8E], V5),
+            Ok(Packet::Disconnect(Disconnect::with_reason(
+                ReasonCode::SESSION_TAKEN_OVER
+            )))
+        );
+        // AUTH with remaining length 0 is Success [3.15.2.1].
+        assert_eq!(
+            dec(&[0xF0, 0x00], V5),
+            Ok(Packet::Auth(Auth {
+                reason: ReasonCode::SUCCESS,
+                properties: Properties::default()
+            }))
+        );
+    }
+
+    #[test]
+    fn need_more_and_size_limit() {
+        let l = limits(V311);
+        assert!(matches!(decode(&[], &l), Ok(Decoded::NeedMore(None))));
+        assert!(matches!(decode(&[0x30], &l), Ok(Decoded::NeedMore(None))));
+        assert!(matches!(
+            decode(&[0x30, 0x80], &l),
+            Ok(Decoded::NeedMore(None))
+        ));
+        assert!(matches!(
+            decode(&[0x30, 0x80, 0x01], &l),
+            Ok(Decoded::NeedMore(Some(131)))
+        ));
+        // A hostile length is refused from the header alone, before any body.
+        let small = DecodeLimits {
+            version: V311,
+            max_packet_size: 100,
+        };
+        assert_eq!(
+            decode(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F], &small).unwrap_err(),
+            DecodeError::PacketTooLarge {
+                size: 268_435_460,
+                max: 100
+            }
+        );
+        // Exactly at the limit is fine; one more is not.
+        let at = DecodeLimits {
+            version: V311,
+            max_packet_size: 4,
+        };
+        assert!(matches!(
+            decode(&[0x40, 0x02, 0x00, 0x01], &at),
+            Ok(Decoded::Packet(..))
+        ));
+        assert!(matches!(
+            decode(&[0x40, 0x03], &at),
+            Err(DecodeError::PacketTooLarge { size: 5, max: 4 })
+        ));
+    }
+
+    #[test]
+    fn remaining_length_too_long() {
+        // Known at the 4th length byte; no 5th byte is needed.
+        assert_eq!(
+            decode(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF], &limits(V5)).unwrap_err(),
+            DecodeError::RemainingLengthTooLong
+        );
+        assert_eq!(
+            decode(&[0x30, 0x80, 0x80, 0x80, 0x80], &limits(V5)).unwrap_err(),
+            DecodeError::RemainingLengthTooLong
+        );
+    }
+
+    #[test]
+    fn packet_types() {
+        assert_eq!(err(&[0x00, 0x00], V5), DecodeError::InvalidPacketType(0));
+        // AUTH only exists in v5.
+        assert_eq!(err(&[0xF0, 0x00], V311), DecodeError::InvalidPacketType(15));
+        assert_eq!(err(&[0xF0, 0x00], V31), DecodeError::InvalidPacketType(15));
+        // Checked from the first byte alone.
+        assert_eq!(
+            decode(&[0x00], &limits(V5)).unwrap_err(),
+            DecodeError::InvalidPacketType(0)
+        );
+    }
+
+    #[test]
+    fn header_flags() {
+        use PacketType as T;
+        // [MQTT-2.2.2-1/2]
+        assert!(dec(&[0x62, 0x02, 0x00, 0x01], V311).is_ok());
+        assert_eq!(
+            err(&[0x60, 0x02, 0x00, 0x01], V311),
+            DecodeError::InvalidHeaderFlags(T::PubRel, 0)
+        );
+        assert_eq!(
+            err(&[0x80, 0x00], V311),
+            DecodeError::InvalidHeaderFlags(T::Subscribe, 0)
+        );
+        assert_eq!(
+            err(&[0xA3, 0x00], V311),
+            DecodeError::InvalidHeaderFlags(T::Unsubscribe, 3)
+        );
+        assert_eq!(
+            err(&[0x41, 0x02, 0x00, 0x01], V311),
+            DecodeError::InvalidHeaderFlags(T::PubAck, 1)
+        );
+        assert_eq!(
+            err(&[0xC8, 0x00], V311),
+            DecodeError::InvalidHeaderFlags(T::PingReq, 8)
+        );
+        assert_eq!(
+            err(&[0x12, 0x00], V311),
+            DecodeError::InvalidHeaderFlags(T::Connect, 2)
+        );
+        // DUP with QoS 0 [MQTT-3.3.1-2].
+        assert_eq!(
+            err(&[0x38, 0x03, 0x00, 0x01, b'a'], V311),
+            DecodeError::InvalidHeaderFlags(T::Publish, 8)
+        );
+        // QoS 3 [MQTT-3.3.1-4].
+        assert_eq!(
+            err(&[0x36, 0x03, 0x00, 0x01, b'a'], V311),
+            DecodeError::InvalidQoS
+        );
+        // CONNACK's acknowledge flags: bits 7-1 reserved [MQTT-3.2.2-1].
+        assert_eq!(
+            err(&[0x20, 0x02, 0x02, 0x00], V311),
+            DecodeError::InvalidHeaderFlags(T::ConnAck, 2)
+        );
+        assert_eq!(
+            err(&[0x20, 0x03, 0x80, 0x00, 0x00], V5),
+            DecodeError::InvalidHeaderFlags(T::ConnAck, 0x80)
+        );
+        // DUP with QoS 1 is fine.
+        assert!(dec(&[0x3A, 0x05, 0x00, 0x01, b'a', 0x00, 0x01], V311).is_ok());
+    }
 }

@@ -10,9 +10,13 @@ pub mod encode;
 pub mod error;
 pub mod packet;
 pub mod properties;
+mod property_codec;
 pub mod reason;
 pub mod topic;
 mod wire;
+
+#[cfg(test)]
+mod codec_tests;
 
 pub use decode::{decode, DecodeLimits, Decoded};
 pub use encode::{encode, encoded_len};

@@ -3,7 +3,7 @@
 //!
 //! Which packet may carry which property, and the rule that only user properties
 //! and subscription identifiers may repeat [MQTT-2.2.2-2], are checked by the decoder
-//! (see `decode`), using the table in [`PropertyId::allowed_in`].
+//! (see `property_codec`), using the table in [`PropertyId::allowed_in`].
 
 use super::packet::PacketType;
 
@@ -38,6 +38,103 @@ pub enum PropertyId {
     WildcardSubscriptionAvailable = 0x28,
     SubscriptionIdentifierAvailable = 0x29,
     SharedSubscriptionAvailable = 0x2A,
+}
+
+impl PropertyId {
+    /// The property for an identifier byte, or `None` for an unknown identifier.
+    pub fn from_u8(id: u8) -> Option<Self> {
+        use PropertyId::*;
+        Some(match id {
+            0x01 => PayloadFormatIndicator,
+            0x02 => MessageExpiryInterval,
+            0x03 => ContentType,
+            0x08 => ResponseTopic,
+            0x09 => CorrelationData,
+            0x0B => SubscriptionIdentifier,
+            0x11 => SessionExpiryInterval,
+            0x12 => AssignedClientIdentifier,
+            0x13 => ServerKeepAlive,
+            0x15 => AuthenticationMethod,
+            0x16 => AuthenticationData,
+            0x17 => RequestProblemInformation,
+            0x18 => WillDelayInterval,
+            0x19 => RequestResponseInformation,
+            0x1A => ResponseInformation,
+            0x1C => ServerReference,
+            0x1F => ReasonString,
+            0x21 => ReceiveMaximum,
+            0x22 => TopicAliasMaximum,
+            0x23 => TopicAlias,
+            0x24 => MaximumQoS,
+            0x25 => RetainAvailable,
+            0x26 => UserProperty,
+            0x27 => MaximumPacketSize,
+            0x28 => WildcardSubscriptionAvailable,
+            0x29 => SubscriptionIdentifierAvailable,
+            0x2A => SharedSubscriptionAvailable,
+            _ => return None,
+        })
+    }
+
+    /// May this property appear in `ctx`? The table of 2.2.2.2 ("Used in" column).
+    pub fn allowed_in(self, ctx: PropertyContext) -> bool {
+        use PacketType as T;
+        use PropertyId::*;
+        let PropertyContext::Packet(t) = ctx else {
+            // Will properties (3.1.3.2).
+            return matches!(
+                self,
+                PayloadFormatIndicator
+                    | MessageExpiryInterval
+                    | ContentType
+                    | ResponseTopic
+                    | CorrelationData
+                    | WillDelayInterval
+                    | UserProperty
+            );
+        };
+        match self {
+            PayloadFormatIndicator
+            | MessageExpiryInterval
+            | ContentType
+            | ResponseTopic
+            | CorrelationData
+            | TopicAlias => t == T::Publish,
+            SubscriptionIdentifier => matches!(t, T::Publish | T::Subscribe),
+            SessionExpiryInterval => matches!(t, T::Connect | T::ConnAck | T::Disconnect),
+            AssignedClientIdentifier
+            | ServerKeepAlive
+            | ResponseInformation
+            | MaximumQoS
+            | RetainAvailable
+            | WildcardSubscriptionAvailable
+            | SubscriptionIdentifierAvailable
+            | SharedSubscriptionAvailable => t == T::ConnAck,
+            AuthenticationMethod | AuthenticationData => {
+                matches!(t, T::Connect | T::ConnAck | T::Auth)
+            }
+            RequestProblemInformation | RequestResponseInformation => t == T::Connect,
+            WillDelayInterval => false,
+            ServerReference => matches!(t, T::ConnAck | T::Disconnect),
+            ReasonString => matches!(
+                t,
+                T::ConnAck
+                    | T::PubAck
+                    | T::PubRec
+                    | T::PubRel
+                    | T::PubComp
+                    | T::SubAck
+                    | T::UnsubAck
+                    | T::Disconnect
+                    | T::Auth
+            ),
+            ReceiveMaximum | TopicAliasMaximum | MaximumPacketSize => {
+                matches!(t, T::Connect | T::ConnAck)
+            }
+            // Every packet with properties (all but PINGREQ/PINGRESP, which have none).
+            UserProperty => !matches!(t, T::PingReq | T::PingResp),
+        }
+    }
 }
 
 /// Where a property may appear besides packets: the will properties in CONNECT's payload.
