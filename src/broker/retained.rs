@@ -488,7 +488,7 @@ mod tests {
     fn randomized_cross_check_against_reference() {
         const LEVELS: [&str; 4] = ["", "a", "b", "c"];
         let mut rng = Rng(0xD1B5_4A32_D192_ED03);
-        let mut random_topic = |rng: &mut Rng| {
+        let random_topic = |rng: &mut Rng| {
             let n = 1 + rng.below(4);
             let levels: Vec<&str> = (0..n)
                 .map(|i| {

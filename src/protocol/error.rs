@@ -29,7 +29,8 @@ pub enum DecodeError {
     TrailingBytes(PacketType),
     /// A string that is not well-formed UTF-8, or contains U+0000 [MQTT-1.5.4-1/2].
     InvalidUtf8,
-    /// CONNECT's protocol name is neither "MQTT" nor "MQIsdp", or does not match the level.
+    /// CONNECT's protocol name is neither "MQTT" nor "MQIsdp". (A known name with a
+    /// level it does not go with is `UnsupportedProtocolVersion`, as mosquitto treats it.)
     InvalidProtocolName,
     /// CONNECT's protocol level is not 3, 4 or 5. The broker answers with CONNACK
     /// 0x01 (v3) / 0x84 (v5) [MQTT-3.1.2-2].

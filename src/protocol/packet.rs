@@ -153,6 +153,10 @@ impl PacketType {
 }
 
 /// Any MQTT control packet.
+// CONNECT (two property sets) is much larger than the rest; boxing it would cost an
+// allocation per decoded packet on the hot path for the sake of a rare one, and
+// packets live on the stack only briefly.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Packet<'a> {
     /// Client request to connect.

@@ -305,8 +305,10 @@ impl Client {
 
     /// Send a CONNECT built from `o`.
     pub fn send_connect(&mut self, o: &ConnectOptions) {
-        let mut properties = Properties::default();
-        properties.session_expiry_interval = o.session_expiry;
+        let properties = Properties {
+            session_expiry_interval: o.session_expiry,
+            ..Properties::default()
+        };
         let will = o.will.as_ref().map(|(t, p, q, r)| Will {
             topic: leak_str(t),
             payload: leak_bytes(p),
