@@ -1,0 +1,118 @@
+//! Listening sockets, made with socket2 so that options (dual-stack IPv6,
+//! SO_REUSEADDR, the backlog) are set before `listen`. Binding only: accepting is
+//! the loop's job.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::ListenerConfig;
+
+/// Pending connections the kernel may hold for us (mosquitto uses 100; accepts are
+/// cheap here and bursts of reconnecting gateways are the norm).
+const BACKLOG: i32 = 1024;
+
+/// A bound, non-blocking listener and a printable name for logs.
+pub struct Listener {
+    /// The socket, registered with the poll.
+    pub socket: mio::net::TcpListener,
+    /// "0.0.0.0:1883", "[::]:1883", ... for log lines.
+    pub name: String,
+}
+
+/// Bind every address `config` asks for: all interfaces (IPv6 dual-stack, or IPv4
+/// when the host has no IPv6) when no address is given, else each address the
+/// name resolves to.
+pub fn bind(config: &ListenerConfig) -> Result<Vec<Listener>, (String, std::io::Error)> {
+    let addrs: Vec<SocketAddr> = match &config.bind_address {
+        None => {
+            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.port);
+            match bind_one(v6) {
+                Ok(l) => return Ok(vec![l]),
+                // No IPv6 on this host: fall back to IPv4 alone.
+                Err(_) => vec![SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                    config.port,
+                )],
+            }
+        }
+        Some(host) => match (host.as_str(), config.port).to_socket_addrs() {
+            Ok(a) => a.collect(),
+            Err(e) => return Err((format!("{host}:{}", config.port), e)),
+        },
+    };
+    addrs
+        .into_iter()
+        .map(|a| bind_one(a).map_err(|e| (a.to_string(), e)))
+        .collect()
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<Listener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // One socket for both families when bound to [::], as mosquitto does.
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
+    }
+    // Restarting the broker must not wait for TIME_WAIT sockets to clear.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    let std_listener: std::net::TcpListener = socket.into();
+    let name = std_listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| addr.to_string());
+    Ok(Listener {
+        socket: mio::net::TcpListener::from_std(std_listener),
+        name,
+    })
+}
+
+/// A peer address as logged: IPv4-mapped IPv6 addresses (from a dual-stack
+/// listener) print as plain IPv4, like mosquitto.
+pub fn peer_name(addr: SocketAddr) -> String {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()).to_string(),
+            None => addr.to_string(),
+        },
+        SocketAddr::V4(_) => addr.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_an_ephemeral_loopback_port() {
+        let l = bind(&ListenerConfig {
+            port: 0,
+            bind_address: Some("127.0.0.1".into()),
+        })
+        .expect("bind");
+        assert_eq!(l.len(), 1);
+        assert!(l[0].name.starts_with("127.0.0.1:"));
+    }
+
+    #[test]
+    fn bad_host_is_an_error_naming_it() {
+        let e = bind(&ListenerConfig {
+            port: 1,
+            bind_address: Some("no such host.invalid".into()),
+        });
+        let Err((name, _)) = e else {
+            panic!("bound a bad host")
+        };
+        assert!(name.contains("no such host.invalid"));
+    }
+
+    #[test]
+    fn mapped_addresses_print_as_ipv4() {
+        let a: SocketAddr = "[::ffff:10.0.0.1]:5000".parse().expect("addr");
+        assert_eq!(peer_name(a), "10.0.0.1:5000");
+        let b: SocketAddr = "[::1]:5000".parse().expect("addr");
+        assert_eq!(peer_name(b), "[::1]:5000");
+    }
+}
