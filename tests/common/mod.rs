@@ -527,6 +527,11 @@ impl Client {
         let _ = self.try_recv(TIMEOUT);
     }
 
+    /// Half-close: the broker sees end of stream, replies can still arrive.
+    pub fn shutdown_write(&mut self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
     /// Close the socket without DISCONNECT (an abnormal close: wills fire).
     pub fn drop_connection(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
