@@ -114,18 +114,546 @@ impl std::error::Error for ConfigError {}
 impl Config {
     /// Read and parse the config file at `path` (following `include_dir`).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let _ = path;
-        unimplemented!("config helper")
+        let text = read_file(path)?;
+        Config::parse_str(&text, path)
     }
 
     /// Parse config text as if read from `file` (used by `load` and by tests/fuzzing).
     pub fn parse_str(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        let _ = (text, file);
-        unimplemented!("config helper")
+        let mut config = Config::default();
+        let mut parser = Parser {
+            config: &mut config,
+            legacy_listener: None,
+            depth: 0,
+        };
+        parser.parse(text, file)?;
+        Ok(config)
     }
 
     /// The broker's share of the settings.
     pub fn broker_config(&self) -> BrokerConfig {
-        unimplemented!("config helper")
+        let defaults = BrokerConfig::default();
+        BrokerConfig {
+            max_inflight_messages: self.max_inflight_messages,
+            max_queued_messages: self.max_queued_messages,
+            max_queued_bytes: self.max_queued_bytes,
+            queue_qos0_messages: self.queue_qos0_messages,
+            message_size_limit: self.message_size_limit,
+            max_packet_size: if self.max_packet_size == 0 {
+                defaults.max_packet_size
+            } else {
+                self.max_packet_size
+            },
+            max_keepalive: self.max_keepalive,
+            allow_zero_length_clientid: self.allow_zero_length_clientid,
+            persistent_client_expiration: self.persistent_client_expiration,
+            retain_available: self.retain_available,
+            retry_interval: self.retry_interval,
+            ..defaults
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_path_buf(),
+        line: 0,
+        message: format!("cannot read: {e}"),
+    })
+}
+
+/// Directives mosquitto has that midge does not implement yet: named in the error
+/// so a user moving a mosquitto.conf over knows it is a gap, not a typo.
+const NOT_YET: &[&str] = &[
+    "acl_file",
+    "address",
+    "allow_anonymous",
+    "auth_plugin",
+    "auth_opt_",
+    "autosave_interval",
+    "autosave_on_changes",
+    "bridge_",
+    "cafile",
+    "capath",
+    "certfile",
+    "check_retain_source",
+    "ciphers",
+    "ciphers_tls1.3",
+    "clientid_prefixes",
+    "connection",
+    "connection_messages",
+    "crlfile",
+    "http_dir",
+    "keyfile",
+    "listener_allow_anonymous",
+    "log_facility",
+    "log_timestamp",
+    "log_timestamp_format",
+    "max_topic_alias",
+    "mount_point",
+    "password_file",
+    "per_listener_settings",
+    "persistence",
+    "persistence_file",
+    "persistence_location",
+    "persistent_client_expiration_",
+    "plugin",
+    "plugin_opt_",
+    "protocol",
+    "psk_file",
+    "psk_hint",
+    "require_certificate",
+    "set_tcp_nodelay",
+    "socket_domain",
+    "sys_interval",
+    "tls_version",
+    "topic",
+    "upgrade_outgoing_qos",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "use_username_as_clientid",
+    "user",
+    "websockets_log_level",
+];
+
+/// Nesting limit for `include_dir` (a directory that includes itself).
+const MAX_INCLUDE_DEPTH: usize = 8;
+
+struct Parser<'c> {
+    config: &'c mut Config,
+    /// Index in `listeners` of the one made by `port`/`bind_address`.
+    legacy_listener: Option<usize>,
+    depth: usize,
+}
+
+/// One directive's arguments, with what is needed to report errors.
+struct Line<'a> {
+    file: &'a Path,
+    number: usize,
+    directive: &'a str,
+    args: Vec<&'a str>,
+}
+
+impl Line<'_> {
+    fn error(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.number,
+            message: message.into(),
+        }
+    }
+
+    /// Exactly one argument.
+    fn one(&self) -> Result<&str, ConfigError> {
+        match self.args.as_slice() {
+            [v] => Ok(v),
+            [] => Err(self.error(format!("`{}` needs a value", self.directive))),
+            _ => Err(self.error(format!("`{}` takes one value", self.directive))),
+        }
+    }
+
+    fn number<T>(&self, min: T, max: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+    {
+        let v = self.one()?;
+        match v.parse::<T>() {
+            Ok(n) if n >= min && n <= max => Ok(n),
+            _ => Err(self.error(format!(
+                "`{}` expects a number from {min} to {max}, got `{v}`",
+                self.directive
+            ))),
+        }
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.one()? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => Err(self.error(format!(
+                "`{}` expects true or false, got `{v}`",
+                self.directive
+            ))),
+        }
+    }
+}
+
+impl Parser<'_> {
+    fn parse(&mut self, text: &str, file: &Path) -> Result<(), ConfigError> {
+        for (i, raw) in text.lines().enumerate() {
+            let trimmed = raw.trim();
+            // As in mosquitto, `#` comments whole lines only.
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let mut words = trimmed.split_whitespace();
+            let Some(directive) = words.next() else {
+                continue;
+            };
+            let line = Line {
+                file,
+                number: i + 1,
+                directive,
+                args: words.collect(),
+            };
+            self.directive(&line)?;
+        }
+        Ok(())
+    }
+
+    fn directive(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let c = &mut *self.config;
+        match line.directive {
+            "listener" => {
+                let (port, bind) = match line.args.as_slice() {
+                    [p] => (*p, None),
+                    [p, a] => (*p, Some(a.to_string())),
+                    [] => return Err(line.error("`listener` needs a port")),
+                    _ => return Err(line.error("`listener` takes a port and an optional address")),
+                };
+                let port = parse_port(line, port)?;
+                c.listeners.push(ListenerConfig {
+                    port,
+                    bind_address: bind,
+                });
+            }
+            "port" => {
+                let port = parse_port(line, line.one()?)?;
+                self.legacy().port = port;
+            }
+            "bind_address" => {
+                let addr = line.one()?.to_string();
+                self.legacy().bind_address = Some(addr);
+            }
+            "max_connections" => {
+                let n: i64 = line.number(-1, i64::from(u32::MAX))?;
+                c.max_connections = usize::try_from(n).ok();
+            }
+            "max_inflight_messages" => c.max_inflight_messages = line.number(0, u16::MAX)?,
+            "max_queued_messages" => c.max_queued_messages = line.number(0, usize::MAX)?,
+            "max_queued_bytes" => c.max_queued_bytes = line.number(0, usize::MAX)?,
+            "queue_qos0_messages" => c.queue_qos0_messages = line.boolean()?,
+            "message_size_limit" => c.message_size_limit = line.number(0, 268_435_455)?,
+            "max_packet_size" => {
+                let n: usize = line.number(0, 268_435_460)?;
+                if n != 0 && n < 20 {
+                    return Err(line.error("`max_packet_size` must be 0 or at least 20"));
+                }
+                c.max_packet_size = n;
+            }
+            "max_keepalive" => c.max_keepalive = line.number(0, u16::MAX)?,
+            "allow_zero_length_clientid" => c.allow_zero_length_clientid = line.boolean()?,
+            "persistent_client_expiration" => {
+                c.persistent_client_expiration = Some(parse_expiration(line)?)
+            }
+            "retain_available" => c.retain_available = line.boolean()?,
+            "retry_interval" => {
+                let secs: u64 = line.number(0, 86_400)?;
+                c.retry_interval = (secs > 0).then(|| Duration::from_secs(secs));
+            }
+            "include_dir" => self.include_dir(line)?,
+            "log_type" => {
+                let t = line.one()?;
+                const TYPES: &[&str] = &[
+                    "all",
+                    "debug",
+                    "error",
+                    "warning",
+                    "notice",
+                    "information",
+                    "subscribe",
+                    "unsubscribe",
+                    "websockets",
+                    "none",
+                ];
+                if !TYPES.contains(&t) {
+                    return Err(line.error(format!(
+                        "`log_type` expects one of {}, got `{t}`",
+                        TYPES.join(", ")
+                    )));
+                }
+                c.log_types.push(t.to_string());
+            }
+            "log_dest" => {
+                c.log_dest = match line.args.first().copied() {
+                    Some("stdout") => LogDest::Stdout,
+                    Some("stderr") => LogDest::Stderr,
+                    Some(d @ ("file" | "syslog" | "topic" | "dlt")) => {
+                        return Err(line.error(format!(
+                            "`log_dest {d}` is not supported by midge yet (use stdout or stderr)"
+                        )))
+                    }
+                    Some(d) => {
+                        return Err(
+                            line.error(format!("`log_dest` expects stdout or stderr, got `{d}`"))
+                        )
+                    }
+                    None => return Err(line.error("`log_dest` needs a value")),
+                }
+            }
+            "pid_file" => c.pid_file = Some(PathBuf::from(line.one()?)),
+            d if NOT_YET
+                .iter()
+                .any(|n| d == *n || (n.ends_with('_') && d.starts_with(n))) =>
+            {
+                return Err(line.error(format!("`{d}` is not supported by midge yet")));
+            }
+            d => return Err(line.error(format!("unknown directive `{d}`"))),
+        }
+        Ok(())
+    }
+
+    /// The listener `port`/`bind_address` configure, created on first use with
+    /// mosquitto's default port.
+    fn legacy(&mut self) -> &mut ListenerConfig {
+        let index = match self.legacy_listener {
+            Some(i) => i,
+            None => {
+                self.config.listeners.push(ListenerConfig {
+                    port: 1883,
+                    bind_address: None,
+                });
+                let i = self.config.listeners.len() - 1;
+                self.legacy_listener = Some(i);
+                i
+            }
+        };
+        &mut self.config.listeners[index]
+    }
+
+    fn include_dir(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        let dir = Path::new(line.one()?);
+        if self.depth >= MAX_INCLUDE_DEPTH {
+            return Err(line.error("`include_dir` nested too deeply"));
+        }
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| line.error(format!("cannot read directory {}: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "conf") && p.is_file())
+            .collect();
+        // mosquitto reads them in name order, so the result does not depend on
+        // the file system's order.
+        files.sort();
+        self.depth += 1;
+        for f in files {
+            let text = read_file(&f)?;
+            self.parse(&text, &f)?;
+        }
+        self.depth -= 1;
+        Ok(())
+    }
+}
+
+fn parse_port(line: &Line<'_>, v: &str) -> Result<u16, ConfigError> {
+    v.parse::<u16>().map_err(|_| {
+        line.error(format!(
+            "`{}` expects a port from 0 to 65535, got `{v}`",
+            line.directive
+        ))
+    })
+}
+
+/// mosquitto's duration syntax: a number and a unit, h(ours), d(ays), w(eeks),
+/// m(onths, 30 days) or y(ears, 365 days).
+fn parse_expiration(line: &Line<'_>) -> Result<Duration, ConfigError> {
+    let v = line.one()?;
+    let bad = || {
+        line.error(format!(
+            "`persistent_client_expiration` expects a number and a unit (h, d, w, m or y), got `{v}`"
+        ))
+    };
+    let unit = v.chars().last().ok_or_else(bad)?;
+    let hours: u64 = match unit {
+        'h' => 1,
+        'd' => 24,
+        'w' => 24 * 7,
+        'm' => 24 * 30,
+        'y' => 24 * 365,
+        _ => return Err(bad()),
+    };
+    let n: u64 = v[..v.len() - 1].parse().map_err(|_| bad())?;
+    let secs = n.checked_mul(hours * 3600).ok_or_else(bad)?;
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse_str(text, Path::new("t.conf"))
+    }
+
+    fn err(text: &str) -> String {
+        match parse(text) {
+            Ok(c) => panic!("accepted {text:?}: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_mosquitto_defaults() {
+        let c = parse("# nothing\n\n   \n").expect("parse");
+        assert_eq!(c, Config::default());
+        let b = c.broker_config();
+        assert_eq!(b.max_inflight_messages, 20);
+        assert_eq!(b.max_queued_messages, 1000);
+        assert_eq!(b.max_packet_size, 268_435_460);
+    }
+
+    #[test]
+    fn every_directive() {
+        let c = parse(
+            "listener 1883\nlistener 8883 127.0.0.1\nmax_connections 100\n\
+             max_inflight_messages 5\nmax_queued_messages 7\nmax_queued_bytes 4096\n\
+             queue_qos0_messages true\nmessage_size_limit 1000\nmax_packet_size 2048\n\
+             max_keepalive 120\nallow_zero_length_clientid false\n\
+             persistent_client_expiration 2d\nretain_available false\nretry_interval 20\n\
+             log_type error\nlog_type all\nlog_dest stdout\npid_file /run/midge.pid\n",
+        )
+        .expect("parse");
+        assert_eq!(
+            c.listeners,
+            vec![
+                ListenerConfig {
+                    port: 1883,
+                    bind_address: None
+                },
+                ListenerConfig {
+                    port: 8883,
+                    bind_address: Some("127.0.0.1".into())
+                }
+            ]
+        );
+        assert_eq!(c.max_connections, Some(100));
+        assert_eq!(c.max_inflight_messages, 5);
+        assert_eq!(c.max_queued_messages, 7);
+        assert_eq!(c.max_queued_bytes, 4096);
+        assert!(c.queue_qos0_messages);
+        assert_eq!(c.message_size_limit, 1000);
+        assert_eq!(c.max_packet_size, 2048);
+        assert_eq!(c.max_keepalive, 120);
+        assert!(!c.allow_zero_length_clientid);
+        assert_eq!(
+            c.persistent_client_expiration,
+            Some(Duration::from_secs(2 * 86_400))
+        );
+        assert!(!c.retain_available);
+        assert_eq!(c.retry_interval, Some(Duration::from_secs(20)));
+        assert_eq!(c.log_types, vec!["error", "all"]);
+        assert_eq!(c.log_dest, LogDest::Stdout);
+        assert_eq!(c.pid_file, Some(PathBuf::from("/run/midge.pid")));
+        let b = c.broker_config();
+        assert_eq!(b.max_packet_size, 2048);
+        assert!(!b.retain_available);
+    }
+
+    #[test]
+    fn legacy_port_and_bind_address_make_one_listener() {
+        let c = parse("bind_address 127.0.0.1\nport 1884\n").expect("parse");
+        assert_eq!(
+            c.listeners,
+            vec![ListenerConfig {
+                port: 1884,
+                bind_address: Some("127.0.0.1".into())
+            }]
+        );
+        let c = parse("max_connections -1\n").expect("parse");
+        assert_eq!(c.max_connections, None);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_reason() {
+        assert_eq!(
+            err("listener 1883\n\nbogus 1\n"),
+            "t.conf:3: unknown directive `bogus`"
+        );
+        assert_eq!(
+            err("max_inflight_messages abc"),
+            "t.conf:1: `max_inflight_messages` expects a number from 0 to 65535, got `abc`"
+        );
+        assert_eq!(
+            err("max_inflight_messages 70000"),
+            "t.conf:1: `max_inflight_messages` expects a number from 0 to 65535, got `70000`"
+        );
+        assert_eq!(
+            err("queue_qos0_messages yes"),
+            "t.conf:1: `queue_qos0_messages` expects true or false, got `yes`"
+        );
+        assert_eq!(
+            err("retain_available"),
+            "t.conf:1: `retain_available` needs a value"
+        );
+        assert_eq!(
+            err("max_keepalive 1 2"),
+            "t.conf:1: `max_keepalive` takes one value"
+        );
+        assert_eq!(
+            err("listener 99999"),
+            "t.conf:1: `listener` expects a port from 0 to 65535, got `99999`"
+        );
+        assert_eq!(
+            err("password_file /etc/p"),
+            "t.conf:1: `password_file` is not supported by midge yet"
+        );
+        assert_eq!(
+            err("bridge_protocol_version mqttv311"),
+            "t.conf:1: `bridge_protocol_version` is not supported by midge yet"
+        );
+        assert!(err("log_dest syslog").contains("not supported by midge yet"));
+        assert!(err("log_type loud").contains("`log_type` expects one of"));
+        assert!(err("persistent_client_expiration 5").contains("a number and a unit"));
+        assert!(err("persistent_client_expiration xd").contains("a number and a unit"));
+        assert!(err("max_packet_size 10").contains("at least 20"));
+    }
+
+    #[test]
+    fn expiration_units() {
+        for (v, secs) in [
+            ("1h", 3600),
+            ("3d", 3 * 86_400),
+            ("1w", 7 * 86_400),
+            ("2m", 60 * 86_400),
+            ("1y", 365 * 86_400),
+        ] {
+            let c = parse(&format!("persistent_client_expiration {v}")).expect("parse");
+            assert_eq!(
+                c.persistent_client_expiration,
+                Some(Duration::from_secs(secs))
+            );
+        }
+    }
+
+    #[test]
+    fn include_dir_reads_conf_files_in_order_and_locates_errors() {
+        let dir = std::env::temp_dir().join(format!("midge-include-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("b.conf"), "max_queued_messages 9\n").expect("write");
+        std::fs::write(dir.join("a.conf"), "max_queued_messages 8\nlistener 1900\n")
+            .expect("write");
+        std::fs::write(dir.join("ignored.txt"), "garbage\n").expect("write");
+        let c = parse(&format!("include_dir {}\n", dir.display())).expect("parse");
+        assert_eq!(c.max_queued_messages, 9, "b.conf is read after a.conf");
+        assert_eq!(c.listeners.len(), 1);
+        std::fs::write(dir.join("c.conf"), "\nnope\n").expect("write");
+        let e = parse(&format!("include_dir {}\n", dir.display())).expect_err("bad include");
+        assert_eq!(e.file, dir.join("c.conf"));
+        assert_eq!(e.line, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        for text in [
+            "\u{0}",
+            "listener",
+            "port \u{FFFF}",
+            "persistent_client_expiration é",
+            "#\n\t\r\n x",
+        ] {
+            let _ = parse(text);
+        }
     }
 }

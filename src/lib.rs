@@ -5,6 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod broker;
+pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod sys;

@@ -1,5 +1,81 @@
 //! The `midge` command: flags, config, logging, then hand over to the server.
 
-fn main() {
-    unimplemented!("server helper")
+use std::process::ExitCode;
+
+use log::{error, info, warn};
+
+use midge::cli::{self, Command};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opts = match cli::parse_args(&args) {
+        Ok(Command::Run(o)) => o,
+        Ok(Command::Help(h)) => {
+            print!("{h}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version(v)) => {
+            println!("{v}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("midge: {e}\nTry `midge -h` for the flags.");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (config, notices) = match cli::build_config(&opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if opts.test_config {
+        println!("config OK: {} listener(s)", config.listeners.len());
+        return ExitCode::SUCCESS;
+    }
+    midge::logging::init(opts.verbose, &config);
+    info!("{} starting", cli::version());
+    if let Some(f) = &opts.config_file {
+        info!("Config loaded from {}.", f.display());
+    } else {
+        info!("Using default config.");
+    }
+    for n in &notices {
+        info!("{n}");
+    }
+    if opts.daemon {
+        if let Err(e) = midge::sys::daemonize() {
+            error!("Unable to daemonise: {e}.");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(p) = &config.pid_file {
+        if let Err(e) = midge::sys::write_pid_file(p) {
+            error!("Unable to write pid file {}: {e}.", p.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    match midge::sys::raise_fd_limit() {
+        Ok(n) => info!(
+            "Open file limit {n}: up to about {} clients.",
+            n.saturating_sub(16)
+        ),
+        Err(e) => warn!("Unable to raise the open file limit: {e}."),
+    }
+    let pid_file = config.pid_file.clone();
+    let result = midge::server::run(config);
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
+    match result {
+        Ok(()) => {
+            info!("{} terminating", cli::version());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!("Error: {e}.");
+            ExitCode::FAILURE
+        }
+    }
 }
