@@ -155,12 +155,12 @@ fn pre_connect_cases() -> Vec<Case> {
             pkt(0x10, &cat(&[&s(b"MQTX"), &[4, 2, 0, 60], &s(b"x")])),
             Closed,
         ),
-        // [MQTT-3.1.2-2] unsupported level: CONNACK 0x01, then close.
+        // [MQTT-3.1.2-2] unsupported level: CONNACK 0x01 (decoded as 0x84), then close.
         case(
             "protocol level 0",
             Raw,
             connect(0, 0x02, &[], b"x", &[]),
-            ConnAck(0x01),
+            ConnAck(0x84),
         ),
         // [MQTT-3.1.2-3] the reserved CONNECT flag MUST be 0.
         case(

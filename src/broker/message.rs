@@ -1,2 +1,175 @@
 //! An application message as the broker keeps it: owned, immutable, and shared by
-//! every subscriber queue and the retained store through an `Arc`.
+//! every subscriber queue and the retained store through an `Arc`, so a payload
+//! fanned out to a thousand subscribers is stored once.
+
+use std::time::{Duration, Instant};
+
+use crate::protocol::{Properties, Publish, QoS, Will};
+
+/// The MQTT 5 properties the broker forwards unchanged with a message
+/// [MQTT-3.3.2-17/18]. Boxed in [`Message`] only when present, so a 3.1.1
+/// message pays one pointer for them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForwardedProperties {
+    /// Payload Format Indicator.
+    pub payload_format_indicator: Option<u8>,
+    /// Message Expiry Interval as received, seconds.
+    pub message_expiry_interval: Option<u32>,
+    /// Content Type.
+    pub content_type: Option<Box<str>>,
+    /// Response Topic.
+    pub response_topic: Option<Box<str>>,
+    /// Correlation Data.
+    pub correlation_data: Option<Box<[u8]>>,
+    /// User Properties, in order.
+    pub user_properties: Vec<(Box<str>, Box<str>)>,
+}
+
+impl ForwardedProperties {
+    fn from_properties(p: &Properties<'_>) -> Option<Box<ForwardedProperties>> {
+        let f = ForwardedProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type.map(Into::into),
+            response_topic: p.response_topic.map(Into::into),
+            correlation_data: p.correlation_data.map(Into::into),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        };
+        (f != ForwardedProperties::default()).then(|| Box::new(f))
+    }
+}
+
+/// One application message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic name.
+    pub topic: Box<str>,
+    /// Payload.
+    pub payload: Box<[u8]>,
+    /// QoS it was published with (the ceiling for every delivery).
+    pub qos: QoS,
+    /// RETAIN flag as published.
+    pub retain: bool,
+    /// MQTT 5 properties to forward, if any.
+    pub properties: Option<Box<ForwardedProperties>>,
+    /// When the broker received it (for the message expiry countdown).
+    pub received: Instant,
+}
+
+impl Message {
+    /// The message a PUBLISH carries.
+    pub fn from_publish(p: &Publish<'_>, now: Instant) -> Message {
+        Message {
+            topic: p.topic.into(),
+            payload: p.payload.into(),
+            qos: p.qos,
+            retain: p.retain,
+            properties: ForwardedProperties::from_properties(&p.properties),
+            received: now,
+        }
+    }
+
+    /// The message a will describes.
+    pub fn from_will(w: &Will<'_>, now: Instant) -> Message {
+        Message {
+            topic: w.topic.into(),
+            payload: w.payload.into(),
+            qos: w.qos,
+            retain: w.retain,
+            properties: ForwardedProperties::from_properties(&w.properties),
+            received: now,
+        }
+    }
+
+    /// Seconds of life left at `now`: `None` for a message that never expires,
+    /// `Some(0)` once expired (3.3.2.3.3).
+    pub fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        let total = self.properties.as_ref()?.message_expiry_interval?;
+        let waited = now.saturating_duration_since(self.received);
+        let left = Duration::from_secs(u64::from(total)).saturating_sub(waited);
+        // Round up so a message with 0.4 s left is still sent with 1 s.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        Some(u32::try_from(secs).unwrap_or(u32::MAX))
+    }
+
+    /// True once the Message Expiry Interval has passed: not delivered any more.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.remaining_expiry(now) == Some(0)
+    }
+
+    /// The properties to send with this message to an MQTT 5 subscriber: the
+    /// forwarded ones, the expiry reduced by the time waited [MQTT-3.3.2-6], and
+    /// the matching subscription identifiers [MQTT-3.3.4-3].
+    pub fn outgoing_properties(&self, now: Instant, subscription_ids: &[u32]) -> Properties<'_> {
+        let mut p = Properties {
+            subscription_identifiers: subscription_ids.to_vec(),
+            ..Properties::default()
+        };
+        if let Some(f) = &self.properties {
+            p.payload_format_indicator = f.payload_format_indicator;
+            p.message_expiry_interval = self.remaining_expiry(now);
+            p.content_type = f.content_type.as_deref();
+            p.response_topic = f.response_topic.as_deref();
+            p.correlation_data = f.correlation_data.as_deref();
+            p.user_properties = f
+                .user_properties
+                .iter()
+                .map(|(k, v)| (&**k, &**v))
+                .collect();
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_counts_down_and_is_forwarded_reduced() {
+        let t0 = Instant::now();
+        let props = Properties {
+            message_expiry_interval: Some(10),
+            user_properties: vec![("a", "1"), ("b", "2")],
+            ..Properties::default()
+        };
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "t",
+            packet_id: 1,
+            properties: props,
+            payload: b"x",
+        };
+        let m = Message::from_publish(&p, t0);
+        assert_eq!(m.remaining_expiry(t0), Some(10));
+        let later = t0 + Duration::from_secs(4);
+        let out = m.outgoing_properties(later, &[7]);
+        assert_eq!(out.message_expiry_interval, Some(6));
+        assert_eq!(out.user_properties, vec![("a", "1"), ("b", "2")]);
+        assert_eq!(out.subscription_identifiers, vec![7]);
+        assert!(!m.is_expired(later));
+        assert!(m.is_expired(t0 + Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn plain_messages_carry_no_property_box() {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: false,
+            topic: "t",
+            packet_id: 0,
+            properties: Properties::default(),
+            payload: b"x",
+        };
+        let m = Message::from_publish(&p, Instant::now());
+        assert!(m.properties.is_none());
+        assert_eq!(m.remaining_expiry(Instant::now()), None);
+    }
+}

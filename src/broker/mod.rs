@@ -3,16 +3,30 @@
 //! packets, connection events and the current time, and it answers through an
 //! [`Output`] (send this, close that, wake me then).
 
+mod connect;
 pub mod message;
 pub mod output;
+mod publish;
 pub mod retained;
+pub mod session;
+mod subscribe;
 pub mod topic_index;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use slab::Slab;
 
 pub use output::{ConnId, Output, Timer};
 
-use crate::protocol::{DecodeError, Packet};
+use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use message::Message;
+use output::TimerKind;
+use retained::RetainedStore;
+use session::Session;
+use topic_index::SubscriptionIndex;
 
 /// Broker settings, taken from the config file (see [`crate::config::Config`]).
 #[derive(Debug, Clone)]
@@ -67,20 +81,106 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Counters for `$SYS` and for the logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Clients connected now.
+    pub clients_connected: usize,
+    /// PUBLISH packets received from clients.
+    pub messages_received: u64,
+    /// PUBLISH packets sent to clients.
+    pub messages_sent: u64,
+    /// Messages dropped for a subscriber (queue full, socket backed up, too large).
+    pub messages_dropped: u64,
+}
+
+/// A connection as the broker sees it.
+#[derive(Debug)]
+struct Conn {
+    /// Guards this connection's timers (the server reuses ConnIds).
+    serial: u64,
+    /// Peer address for logs.
+    peer: Box<str>,
+    /// The session attached once CONNECT succeeded.
+    session: Option<usize>,
+    /// Protocol version (from CONNECT).
+    version: ProtocolVersion,
+    /// Keep-alive in force, seconds; 0 = none.
+    keep_alive: u16,
+    /// When the last packet arrived (keep-alive is checked against it lazily).
+    last_seen: Instant,
+}
+
+/// Why a connection ends; decides the will, the DISCONNECT and the log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client sent DISCONNECT (v5 may ask for the will with 0x04).
+    Disconnect { with_will: bool },
+    /// The socket closed or failed.
+    Lost,
+    /// No packet within 1.5 x keep-alive.
+    KeepAlive,
+    /// A protocol violation: v5 gets DISCONNECT with this reason.
+    ProtocolError(ReasonCode),
+    /// Another connection took the session over.
+    TakenOver,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
 /// The broker. See the module documentation.
 pub struct Broker {
     config: BrokerConfig,
+    conns: HashMap<ConnId, Conn>,
+    sessions: Slab<Session>,
+    by_client_id: HashMap<Box<str>, usize>,
+    subscriptions: SubscriptionIndex<usize>,
+    retained: RetainedStore<Arc<Message>>,
+    next_serial: u64,
+    stats: Stats,
+    /// Reused by routing to collect matches without allocating per message.
+    scratch: Vec<publish::Hit>,
 }
 
 impl Broker {
     /// A broker with no sessions.
     pub fn new(config: BrokerConfig) -> Self {
-        Broker { config }
+        Broker {
+            config,
+            conns: HashMap::new(),
+            sessions: Slab::new(),
+            by_client_id: HashMap::new(),
+            subscriptions: SubscriptionIndex::new(),
+            retained: RetainedStore::new(),
+            next_serial: 0,
+            stats: Stats::default(),
+            scratch: Vec::new(),
+        }
     }
 
     /// The settings in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Number of sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
+    fn serial(&mut self) -> u64 {
+        self.next_serial += 1;
+        self.next_serial
     }
 
     /// A socket was accepted on listener number `listener`. `peer` is its address as
@@ -93,8 +193,26 @@ impl Broker {
         listener: usize,
         out: &mut impl Output,
     ) {
-        let _ = (now, conn, peer, listener, out);
-        unimplemented!("broker helper")
+        let _ = listener;
+        let serial = self.serial();
+        self.conns.insert(
+            conn,
+            Conn {
+                serial,
+                peer: peer.into(),
+                session: None,
+                version: ProtocolVersion::V311,
+                keep_alive: 0,
+                last_seen: now,
+            },
+        );
+        out.set_timer(
+            now + self.config.connect_timeout,
+            Timer {
+                kind: TimerKind::ConnectTimeout(conn),
+                serial,
+            },
+        );
     }
 
     /// A packet arrived on `conn`.
@@ -105,8 +223,55 @@ impl Broker {
         packet: Packet<'_>,
         out: &mut impl Output,
     ) {
-        let _ = (now, conn, packet, out);
-        unimplemented!("broker helper")
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return;
+        };
+        c.last_seen = now;
+        let Some(skey) = c.session else {
+            // [MQTT-3.1.0-1] the first packet must be CONNECT.
+            match packet {
+                Packet::Connect(connect) => self.handle_connect(now, conn, connect, out),
+                other => {
+                    debug!(
+                        "Connection from {} sent {:?} before CONNECT: closing.",
+                        c.peer,
+                        other.packet_type()
+                    );
+                    self.conns.remove(&conn);
+                    out.close(conn);
+                }
+            }
+            return;
+        };
+        match packet {
+            Packet::Publish(p) => self.handle_publish(now, conn, skey, p, out),
+            Packet::PubAck(r) => self.handle_puback(now, skey, r, out),
+            Packet::PubRec(r) => self.handle_pubrec(now, skey, r, out),
+            Packet::PubRel(r) => self.handle_pubrel(conn, skey, r, out),
+            Packet::PubComp(r) => self.handle_pubcomp(now, skey, r, out),
+            Packet::Subscribe(s) => self.handle_subscribe(now, conn, skey, s, out),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(conn, skey, u, out),
+            Packet::PingReq => {
+                let v = self.sessions[skey].version;
+                out.send(conn, v, &Packet::PingResp);
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(now, conn, skey, d, out),
+            // [MQTT-3.1.0-2] a second CONNECT is a protocol violation; so are
+            // server-to-client packets, and AUTH without enhanced authentication.
+            other => {
+                debug!(
+                    "Client {} sent {:?}: protocol error.",
+                    self.sessions[skey].client_id,
+                    other.packet_type()
+                );
+                self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                    out,
+                );
+            }
+        }
     }
 
     /// The bytes on `conn` are not valid MQTT. The broker answers as the spec says
@@ -118,27 +283,308 @@ impl Broker {
         error: &DecodeError,
         out: &mut impl Output,
     ) {
-        let _ = (now, conn, error, out);
-        unimplemented!("broker helper")
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        if c.session.is_none() {
+            if let DecodeError::UnsupportedProtocolVersion(level) = error {
+                // [MQTT-3.1.2-2] CONNACK 0x01 (v5: 0x84), then close.
+                info!(
+                    "Client connection from {} refused: unsupported protocol level {level}.",
+                    c.peer
+                );
+                // The client speaks a level we do not know: answer in the 3.1.1
+                // form every level understands (0x84 becomes 0x01), as mosquitto.
+                out.send(
+                    conn,
+                    ProtocolVersion::V311,
+                    &connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
+                );
+            } else {
+                info!("Bad CONNECT from {}: {error}.", c.peer);
+            }
+            self.conns.remove(&conn);
+            out.close(conn);
+            return;
+        }
+        let name = self.client_name(conn);
+        info!("Client {name} disconnected due to malformed packet: {error}.");
+        self.end(now, conn, End::ProtocolError(error.reason_code()), out);
     }
 
     /// The socket closed or failed without the broker asking (EOF, reset, write error).
     /// Publishes the will if one is due. A no-op for connections the broker closed.
     pub fn connection_lost(&mut self, now: Instant, conn: ConnId, out: &mut impl Output) {
-        let _ = (now, conn, out);
-        unimplemented!("broker helper")
+        self.end(now, conn, End::Lost, out);
     }
 
     /// A timer armed through [`Output::set_timer`] is due.
     pub fn handle_timer(&mut self, now: Instant, timer: Timer, out: &mut impl Output) {
-        let _ = (now, timer, out);
-        unimplemented!("broker helper")
+        match timer.kind {
+            TimerKind::ConnectTimeout(conn) => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                if c.serial == timer.serial && c.session.is_none() {
+                    info!(
+                        "Client connection from {} timed out before CONNECT.",
+                        c.peer
+                    );
+                    self.conns.remove(&conn);
+                    out.close(conn);
+                }
+            }
+            TimerKind::KeepAlive(conn) => {
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
+                if c.serial != timer.serial || c.keep_alive == 0 {
+                    return;
+                }
+                let deadline = c.last_seen + keep_alive_grace(c.keep_alive);
+                if now >= deadline {
+                    let name = self.client_name(conn);
+                    info!("Client {name} has exceeded timeout, disconnecting.");
+                    self.end(now, conn, End::KeepAlive, out);
+                } else {
+                    // Lazy re-arm: packets only update `last_seen`.
+                    out.set_timer(deadline, timer);
+                }
+            }
+            TimerKind::Retry(conn) => self.retry(now, conn, timer, out),
+            TimerKind::WillDelay(skey) => {
+                let Some(s) = self.sessions.get_mut(skey) else {
+                    return;
+                };
+                if s.serial != timer.serial || s.conn.is_some() {
+                    return;
+                }
+                if let Some(w) = s.will.take() {
+                    self.publish_will(now, w.msg, out);
+                }
+            }
+            TimerKind::SessionExpiry(skey) => {
+                let Some(s) = self.sessions.get(skey) else {
+                    return;
+                };
+                if s.serial == timer.serial && s.conn.is_none() {
+                    debug!("Session of {} expired.", s.client_id);
+                    self.remove_session(now, skey, out);
+                }
+            }
+        }
     }
 
     /// The server is shutting down: tell v5 clients (DISCONNECT 0x8B) and close every
     /// connection. Wills are not published (see README).
     pub fn shutdown(&mut self, now: Instant, out: &mut impl Output) {
-        let _ = (now, out);
-        unimplemented!("broker helper")
+        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in conns {
+            self.end(now, conn, End::Shutdown, out);
+        }
+    }
+
+    /// The client id of `conn` for logs, or its address before CONNECT.
+    fn client_name(&self, conn: ConnId) -> String {
+        match self.conns.get(&conn) {
+            Some(Conn {
+                session: Some(s), ..
+            }) => self
+                .sessions
+                .get(*s)
+                .map_or_else(String::new, |s| s.client_id.to_string()),
+            Some(c) => format!("<unknown> from {}", c.peer),
+            None => String::new(),
+        }
+    }
+
+    /// End connection `conn`: the will, the session's fate, the DISCONNECT, the close.
+    fn end(&mut self, now: Instant, conn: ConnId, why: End, out: &mut impl Output) {
+        let Some(c) = self.conns.remove(&conn) else {
+            return;
+        };
+        if let End::ProtocolError(_) | End::TakenOver | End::KeepAlive | End::Shutdown = why {
+            // Only MQTT 5 has a server DISCONNECT [MQTT-3.14.0-1].
+            if c.version.is_v5() && c.session.is_some() {
+                let reason = match why {
+                    End::ProtocolError(r) => r,
+                    End::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
+                    End::KeepAlive => ReasonCode::KEEP_ALIVE_TIMEOUT,
+                    _ => ReasonCode::SERVER_SHUTTING_DOWN,
+                };
+                out.send(
+                    conn,
+                    c.version,
+                    &Packet::Disconnect(Disconnect::with_reason(reason)),
+                );
+            }
+        }
+        if why != End::Lost {
+            out.close(conn);
+        }
+        let Some(skey) = c.session else {
+            return;
+        };
+        self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        match why {
+            End::Disconnect { with_will: false } => info!("Client {} disconnected.", s.client_id),
+            End::Lost => info!("Client {} closed its connection.", s.client_id),
+            _ => {}
+        }
+        s.conn = None;
+        let serial = self.serial();
+        let s = &mut self.sessions[skey];
+        s.serial = serial;
+        // [MQTT-3.1.2-8] the will is published when the connection ends without a
+        // normal DISCONNECT; [MQTT-3.1.2-10] removed after a normal DISCONNECT.
+        let will_due = matches!(
+            why,
+            End::Disconnect { with_will: true }
+                | End::Lost
+                | End::KeepAlive
+                | End::ProtocolError(_)
+                | End::TakenOver
+        );
+        if !will_due {
+            s.will = None;
+        }
+        let session_ends = s.expiry == Some(Duration::ZERO);
+        if let Some(w) = &s.will {
+            if w.delay == 0 || session_ends {
+                if let Some(w) = s.will.take() {
+                    self.publish_will(now, w.msg, out);
+                }
+            } else {
+                // 3.1.3.2.2: published after the delay unless the client comes back.
+                let at = now + Duration::from_secs(u64::from(w.delay));
+                out.set_timer(
+                    at,
+                    Timer {
+                        kind: TimerKind::WillDelay(skey),
+                        serial,
+                    },
+                );
+            }
+        }
+        if why == End::TakenOver {
+            // The new connection attaches to (or replaces) the session next.
+            return;
+        }
+        match self.sessions[skey].expiry {
+            Some(d) if d.is_zero() => self.remove_session(now, skey, out),
+            Some(d) => out.set_timer(
+                now + d,
+                Timer {
+                    kind: TimerKind::SessionExpiry(skey),
+                    serial,
+                },
+            ),
+            None => {}
+        }
+    }
+
+    /// Drop a session: its subscriptions leave the index, its queue is freed, a
+    /// will still waiting for its delay is published now (3.1.3.2.2).
+    fn remove_session(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
+        let Some(s) = self.sessions.try_remove(skey) else {
+            return;
+        };
+        for f in s.subscriptions.iter() {
+            self.subscriptions.unsubscribe(f, skey);
+        }
+        if self.by_client_id.get(&s.client_id) == Some(&skey) {
+            self.by_client_id.remove(&s.client_id);
+        }
+        if let Some(w) = s.will {
+            self.publish_will(now, w.msg, out);
+        }
+    }
+
+    fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
+        debug!("Publishing will on {}.", msg.topic);
+        if msg.retain {
+            self.store_retained(&msg);
+        }
+        self.route(now, msg, None, out);
+    }
+
+    /// Check the broker's internal consistency (for tests and the fuzzer): packet
+    /// ids in flight unique and non-zero, windows and queue limits respected,
+    /// sessions and connections pointing at each other, and no subscription in the
+    /// index without a live session.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut subscription_count = 0;
+        for (key, s) in self.sessions.iter() {
+            let mut ids: Vec<u16> = s.inflight.iter().map(|i| i.packet_id).collect();
+            if ids.contains(&0) {
+                return Err(format!("{}: packet id 0 in flight", s.client_id));
+            }
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return Err(format!("{}: duplicate packet id in flight", s.client_id));
+            }
+            if s.inflight.len() > s.send_window {
+                return Err(format!("{}: in flight beyond the window", s.client_id));
+            }
+            let max_q = self.config.max_queued_messages;
+            if max_q != 0 && s.queue.len() > max_q {
+                return Err(format!("{}: queue over max_queued_messages", s.client_id));
+            }
+            let bytes: usize = s.queue.iter().map(|o| o.msg.payload.len()).sum();
+            if bytes != s.queued_bytes {
+                return Err(format!("{}: queued byte count off", s.client_id));
+            }
+            if let Some(conn) = s.conn {
+                if self.conns.get(&conn).and_then(|c| c.session) != Some(key) {
+                    return Err(format!("{}: connection does not point back", s.client_id));
+                }
+            }
+            if self.by_client_id.get(&s.client_id) != Some(&key) {
+                return Err(format!("{}: not in the client id map", s.client_id));
+            }
+            for f in s.subscriptions.iter() {
+                if self.subscriptions.get(f, key).is_none() {
+                    return Err(format!("{}: subscription {f} missing", s.client_id));
+                }
+            }
+            subscription_count += s.subscriptions.len();
+        }
+        if subscription_count != self.subscriptions.len() {
+            return Err(format!(
+                "index has {} subscriptions, sessions {subscription_count}",
+                self.subscriptions.len()
+            ));
+        }
+        if self.by_client_id.len() != self.sessions.len() {
+            return Err("client id map and sessions differ".into());
+        }
+        for (id, c) in self.conns.iter() {
+            if let Some(skey) = c.session {
+                if self.sessions.get(skey).and_then(|s| s.conn) != Some(*id) {
+                    return Err(format!("connection {id} points at a session not its own"));
+                }
+            }
+        }
+        Ok(())
     }
 }
+
+/// 1.5 x keep-alive [MQTT-3.1.2-24].
+fn keep_alive_grace(keep_alive: u16) -> Duration {
+    Duration::from_millis(u64::from(keep_alive) * 1500)
+}
+
+/// A CONNACK with no properties.
+fn connack(session_present: bool, reason: ReasonCode) -> Packet<'static> {
+    Packet::ConnAck(crate::protocol::ConnAck {
+        session_present,
+        reason,
+        properties: crate::protocol::Properties::default(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

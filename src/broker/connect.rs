@@ -1,0 +1,237 @@
+//! CONNECT: client identifier rules, session take-over and resumption, the will,
+//! keep-alive, and the CONNACK with the broker's limits for MQTT 5 clients.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use log::info;
+
+use super::message::Message;
+use super::output::TimerKind;
+use super::session::{PendingWill, Session};
+use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
+use crate::protocol::{ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
+
+/// Largest packet the protocol allows (remaining length 268,435,455 + 5 header bytes).
+const PROTOCOL_MAX_PACKET: usize = 268_435_460;
+
+impl Broker {
+    pub(super) fn handle_connect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        connect: Connect<'_>,
+        out: &mut impl Output,
+    ) {
+        let version = connect.version;
+        let Some(peer) = self.conns.get(&conn).map(|c| c.peer.clone()) else {
+            return;
+        };
+        // Client identifier rules.
+        let mut assigned = None;
+        if connect.client_id.is_empty() {
+            // [MQTT-3.1.3-8] 3.1.1: empty id needs clean session; 3.1 ids are 1-23
+            // characters; v5 may always be assigned one (3.1.3.1).
+            let allowed = self.config.allow_zero_length_clientid
+                && match version {
+                    ProtocolVersion::V31 => false,
+                    ProtocolVersion::V311 => connect.clean_start,
+                    ProtocolVersion::V5 => true,
+                };
+            if !allowed {
+                info!("Client connection from {peer} refused: empty client id.");
+                self.refuse(conn, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, out);
+                return;
+            }
+            assigned = Some(self.generate_client_id());
+        }
+        let client_id: Box<str> = match &assigned {
+            Some(id) => id.as_str().into(),
+            None => connect.client_id.into(),
+        };
+
+        // Keep-alive against max_keepalive: v5 is told the lower value (Server
+        // Keep Alive, 3.2.2.3.14); 3.1/3.1.1 cannot be, so it is refused, as
+        // mosquitto does.
+        let max_ka = self.config.max_keepalive;
+        let mut keep_alive = connect.keep_alive;
+        let mut server_keep_alive = None;
+        if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
+            if version.is_v5() {
+                keep_alive = max_ka;
+                server_keep_alive = Some(max_ka);
+            } else {
+                info!(
+                    "Client {client_id} from {peer} refused: keep-alive {} over max_keepalive {max_ka}.",
+                    connect.keep_alive
+                );
+                self.refuse(conn, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, out);
+                return;
+            }
+        }
+
+        // Take over a connection holding the same client id [MQTT-3.1.4-2].
+        let existing = self.by_client_id.get(&client_id).copied();
+        if let Some(skey) = existing {
+            if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn) {
+                info!("Client {client_id} already connected, closing old connection.");
+                self.end(now, old, End::TakenOver, out);
+            }
+        }
+        // Clean start discards the old session [MQTT-3.1.2-4]; otherwise resume it.
+        let mut session_present = false;
+        let skey = match existing {
+            Some(skey) if !connect.clean_start && self.sessions.contains(skey) => {
+                session_present = true;
+                skey
+            }
+            Some(skey) => {
+                if let Some(s) = self.sessions.get_mut(skey) {
+                    // A will waiting for its delay is cancelled by the return of
+                    // its client [MQTT-3.1.3-9].
+                    s.will = None;
+                }
+                self.remove_session(now, skey, out);
+                self.new_session(&client_id, version)
+            }
+            None => self.new_session(&client_id, version),
+        };
+        let serial = self.serial();
+        let props = &connect.properties;
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        s.version = version;
+        s.conn = Some(conn);
+        s.serial = serial;
+        // The new connection's will replaces any earlier one [MQTT-3.1.3-9].
+        s.will = connect.will.as_ref().map(|w| PendingWill {
+            msg: Arc::new(Message::from_will(w, now)),
+            delay: w.properties.will_delay_interval.unwrap_or(0),
+        });
+        s.expiry = match version {
+            // 3.1.2.11.2: absent = 0; 0xFFFFFFFF = never.
+            ProtocolVersion::V5 => match props.session_expiry_interval.unwrap_or(0) {
+                u32::MAX => None,
+                secs => Some(Duration::from_secs(u64::from(secs))),
+            },
+            _ if connect.clean_start => Some(Duration::ZERO),
+            _ => self.config.persistent_client_expiration,
+        };
+        let ours = match self.config.max_inflight_messages {
+            0 => usize::MAX,
+            n => usize::from(n),
+        };
+        // [MQTT-3.3.4-9] never more in flight than the client's Receive Maximum.
+        let theirs = props.receive_maximum.map_or(usize::MAX, usize::from);
+        s.send_window = ours.min(theirs);
+        s.max_packet_size = props.maximum_packet_size;
+        s.dropping = false;
+
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.session = Some(skey);
+            c.version = version;
+            c.keep_alive = keep_alive;
+        }
+        self.stats.clients_connected += 1;
+
+        let mut properties = Properties::default();
+        if version.is_v5() {
+            properties.assigned_client_identifier = assigned.as_deref();
+            properties.server_keep_alive = server_keep_alive;
+            if self.config.max_inflight_messages != 0 {
+                properties.receive_maximum = Some(self.config.max_inflight_messages);
+            }
+            if self.config.max_packet_size < PROTOCOL_MAX_PACKET {
+                properties.maximum_packet_size = u32::try_from(self.config.max_packet_size).ok();
+            }
+            if !self.config.retain_available {
+                properties.retain_available = Some(0);
+            }
+            // Not yet implemented (issue 3): say so rather than refuse later.
+            properties.shared_subscription_available = Some(0);
+        }
+        out.send(
+            conn,
+            version,
+            &Packet::ConnAck(ConnAck {
+                session_present,
+                reason: ReasonCode::SUCCESS,
+                properties,
+            }),
+        );
+        info!(
+            "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}).",
+            version.level(),
+            u8::from(connect.clean_start)
+        );
+        if keep_alive > 0 {
+            let c_serial = self.conns.get(&conn).map_or(0, |c| c.serial);
+            out.set_timer(
+                now + keep_alive_grace(keep_alive),
+                Timer {
+                    kind: TimerKind::KeepAlive(conn),
+                    serial: c_serial,
+                },
+            );
+        }
+        if let (Some(interval), false) = (self.config.retry_interval, version.is_v5()) {
+            let c_serial = self.conns.get(&conn).map_or(0, |c| c.serial);
+            out.set_timer(
+                now + interval,
+                Timer {
+                    kind: TimerKind::Retry(conn),
+                    serial: c_serial,
+                },
+            );
+        }
+        if session_present {
+            self.resend_inflight(now, conn, skey, out);
+        }
+    }
+
+    /// CONNACK with a refusal, then close [MQTT-3.2.2-5].
+    fn refuse(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        reason: ReasonCode,
+        out: &mut impl Output,
+    ) {
+        out.send(conn, version, &connack(false, reason));
+        self.conns.remove(&conn);
+        out.close(conn);
+    }
+
+    fn new_session(&mut self, client_id: &str, version: ProtocolVersion) -> usize {
+        let serial = self.serial();
+        let skey = self
+            .sessions
+            .insert(Session::new(client_id, version, serial));
+        self.by_client_id.insert(client_id.into(), skey);
+        skey
+    }
+
+    /// A unique id for a client that sent none, mosquitto-style ("auto-" + hex).
+    fn generate_client_id(&mut self) -> String {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        loop {
+            let n = self.serial();
+            // Mix time and a counter so ids differ across restarts too.
+            let mut x = nanos ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            x ^= x >> 31;
+            x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            x ^= x >> 29;
+            let id = format!(
+                "auto-{:08X}-{:08X}",
+                (x >> 32) as u32,
+                (x as u32) ^ (n as u32)
+            );
+            if !self.by_client_id.contains_key(id.as_str()) {
+                return id;
+            }
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! Messages through the broker: an incoming PUBLISH (QoS 0/1/2 with exactly-once
+//! for QoS 2), the retained store, routing to every matching session (one copy
+//! per client at the highest granted QoS), the in-flight window and queue per
+//! subscriber, acknowledgements, re-sending on reconnect, and DISCONNECT.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+
+use super::message::Message;
+use super::session::{Inflight, Outgoing};
+use super::{Broker, ConnId, End, Output, Timer};
+use crate::protocol::{
+    encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
+};
+
+/// One subscription matched by a message: (session, granted QoS, Retain As
+/// Published, No Local, subscription identifier).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Hit {
+    session: usize,
+    qos: QoS,
+    retain_as_published: bool,
+    no_local: bool,
+    identifier: Option<u32>,
+}
+
+impl Broker {
+    pub(super) fn handle_publish(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        skey: usize,
+        p: Publish<'_>,
+        out: &mut impl Output,
+    ) {
+        self.stats.messages_received += 1;
+        let version = self.sessions[skey].version;
+        if version.is_v5() {
+            // midge announces no Topic Alias Maximum (0), so any alias is over it
+            // [MQTT-3.2.2-17/18]: 0x94.
+            if p.properties.topic_alias.is_some() {
+                return self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::TOPIC_ALIAS_INVALID),
+                    out,
+                );
+            }
+            if p.retain && !self.config.retain_available {
+                // [MQTT-3.3.1-?] 3.2.2.3.5: RETAIN not supported, 0x9A.
+                return self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::RETAIN_NOT_SUPPORTED),
+                    out,
+                );
+            }
+        }
+        if p.topic.is_empty() {
+            // A zero-length topic needs a Topic Alias (v5); before v5 it is invalid.
+            return self.end(
+                now,
+                conn,
+                End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                out,
+            );
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let s = &mut self.sessions[skey];
+            if s.awaiting_rel.contains(&p.packet_id) {
+                // A re-sent QoS 2 PUBLISH (DUP) whose PUBREL has not come yet: it
+                // was delivered already; acknowledge again, deliver nothing
+                // (4.3.3, method A).
+                out.send(
+                    conn,
+                    version,
+                    &Packet::PubRec(PubResp::success(p.packet_id)),
+                );
+                return;
+            }
+            let limit = usize::from(self.config.max_inflight_messages);
+            if version.is_v5() && limit != 0 && s.awaiting_rel.len() >= limit {
+                // [MQTT-3.3.4-8] more than our Receive Maximum in flight: 0x93.
+                return self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::RECEIVE_MAXIMUM_EXCEEDED),
+                    out,
+                );
+            }
+        }
+        let limit = self.config.message_size_limit;
+        let reason = if limit != 0 && p.payload.len() > limit {
+            warn!(
+                "Dropped too large PUBLISH from {} ({} bytes, message_size_limit {limit}).",
+                self.sessions[skey].client_id,
+                p.payload.len()
+            );
+            ReasonCode::PACKET_TOO_LARGE
+        } else {
+            let retain = p.retain && self.config.retain_available;
+            let mut msg = Message::from_publish(&p, now);
+            msg.retain = retain;
+            let msg = Arc::new(msg);
+            if retain {
+                self.store_retained(&msg);
+            }
+            if self.route(now, msg, Some(skey), out) == 0 {
+                ReasonCode::NO_MATCHING_SUBSCRIBERS
+            } else {
+                ReasonCode::SUCCESS
+            }
+        };
+        // v3 acks carry no reason: the encoder leaves it out.
+        let ack = PubResp {
+            packet_id: p.packet_id,
+            reason,
+            properties: Default::default(),
+        };
+        match p.qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => out.send(conn, version, &Packet::PubAck(ack)),
+            QoS::ExactlyOnce => {
+                if reason.0 < 0x80 {
+                    self.sessions[skey].awaiting_rel.push(p.packet_id);
+                }
+                out.send(conn, version, &Packet::PubRec(ack));
+            }
+        }
+    }
+
+    /// Keep, replace or clear (empty payload) the retained message of its topic
+    /// [MQTT-3.3.1-5/6/7].
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>) {
+        if msg.payload.is_empty() {
+            self.retained.remove(&msg.topic);
+        } else {
+            self.retained.insert(&msg.topic, Arc::clone(msg));
+        }
+    }
+
+    /// Deliver `msg` to every session with a matching subscription; returns how
+    /// many sessions matched. `from` is the publishing session (for No Local).
+    pub(super) fn route(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        from: Option<usize>,
+        out: &mut impl Output,
+    ) -> usize {
+        let mut hits = std::mem::take(&mut self.scratch);
+        hits.clear();
+        self.subscriptions
+            .for_each_match(&msg.topic, |_, session, sub| {
+                hits.push(Hit {
+                    session,
+                    qos: sub.options.qos,
+                    retain_as_published: sub.options.retain_as_published,
+                    no_local: sub.options.no_local,
+                    identifier: sub.identifier,
+                })
+            });
+        // Overlapping subscriptions of one client: one copy at the highest granted
+        // QoS, carrying every matching identifier (3.3.4, [MQTT-3.3.4-3/4]).
+        hits.sort_unstable_by_key(|h| h.session);
+        let mut matched = 0;
+        let mut i = 0;
+        while i < hits.len() {
+            let session = hits[i].session;
+            let mut j = i;
+            let mut qos = QoS::AtMostOnce;
+            let mut rap = false;
+            let mut ids = Vec::new();
+            let mut skip = false;
+            while j < hits.len() && hits[j].session == session {
+                let h = hits[j];
+                // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
+                if h.no_local && from == Some(session) {
+                    skip = true;
+                } else {
+                    qos = qos.max(h.qos);
+                    rap |= h.retain_as_published;
+                    ids.extend(h.identifier);
+                }
+                j += 1;
+            }
+            // One of several overlapping subscriptions being No Local does not
+            // veto the others.
+            if !skip || j - i > 1 && !ids.is_empty() {
+                matched += 1;
+                let o = Outgoing {
+                    msg: Arc::clone(&msg),
+                    qos: qos.min(msg.qos),
+                    // [MQTT-3.3.1-9] RETAIN is 0 on normal delivery, unless Retain
+                    // As Published (v5) [MQTT-3.3.1-12/13].
+                    retain: rap && msg.retain,
+                    subscription_ids: ids,
+                };
+                self.deliver(now, session, o, out);
+            }
+            i = j;
+        }
+        self.scratch = hits;
+        matched
+    }
+
+    /// Send `o` to session `skey` now, or queue it.
+    pub(super) fn deliver(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        o: Outgoing,
+        out: &mut impl Output,
+    ) {
+        let max_pending = self.config.max_pending_bytes;
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        match (s.conn, o.qos) {
+            (Some(conn), QoS::AtMostOnce) => {
+                // QoS 0 to a client whose socket stopped taking data: drop rather
+                // than buffer without bound.
+                if out.pending_bytes(conn) > max_pending {
+                    self.stats.messages_dropped += 1;
+                    s.dropped += 1;
+                    if !s.dropping {
+                        s.dropping = true;
+                        warn!(
+                            "Outgoing QoS 0 messages are being dropped for client {}.",
+                            s.client_id
+                        );
+                    }
+                    return;
+                }
+                self.send_publish(now, skey, conn, &o, 0, false, out);
+            }
+            (Some(conn), _) if s.queue.is_empty() && s.window_open() => {
+                let Some(id) = s.allocate_packet_id() else {
+                    return self.enqueue(skey, o);
+                };
+                if self.send_publish(now, skey, conn, &o, id, false, out) {
+                    self.sessions[skey].inflight.push_back(Inflight {
+                        packet_id: id,
+                        out: o,
+                        released: false,
+                    });
+                }
+            }
+            (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
+            _ => self.enqueue(skey, o),
+        }
+    }
+
+    /// Put `o` at the back of the session's queue, within `max_queued_messages`
+    /// and `max_queued_bytes`; over them the message is dropped, logged once per
+    /// overflow and counted.
+    fn enqueue(&mut self, skey: usize, o: Outgoing) {
+        let max_n = self.config.max_queued_messages;
+        let max_b = self.config.max_queued_bytes;
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let len = o.msg.payload.len();
+        if (max_n != 0 && s.queue.len() >= max_n) || (max_b != 0 && s.queued_bytes + len > max_b) {
+            self.stats.messages_dropped += 1;
+            s.dropped += 1;
+            if !s.dropping {
+                s.dropping = true;
+                warn!(
+                    "Outgoing messages are being dropped for client {} (queue full: {} messages, {} bytes).",
+                    s.client_id,
+                    s.queue.len(),
+                    s.queued_bytes
+                );
+            }
+            return;
+        }
+        s.queued_bytes += len;
+        s.queue.push_back(o);
+    }
+
+    /// Encode one PUBLISH for `conn`. Returns false when it was not sent: expired,
+    /// or larger than the client's Maximum Packet Size (3.1.2.11.4: dropped).
+    #[allow(clippy::too_many_arguments)]
+    fn send_publish(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        conn: ConnId,
+        o: &Outgoing,
+        packet_id: PacketId,
+        dup: bool,
+        out: &mut impl Output,
+    ) -> bool {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return false;
+        };
+        if o.msg.is_expired(now) {
+            return false;
+        }
+        let version = s.version;
+        let properties = if version.is_v5() {
+            o.msg.outgoing_properties(now, &o.subscription_ids)
+        } else {
+            Default::default()
+        };
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: o.qos,
+            retain: o.retain,
+            topic: &o.msg.topic,
+            packet_id,
+            properties,
+            payload: &o.msg.payload,
+        });
+        if let Some(max) = s.max_packet_size {
+            let too_big = encoded_len(&packet, version).map_or(true, |n| n > max as usize);
+            if too_big {
+                debug!(
+                    "Message on {} too large for client {}: dropped.",
+                    o.msg.topic, s.client_id
+                );
+                s.dropped += 1;
+                self.stats.messages_dropped += 1;
+                return false;
+            }
+        }
+        self.stats.messages_sent += 1;
+        out.send(conn, version, &packet);
+        true
+    }
+
+    /// Fill the in-flight window from the queue (after an ack or a reconnect).
+    fn pump(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
+        loop {
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
+            let Some(conn) = s.conn else { return };
+            let head_qos0 = s.queue.front().is_some_and(|o| o.qos == QoS::AtMostOnce);
+            if !head_qos0 && !s.window_open() {
+                return;
+            }
+            let Some(o) = s.pop_queued() else {
+                s.dropping = false;
+                return;
+            };
+            if o.qos == QoS::AtMostOnce {
+                self.send_publish(now, skey, conn, &o, 0, false, out);
+                continue;
+            }
+            let Some(id) = s.allocate_packet_id() else {
+                return;
+            };
+            if self.send_publish(now, skey, conn, &o, id, false, out) {
+                self.sessions[skey].inflight.push_back(Inflight {
+                    packet_id: id,
+                    out: o,
+                    released: false,
+                });
+            }
+        }
+    }
+
+    /// On reconnect: re-send every unacknowledged PUBLISH with DUP set and every
+    /// PUBREL, in their original order [MQTT-4.4.0-1], then the queue.
+    pub(super) fn resend_inflight(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        skey: usize,
+        out: &mut impl Output,
+    ) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let inflight: Vec<Inflight> = s.inflight.drain(..).collect();
+        let version = s.version;
+        for i in inflight {
+            if i.released {
+                out.send(
+                    conn,
+                    version,
+                    &Packet::PubRel(PubResp::success(i.packet_id)),
+                );
+                self.sessions[skey].inflight.push_back(i);
+            } else if self.send_publish(now, skey, conn, &i.out, i.packet_id, true, out) {
+                self.sessions[skey].inflight.push_back(i);
+            }
+        }
+        self.pump(now, skey, out);
+    }
+
+    /// `retry_interval` (3.1/3.1.1 only): re-send what is still unacknowledged.
+    pub(super) fn retry(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        timer: Timer,
+        out: &mut impl Output,
+    ) {
+        let Some(c) = self.conns.get(&conn) else {
+            return;
+        };
+        let (Some(skey), Some(interval)) = (c.session, self.config.retry_interval) else {
+            return;
+        };
+        if c.serial != timer.serial {
+            return;
+        }
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let version = s.version;
+        let pending: Vec<Inflight> = s.inflight.iter().cloned().collect();
+        for i in pending {
+            if i.released {
+                out.send(
+                    conn,
+                    version,
+                    &Packet::PubRel(PubResp::success(i.packet_id)),
+                );
+            } else {
+                self.send_publish(now, skey, conn, &i.out, i.packet_id, true, out);
+            }
+        }
+        out.set_timer(now + interval, timer);
+    }
+
+    pub(super) fn handle_puback(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        r: PubResp<'_>,
+        out: &mut impl Output,
+    ) {
+        let s = &mut self.sessions[skey];
+        if let Some(pos) = s.inflight_position(r.packet_id) {
+            if s.inflight[pos].out.qos == QoS::AtLeastOnce {
+                s.inflight.remove(pos);
+                self.pump(now, skey, out);
+            }
+        }
+    }
+
+    pub(super) fn handle_pubrec(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        r: PubResp<'_>,
+        out: &mut impl Output,
+    ) {
+        let s = &mut self.sessions[skey];
+        let version = s.version;
+        let Some(conn) = s.conn else { return };
+        match s.inflight_position(r.packet_id) {
+            Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
+                if r.reason.0 >= 0x80 {
+                    // v5: the client refused the message; the flow ends here (4.3.3).
+                    s.inflight.remove(pos);
+                    self.pump(now, skey, out);
+                    return;
+                }
+                s.inflight[pos].released = true;
+                out.send(
+                    conn,
+                    version,
+                    &Packet::PubRel(PubResp::success(r.packet_id)),
+                );
+            }
+            _ => {
+                // Unknown id: answer so the client can finish (v5: 0x92).
+                let mut rel = PubResp::success(r.packet_id);
+                if version.is_v5() {
+                    rel.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+                }
+                out.send(conn, version, &Packet::PubRel(rel));
+            }
+        }
+    }
+
+    pub(super) fn handle_pubcomp(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        r: PubResp<'_>,
+        out: &mut impl Output,
+    ) {
+        let s = &mut self.sessions[skey];
+        if let Some(pos) = s.inflight_position(r.packet_id) {
+            if s.inflight[pos].released {
+                s.inflight.remove(pos);
+                self.pump(now, skey, out);
+            }
+        }
+    }
+
+    pub(super) fn handle_pubrel(
+        &mut self,
+        conn: ConnId,
+        skey: usize,
+        r: PubResp<'_>,
+        out: &mut impl Output,
+    ) {
+        let s = &mut self.sessions[skey];
+        let mut comp = PubResp::success(r.packet_id);
+        if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == r.packet_id) {
+            s.awaiting_rel.swap_remove(pos);
+        } else if s.version.is_v5() {
+            // 4.3.3: PUBREL for an id we do not hold: 0x92.
+            comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
+        }
+        out.send(conn, s.version, &Packet::PubComp(comp));
+    }
+
+    pub(super) fn handle_disconnect(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        skey: usize,
+        d: Disconnect<'_>,
+        out: &mut impl Output,
+    ) {
+        let s = &mut self.sessions[skey];
+        if let Some(secs) = d.properties.session_expiry_interval {
+            if s.expiry == Some(Duration::ZERO) && secs != 0 {
+                // [MQTT-3.14.2-2] a session that ends with the connection cannot be
+                // extended at DISCONNECT.
+                return self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                    out,
+                );
+            }
+            s.expiry = match secs {
+                u32::MAX => None,
+                n => Some(Duration::from_secs(u64::from(n))),
+            };
+        }
+        let with_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL;
+        self.end(now, conn, End::Disconnect { with_will }, out);
+    }
+}

@@ -1,0 +1,171 @@
+//! One client session (3.1.2.4 / 4.1): what outlives a connection when the client
+//! asked for it: subscriptions, messages in flight in both directions, the queue
+//! for the offline or slow client, a pending will. Pure data plus bookkeeping;
+//! the broker decides when to send.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::message::Message;
+use super::ConnId;
+use crate::protocol::{PacketId, ProtocolVersion, QoS};
+
+/// A message on its way to one subscriber.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The shared message.
+    pub msg: Arc<Message>,
+    /// QoS of this delivery: min(published, granted).
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers of the matching subscriptions (v5).
+    pub subscription_ids: Vec<u32>,
+}
+
+/// A QoS 1/2 delivery sent and not yet completed.
+#[derive(Debug, Clone)]
+pub struct Inflight {
+    /// Its packet identifier.
+    pub packet_id: PacketId,
+    /// What was sent.
+    pub out: Outgoing,
+    /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
+    pub released: bool,
+}
+
+/// A will kept with the session until it is due (3.1.2.5, 3.1.3.2.2).
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// The will message.
+    pub msg: Arc<Message>,
+    /// Will Delay Interval (v5), seconds; 0 publishes at once.
+    pub delay: u32,
+}
+
+/// One session.
+#[derive(Debug)]
+pub struct Session {
+    /// Client identifier.
+    pub client_id: Box<str>,
+    /// Protocol version of the last connection.
+    pub version: ProtocolVersion,
+    /// The connection attached now, if any.
+    pub conn: Option<ConnId>,
+    /// Changes whenever a timer of this session must be forgotten.
+    pub serial: u64,
+    /// How long the session outlives its connection: `Some(0)` = it ends with it,
+    /// `None` = never expires.
+    pub expiry: Option<Duration>,
+    /// Filters this session holds in the subscription index (to remove them when
+    /// the session ends).
+    pub subscriptions: Vec<Box<str>>,
+    /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
+    pub inflight: VecDeque<Inflight>,
+    /// Messages waiting for room in the in-flight window or for the client to return.
+    pub queue: VecDeque<Outgoing>,
+    /// Payload bytes in `queue`.
+    pub queued_bytes: usize,
+    /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
+    pub awaiting_rel: Vec<PacketId>,
+    /// Next packet id to try.
+    next_packet_id: PacketId,
+    /// Will of the current or last connection.
+    pub will: Option<PendingWill>,
+    /// Most QoS 1/2 messages in flight to the client (our limit and its Receive Maximum).
+    pub send_window: usize,
+    /// The client's Maximum Packet Size (v5), if it gave one.
+    pub max_packet_size: Option<u32>,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// True while dropping: the overflow is logged once per episode.
+    pub dropping: bool,
+}
+
+impl Session {
+    /// A new, empty session.
+    pub fn new(client_id: &str, version: ProtocolVersion, serial: u64) -> Session {
+        Session {
+            client_id: client_id.into(),
+            version,
+            conn: None,
+            serial,
+            expiry: Some(Duration::ZERO),
+            subscriptions: Vec::new(),
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            awaiting_rel: Vec::new(),
+            next_packet_id: 1,
+            will: None,
+            send_window: usize::MAX,
+            max_packet_size: None,
+            dropped: 0,
+            dropping: false,
+        }
+    }
+
+    /// A free packet identifier for an outgoing message [MQTT-2.2.1-3]: never 0,
+    /// never one in flight. `None` when all 65,535 are in use.
+    pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        for _ in 0..u16::MAX {
+            let id = self.next_packet_id;
+            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            if !self.inflight.iter().any(|i| i.packet_id == id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Room for one more QoS 1/2 message in flight.
+    pub fn window_open(&self) -> bool {
+        self.inflight.len() < self.send_window
+    }
+
+    /// The in-flight entry with `id`, if any.
+    pub fn inflight_position(&self, id: PacketId) -> Option<usize> {
+        self.inflight.iter().position(|i| i.packet_id == id)
+    }
+
+    /// Take the next queued message.
+    pub fn pop_queued(&mut self) -> Option<Outgoing> {
+        let o = self.queue.pop_front()?;
+        self.queued_bytes -= o.msg.payload.len();
+        Some(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packet_ids_skip_zero_and_ids_in_flight() {
+        let mut s = Session::new("c", ProtocolVersion::V311, 1);
+        let msg = Arc::new(Message {
+            topic: "t".into(),
+            payload: Box::new([]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            received: std::time::Instant::now(),
+        });
+        let out = Outgoing {
+            msg,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: Vec::new(),
+        };
+        s.next_packet_id = u16::MAX;
+        assert_eq!(s.allocate_packet_id(), Some(u16::MAX));
+        assert_eq!(s.allocate_packet_id(), Some(1));
+        s.inflight.push_back(Inflight {
+            packet_id: 2,
+            out,
+            released: false,
+        });
+        assert_eq!(s.allocate_packet_id(), Some(3), "2 is in flight");
+    }
+}

@@ -1,0 +1,132 @@
+//! SUBSCRIBE and UNSUBSCRIBE: the subscription index, SUBACK/UNSUBACK, and the
+//! retained messages a new subscription receives.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::{debug, info};
+
+use super::message::Message;
+use super::session::Outgoing;
+use super::topic_index::Subscription;
+use super::{Broker, ConnId, Output};
+use crate::protocol::topic::parse_shared;
+use crate::protocol::{
+    Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+impl Broker {
+    pub(super) fn handle_subscribe(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        skey: usize,
+        sub: Subscribe<'_>,
+        out: &mut impl Output,
+    ) {
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        let version = s.version;
+        info!("Received SUBSCRIBE from {}", s.client_id);
+        let identifier = sub.properties.subscription_identifiers.first().copied();
+        let mut reasons = Vec::with_capacity(sub.filters.len());
+        // Retained messages go out after the SUBACK.
+        let mut retained: Vec<(Arc<Message>, QoS, Option<u32>)> = Vec::new();
+        for (filter, options) in &sub.filters {
+            debug!("\t{filter} (QoS {})", options.qos as u8);
+            if filter.starts_with("$share/") && parse_shared(filter).is_some() {
+                // Shared subscriptions come with issue 3; refuse clearly until then.
+                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+                continue;
+            }
+            let granted = options.qos.min(QoS::ExactlyOnce);
+            let mut stored = *options;
+            stored.qos = granted;
+            // [MQTT-3.8.4-3] an identical filter replaces the old subscription.
+            let is_new = self.subscriptions.subscribe(
+                filter,
+                skey,
+                Subscription {
+                    options: stored,
+                    identifier,
+                },
+            );
+            if is_new {
+                self.sessions[skey].subscriptions.push((*filter).into());
+            }
+            reasons.push(ReasonCode(granted as u8));
+            // [MQTT-3.3.1-8] / 3.8.4: retained messages on subscribe, per Retain
+            // Handling (v5; always for 3.1.1).
+            let send = match options.retain_handling {
+                RetainHandling::SendAtSubscribe => true,
+                RetainHandling::SendIfNew => is_new,
+                RetainHandling::DoNotSend => false,
+            };
+            if send {
+                self.retained.for_each_match(filter, |_, m| {
+                    retained.push((Arc::clone(m), granted, identifier));
+                });
+            }
+        }
+        out.send(
+            conn,
+            version,
+            &Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: Default::default(),
+                reasons,
+            }),
+        );
+        for (msg, granted, identifier) in retained {
+            if msg.is_expired(now) {
+                continue;
+            }
+            let o = Outgoing {
+                qos: msg.qos.min(granted),
+                retain: true,
+                subscription_ids: identifier.into_iter().collect(),
+                msg,
+            };
+            self.deliver(now, skey, o, out);
+        }
+    }
+
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        conn: ConnId,
+        skey: usize,
+        u: Unsubscribe<'_>,
+        out: &mut impl Output,
+    ) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        let version = s.version;
+        let mut reasons = Vec::new();
+        for filter in &u.filters {
+            let existed = self.subscriptions.unsubscribe(filter, skey);
+            if existed {
+                s.subscriptions.retain(|f| &**f != *filter);
+            }
+            reasons.push(if existed {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        debug!("Received UNSUBSCRIBE from {}", s.client_id);
+        if !version.is_v5() {
+            reasons.clear();
+        }
+        out.send(
+            conn,
+            version,
+            &Packet::UnsubAck(UnsubAck {
+                packet_id: u.packet_id,
+                properties: Default::default(),
+                reasons,
+            }),
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! Unit tests of the broker state machine through a recording [`Output`].
+
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::protocol::{
+    encode, Connect, Properties, PubResp, Publish, QoS, Subscribe, SubscriptionOptions,
+};
+
+/// Records what the broker asks for; packets are kept encoded (they borrow).
+#[derive(Default)]
+struct Recorder {
+    sent: Vec<(ConnId, Vec<u8>, String)>,
+    closed: Vec<ConnId>,
+    timers: Vec<(Instant, Timer)>,
+}
+
+impl Output for Recorder {
+    fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        let mut buf = Vec::new();
+        encode(packet, version, &mut buf).expect("encodable");
+        self.sent.push((conn, buf, format!("{packet:?}")));
+    }
+    fn pending_bytes(&self, _: ConnId) -> usize {
+        0
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.closed.push(conn);
+    }
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push((at, timer));
+    }
+}
+
+impl Recorder {
+    fn take(&mut self, conn: ConnId) -> Vec<String> {
+        let (mine, rest) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(c, _, _)| *c == conn);
+        self.sent = rest;
+        mine.into_iter().map(|(_, _, d)| d).collect()
+    }
+}
+
+fn connect_packet(id: &str, clean: bool, version: ProtocolVersion) -> Packet<'_> {
+    Packet::Connect(Connect {
+        version,
+        clean_start: clean,
+        keep_alive: 60,
+        properties: Properties::default(),
+        client_id: id,
+        will: None,
+        username: None,
+        password: None,
+    })
+}
+
+fn setup() -> (Broker, Recorder, Instant) {
+    (
+        Broker::new(BrokerConfig::default()),
+        Recorder::default(),
+        Instant::now(),
+    )
+}
+
+fn connect(b: &mut Broker, r: &mut Recorder, now: Instant, conn: ConnId, id: &str, clean: bool) {
+    b.connection_opened(now, conn, "127.0.0.1:1", 0, r);
+    b.handle_packet(
+        now,
+        conn,
+        connect_packet(id, clean, ProtocolVersion::V311),
+        r,
+    );
+    let got = r.take(conn);
+    assert!(got[0].starts_with("ConnAck"), "{got:?}");
+    b.check_invariants().expect("invariants");
+}
+
+fn subscribe(b: &mut Broker, r: &mut Recorder, now: Instant, conn: ConnId, filter: &str, qos: QoS) {
+    let p = Packet::Subscribe(Subscribe {
+        packet_id: 1,
+        properties: Properties::default(),
+        filters: vec![(
+            filter,
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+    });
+    b.handle_packet(now, conn, p, r);
+    let got = r.take(conn);
+    assert!(got[0].starts_with("SubAck"), "{got:?}");
+}
+
+fn publish<'a>(topic: &'a str, payload: &'a [u8], qos: QoS, id: u16) -> Packet<'a> {
+    Packet::Publish(Publish {
+        dup: false,
+        qos,
+        retain: false,
+        topic,
+        packet_id: id,
+        properties: Properties::default(),
+        payload,
+    })
+}
+
+#[test]
+fn qos1_routes_and_acks() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", true);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    subscribe(&mut b, &mut r, now, 1, "a/+", QoS::AtLeastOnce);
+    b.handle_packet(now, 2, publish("a/b", b"x", QoS::AtLeastOnce, 7), &mut r);
+    let to_pub = r.take(2);
+    assert!(to_pub[0].starts_with("PubAck"), "{to_pub:?}");
+    let to_sub = r.take(1);
+    assert!(
+        to_sub[0].contains("qos: AtLeastOnce") && to_sub[0].contains("packet_id: 1"),
+        "{to_sub:?}"
+    );
+    b.check_invariants().expect("invariants");
+    b.handle_packet(now, 1, Packet::PubAck(PubResp::success(1)), &mut r);
+    assert!(b.sessions.iter().all(|(_, s)| s.inflight.is_empty()));
+}
+
+#[test]
+fn qos2_duplicate_is_delivered_once() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", true);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtMostOnce);
+    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
+    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
+    assert_eq!(r.take(1).len(), 1, "exactly once");
+    let acks = r.take(2);
+    assert_eq!(acks.len(), 2);
+    b.handle_packet(now, 2, Packet::PubRel(PubResp::success(9)), &mut r);
+    assert!(r.take(2)[0].starts_with("PubComp"));
+}
+
+#[test]
+fn persistent_session_queues_and_resends() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", false);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    b.handle_packet(now, 2, publish("t", b"1", QoS::AtLeastOnce, 1), &mut r);
+    // Delivered, not acked; then the subscriber goes away.
+    assert_eq!(r.take(1).len(), 1);
+    b.connection_lost(now, 1, &mut r);
+    b.handle_packet(now, 2, publish("t", b"2", QoS::AtLeastOnce, 2), &mut r);
+    b.check_invariants().expect("invariants");
+    b.connection_opened(now, 3, "127.0.0.1:2", 0, &mut r);
+    b.handle_packet(
+        now,
+        3,
+        connect_packet("sub", false, ProtocolVersion::V311),
+        &mut r,
+    );
+    let got = r.take(3);
+    assert!(got[0].contains("session_present: true"), "{got:?}");
+    assert!(
+        got[1].contains("dup: true") && got[1].contains("[49]"),
+        "{got:?}"
+    );
+    assert!(
+        got[2].contains("dup: false") && got[2].contains("[50]"),
+        "{got:?}"
+    );
+    b.check_invariants().expect("invariants");
+}
+
+#[test]
+fn keep_alive_timer_rearms_lazily_and_expires() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "ka", true);
+    let (at, timer) = *r
+        .timers
+        .iter()
+        .rev()
+        .find(|(_, t)| matches!(t.kind, TimerKind::KeepAlive(_)))
+        .expect("keep-alive timer");
+    assert_eq!(at, now + Duration::from_secs(90));
+    // Activity at +30 s: the timer at +90 s re-arms for +120 s.
+    b.handle_packet(now + Duration::from_secs(30), 1, Packet::PingReq, &mut r);
+    r.timers.clear();
+    b.handle_timer(at, timer, &mut r);
+    assert_eq!(r.timers.len(), 1);
+    assert!(r.closed.is_empty());
+    let (at2, t2) = r.timers[0];
+    b.handle_timer(at2, t2, &mut r);
+    assert_eq!(r.closed, vec![1]);
+    b.check_invariants().expect("invariants");
+}
+
+#[test]
+fn will_on_loss_not_on_disconnect() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "watcher", true);
+    subscribe(&mut b, &mut r, now, 1, "w", QoS::AtMostOnce);
+    for (conn, graceful) in [(2, true), (3, false)] {
+        b.connection_opened(now, conn, "x", 0, &mut r);
+        let will = crate::protocol::Will {
+            topic: "w",
+            payload: b"gone",
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        };
+        b.handle_packet(
+            now,
+            conn,
+            Packet::Connect(Connect {
+                version: ProtocolVersion::V311,
+                clean_start: true,
+                keep_alive: 0,
+                properties: Properties::default(),
+                client_id: "dying",
+                will: Some(will),
+                username: None,
+                password: None,
+            }),
+            &mut r,
+        );
+        if graceful {
+            b.handle_packet(
+                now,
+                conn,
+                Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
+                &mut r,
+            );
+            assert!(r.take(1).is_empty(), "no will after DISCONNECT");
+        } else {
+            b.connection_lost(now, conn, &mut r);
+            assert_eq!(r.take(1).len(), 1, "will after a lost connection");
+        }
+        b.check_invariants().expect("invariants");
+    }
+}
+
+#[test]
+fn queue_limit_drops_and_counts() {
+    let mut b = Broker::new(BrokerConfig {
+        max_inflight_messages: 1,
+        max_queued_messages: 2,
+        ..BrokerConfig::default()
+    });
+    let mut r = Recorder::default();
+    let now = Instant::now();
+    connect(&mut b, &mut r, now, 1, "slow", true);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    for i in 1..=5 {
+        b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
+    }
+    // 1 in flight, 2 queued, 2 dropped.
+    assert_eq!(b.stats().messages_dropped, 2);
+    b.check_invariants().expect("invariants");
+}
