@@ -227,7 +227,7 @@ impl Broker {
             return;
         };
         c.last_seen = now;
-        let Some(skey) = c.session else {
+        let Some(skey) = c.session.filter(|s| self.sessions.contains(*s)) else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             match packet {
                 Packet::Connect(connect) => self.handle_connect(now, conn, connect, out),
@@ -436,7 +436,9 @@ impl Broker {
         }
         s.conn = None;
         let serial = self.serial();
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         s.serial = serial;
         // [MQTT-3.1.2-8] the will is published when the connection ends without a
         // normal DISCONNECT; [MQTT-3.1.2-10] removed after a normal DISCONNECT.

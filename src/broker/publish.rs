@@ -36,7 +36,9 @@ impl Broker {
         out: &mut impl Output,
     ) {
         self.stats.messages_received += 1;
-        let version = self.sessions[skey].version;
+        let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
+            return;
+        };
         if version.is_v5() {
             // midge announces no Topic Alias Maximum (0), so any alias is over it
             // [MQTT-3.2.2-17/18]: 0x94.
@@ -68,7 +70,9 @@ impl Broker {
             );
         }
         if p.qos == QoS::ExactlyOnce {
-            let s = &mut self.sessions[skey];
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
             if s.awaiting_rel.contains(&p.packet_id) {
                 // A re-sent QoS 2 PUBLISH (DUP) whose PUBREL has not come yet: it
                 // was delivered already; acknowledge again, deliver nothing
@@ -166,29 +170,25 @@ impl Broker {
         // QoS, carrying every matching identifier (3.3.4, [MQTT-3.3.4-3/4]).
         hits.sort_unstable_by_key(|h| h.session);
         let mut matched = 0;
-        let mut i = 0;
-        while i < hits.len() {
-            let session = hits[i].session;
-            let mut j = i;
+        let mut j = 0;
+        while let Some(first) = hits.get(j) {
+            let session = first.session;
             let mut qos = QoS::AtMostOnce;
             let mut rap = false;
             let mut ids = Vec::new();
-            let mut skip = false;
-            while j < hits.len() && hits[j].session == session {
-                let h = hits[j];
-                // [MQTT-3.8.3-3] No Local: not to the publisher's own session.
-                if h.no_local && from == Some(session) {
-                    skip = true;
-                } else {
+            let mut wanted = false;
+            while let Some(h) = hits.get(j).filter(|h| h.session == session) {
+                // [MQTT-3.8.3-3] No Local: not to the publisher's own session. One
+                // No Local subscription does not veto the client's others.
+                if !(h.no_local && from == Some(session)) {
+                    wanted = true;
                     qos = qos.max(h.qos);
                     rap |= h.retain_as_published;
                     ids.extend(h.identifier);
                 }
                 j += 1;
             }
-            // One of several overlapping subscriptions being No Local does not
-            // veto the others.
-            if !skip || j - i > 1 && !ids.is_empty() {
+            if wanted {
                 matched += 1;
                 let o = Outgoing {
                     msg: Arc::clone(&msg),
@@ -200,7 +200,6 @@ impl Broker {
                 };
                 self.deliver(now, session, o, out);
             }
-            i = j;
         }
         self.scratch = hits;
         matched
@@ -436,7 +435,9 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         if let Some(pos) = s.inflight_position(r.packet_id) {
             if s.inflight[pos].out.qos == QoS::AtLeastOnce {
                 s.inflight.remove(pos);
@@ -452,7 +453,9 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let version = s.version;
         let Some(conn) = s.conn else { return };
         match s.inflight_position(r.packet_id) {
@@ -488,7 +491,9 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         if let Some(pos) = s.inflight_position(r.packet_id) {
             if s.inflight[pos].released {
                 s.inflight.remove(pos);
@@ -504,7 +509,9 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         let mut comp = PubResp::success(r.packet_id);
         if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == r.packet_id) {
             s.awaiting_rel.swap_remove(pos);
@@ -523,7 +530,9 @@ impl Broker {
         d: Disconnect<'_>,
         out: &mut impl Output,
     ) {
-        let s = &mut self.sessions[skey];
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
         if let Some(secs) = d.properties.session_expiry_interval {
             if s.expiry == Some(Duration::ZERO) && secs != 0 {
                 // [MQTT-3.14.2-2] a session that ends with the connection cannot be

@@ -91,6 +91,9 @@ struct Server {
 impl Server {
     fn new(config: &Config) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Io)?;
+        // Before the listeners: once a client can connect, a signal must find its
+        // handler installed.
+        let signals = SignalPipe::install().map_err(ServerError::Io)?;
         let mut listeners = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {
             let bound = listener::bind(lc).map_err(|(a, e)| ServerError::Bind(a, e))?;
@@ -103,7 +106,6 @@ impl Server {
                 listeners.push((l, index));
             }
         }
-        let signals = SignalPipe::install().map_err(ServerError::Io)?;
         poll.registry()
             .register(
                 &mut SourceFd(&signals.fd()),
