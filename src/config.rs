@@ -63,6 +63,14 @@ pub struct Config {
     pub log_dest: LogDest,
     /// `pid_file` (default none).
     pub pid_file: Option<PathBuf>,
+    /// `max_topic_alias` (default 10): Topic Alias Maximum announced to v5 clients.
+    pub max_topic_alias: u16,
+    /// `outgoing_topic_aliases` (default true, midge only): alias repeated topics
+    /// to v5 clients that accept aliases.
+    pub outgoing_topic_aliases: bool,
+    /// `response_information PREFIX` (midge only): answer Request Response
+    /// Information with PREFIX + client id.
+    pub response_information: Option<String>,
 }
 
 impl Default for Config {
@@ -84,6 +92,9 @@ impl Default for Config {
             log_types: Vec::new(),
             log_dest: LogDest::Stderr,
             pid_file: None,
+            max_topic_alias: 10,
+            outgoing_topic_aliases: true,
+            response_information: None,
         }
     }
 }
@@ -149,6 +160,9 @@ impl Config {
             persistent_client_expiration: self.persistent_client_expiration,
             retain_available: self.retain_available,
             retry_interval: self.retry_interval,
+            max_topic_alias: self.max_topic_alias,
+            outgoing_topic_aliases: self.outgoing_topic_aliases,
+            response_information: self.response_information.clone(),
             ..defaults
         }
     }
@@ -189,7 +203,6 @@ const NOT_YET: &[&str] = &[
     "log_facility",
     "log_timestamp",
     "log_timestamp_format",
-    "max_topic_alias",
     "mount_point",
     "password_file",
     "per_listener_settings",
@@ -392,6 +405,9 @@ impl Parser<'_> {
                 }
             }
             "pid_file" => c.pid_file = Some(PathBuf::from(line.one()?)),
+            "max_topic_alias" => c.max_topic_alias = line.number(0, u16::MAX)?,
+            "outgoing_topic_aliases" => c.outgoing_topic_aliases = line.boolean()?,
+            "response_information" => c.response_information = Some(line.one()?.to_string()),
             d if NOT_YET
                 .iter()
                 .any(|n| d == *n || (n.ends_with('_') && d.starts_with(n))) =>

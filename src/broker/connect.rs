@@ -27,6 +27,12 @@ impl Broker {
         let Some(peer) = self.conns.get(&conn).map(|c| c.peer.clone()) else {
             return;
         };
+        if let Err(reason) = super::auth::authenticate(&connect) {
+            info!("Client connection from {peer} refused: {}.", reason.name());
+            self.refuse(conn, version, reason, out);
+            return;
+        }
+
         // Client identifier rules.
         let mut assigned = None;
         if connect.client_id.is_empty() {
@@ -128,15 +134,30 @@ impl Broker {
         s.max_packet_size = props.maximum_packet_size;
         s.dropping = false;
 
+        let accept_aliases = if self.config.outgoing_topic_aliases && version.is_v5() {
+            props.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        };
         if let Some(c) = self.conns.get_mut(&conn) {
             c.session = Some(skey);
             c.version = version;
             c.keep_alive = keep_alive;
+            c.aliases.accept_outbound(accept_aliases);
         }
         self.stats.clients_connected += 1;
 
+        // Request/response (4.10): a prefix for the client's response topics.
+        let response_information = match (
+            props.request_response_information,
+            &self.config.response_information,
+        ) {
+            (Some(1), Some(prefix)) => Some(format!("{prefix}{client_id}")),
+            _ => None,
+        };
         let mut properties = Properties::default();
         if version.is_v5() {
+            properties.response_information = response_information.as_deref();
             properties.assigned_client_identifier = assigned.as_deref();
             properties.server_keep_alive = server_keep_alive;
             if self.config.max_inflight_messages != 0 {
@@ -148,8 +169,9 @@ impl Broker {
             if !self.config.retain_available {
                 properties.retain_available = Some(0);
             }
-            // Not yet implemented (issue 3): say so rather than refuse later.
-            properties.shared_subscription_available = Some(0);
+            if self.config.max_topic_alias > 0 {
+                properties.topic_alias_maximum = Some(self.config.max_topic_alias);
+            }
         }
         out.send(
             conn,

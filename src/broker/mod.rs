@@ -3,12 +3,15 @@
 //! packets, connection events and the current time, and it answers through an
 //! [`Output`] (send this, close that, wake me then).
 
+mod aliases;
+mod auth;
 mod connect;
 pub mod message;
 pub mod output;
 mod publish;
 pub mod retained;
 pub mod session;
+pub mod shared;
 mod subscribe;
 pub mod topic_index;
 
@@ -59,6 +62,13 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Bytes queued on a connection's socket above which QoS 0 messages to it are dropped.
     pub max_pending_bytes: usize,
+    /// Topic Alias Maximum announced to MQTT 5 clients (`max_topic_alias`); 0 = none.
+    pub max_topic_alias: u16,
+    /// Send topic aliases to MQTT 5 clients that accept them (`outgoing_topic_aliases`).
+    pub outgoing_topic_aliases: bool,
+    /// Response Information prefix for clients that request it
+    /// (`response_information`); the client id is appended.
+    pub response_information: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -77,6 +87,9 @@ impl Default for BrokerConfig {
             retry_interval: None,
             connect_timeout: Duration::from_secs(10),
             max_pending_bytes: 1 << 20,
+            max_topic_alias: 10,
+            outgoing_topic_aliases: true,
+            response_information: None,
         }
     }
 }
@@ -109,6 +122,8 @@ struct Conn {
     keep_alive: u16,
     /// When the last packet arrived (keep-alive is checked against it lazily).
     last_seen: Instant,
+    /// Topic aliases, both directions (v5; empty and unallocated otherwise).
+    aliases: aliases::TopicAliases,
 }
 
 /// Why a connection ends; decides the will, the DISCONNECT and the log line.
@@ -135,6 +150,7 @@ pub struct Broker {
     sessions: Slab<Session>,
     by_client_id: HashMap<Box<str>, usize>,
     subscriptions: SubscriptionIndex<usize>,
+    shared: shared::SharedSubscriptions,
     retained: RetainedStore<Arc<Message>>,
     next_serial: u64,
     stats: Stats,
@@ -151,6 +167,7 @@ impl Broker {
             sessions: Slab::new(),
             by_client_id: HashMap::new(),
             subscriptions: SubscriptionIndex::new(),
+            shared: shared::SharedSubscriptions::default(),
             retained: RetainedStore::new(),
             next_serial: 0,
             stats: Stats::default(),
@@ -204,6 +221,7 @@ impl Broker {
                 version: ProtocolVersion::V311,
                 keep_alive: 0,
                 last_seen: now,
+                aliases: aliases::TopicAliases::default(),
             },
         );
         out.set_timer(
@@ -495,7 +513,7 @@ impl Broker {
             return;
         };
         for f in s.subscriptions.iter() {
-            self.subscriptions.unsubscribe(f, skey);
+            self.unsubscribe_filter(f, skey);
         }
         if self.by_client_id.get(&s.client_id) == Some(&skey) {
             self.by_client_id.remove(&s.client_id);
@@ -519,6 +537,7 @@ impl Broker {
     /// index without a live session.
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut subscription_count = 0;
+        let mut shared_count = 0;
         for (key, s) in self.sessions.iter() {
             let mut ids: Vec<u16> = s.inflight.iter().map(|i| i.packet_id).collect();
             if ids.contains(&0) {
@@ -548,16 +567,26 @@ impl Broker {
                 return Err(format!("{}: not in the client id map", s.client_id));
             }
             for f in s.subscriptions.iter() {
-                if self.subscriptions.get(f, key).is_none() {
+                let present = match shared_filter(f) {
+                    Some(_) => {
+                        shared_count += 1;
+                        self.shared.is_member(f, key)
+                    }
+                    None => {
+                        subscription_count += 1;
+                        self.subscriptions.get(f, key).is_some()
+                    }
+                };
+                if !present {
                     return Err(format!("{}: subscription {f} missing", s.client_id));
                 }
             }
-            subscription_count += s.subscriptions.len();
         }
-        if subscription_count != self.subscriptions.len() {
+        if subscription_count != self.subscriptions.len() || shared_count != self.shared.len() {
             return Err(format!(
-                "index has {} subscriptions, sessions {subscription_count}",
-                self.subscriptions.len()
+                "index has {}+{} subscriptions, sessions {subscription_count}+{shared_count}",
+                self.subscriptions.len(),
+                self.shared.len()
             ));
         }
         if self.by_client_id.len() != self.sessions.len() {
@@ -572,6 +601,12 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// The plain filter of a shared subscription `$share/{group}/{filter}`, or None
+/// for an ordinary filter.
+fn shared_filter(filter: &str) -> Option<&str> {
+    crate::protocol::topic::parse_shared(filter).map(|(_, f)| f)
 }
 
 /// 1.5 x keep-alive [MQTT-3.1.2-24].

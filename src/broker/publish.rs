@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
+use super::aliases::{Inbound, SendAs};
 use super::message::Message;
 use super::session::{Inflight, Outgoing};
 use super::{Broker, ConnId, End, Output, Timer};
@@ -39,19 +40,39 @@ impl Broker {
         let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
             return;
         };
+        // Topic aliases (3.3.2.3.4): resolve before anything looks at the topic.
+        let mut alias_topic: Option<Box<str>> = None;
         if version.is_v5() {
-            // midge announces no Topic Alias Maximum (0), so any alias is over it
-            // [MQTT-3.2.2-17/18]: 0x94.
-            if p.properties.topic_alias.is_some() {
-                return self.end(
-                    now,
-                    conn,
-                    End::ProtocolError(ReasonCode::TOPIC_ALIAS_INVALID),
-                    out,
-                );
+            let max = self.config.max_topic_alias;
+            if let Some(c) = self.conns.get_mut(&conn) {
+                match c.aliases.inbound(p.topic, p.properties.topic_alias, max) {
+                    // [MQTT-3.3.2-8/9] 0 or over our Topic Alias Maximum: 0x94.
+                    Inbound::Invalid => {
+                        return self.end(
+                            now,
+                            conn,
+                            End::ProtocolError(ReasonCode::TOPIC_ALIAS_INVALID),
+                            out,
+                        )
+                    }
+                    // An empty topic with an alias never mapped: protocol error.
+                    Inbound::Unknown => {
+                        return self.end(
+                            now,
+                            conn,
+                            End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                            out,
+                        )
+                    }
+                    Inbound::Topic(t) => {
+                        if p.topic.is_empty() {
+                            alias_topic = Some(t.into());
+                        }
+                    }
+                }
             }
             if p.retain && !self.config.retain_available {
-                // [MQTT-3.3.1-?] 3.2.2.3.5: RETAIN not supported, 0x9A.
+                // 3.2.2.3.5: RETAIN when Retain Available is 0: 0x9A.
                 return self.end(
                     now,
                     conn,
@@ -60,6 +81,10 @@ impl Broker {
                 );
             }
         }
+        let p = Publish {
+            topic: alias_topic.as_deref().unwrap_or(p.topic),
+            ..p
+        };
         if p.topic.is_empty() {
             // A zero-length topic needs a Topic Alias (v5); before v5 it is invalid.
             return self.end(
@@ -103,6 +128,16 @@ impl Broker {
                 p.payload.len()
             );
             ReasonCode::PACKET_TOO_LARGE
+        } else if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(p.payload).is_err()
+        {
+            // 3.3.2.3.2: a payload said to be UTF-8 that is not may be refused
+            // with 0x99; it is not forwarded.
+            debug!(
+                "Dropped PUBLISH with invalid UTF-8 payload from {}.",
+                self.sessions.get(skey).map_or("", |s| &s.client_id)
+            );
+            ReasonCode::PAYLOAD_FORMAT_INVALID
         } else {
             let retain = p.retain && self.config.retain_available;
             let mut msg = Message::from_publish(&p, now);
@@ -202,6 +237,24 @@ impl Broker {
             }
         }
         self.scratch = hits;
+        // Shared subscriptions: one member per group (4.8.2).
+        let mut groups = Vec::new();
+        self.shared.matching_groups(&msg.topic, &mut groups);
+        for gid in groups {
+            let sessions = &self.sessions;
+            let online = |k: usize| sessions.get(k).is_some_and(|s| s.conn.is_some());
+            let Some((session, sub)) = self.shared.pick(gid, online) else {
+                continue;
+            };
+            matched += 1;
+            let o = Outgoing {
+                msg: Arc::clone(&msg),
+                qos: sub.options.qos.min(msg.qos),
+                retain: sub.options.retain_as_published && msg.retain,
+                subscription_ids: sub.identifier.into_iter().collect(),
+            };
+            self.deliver(now, session, o, out);
+        }
         matched
     }
 
@@ -300,16 +353,32 @@ impl Broker {
             return false;
         }
         let version = s.version;
-        let properties = if version.is_v5() {
-            o.msg.outgoing_properties(now, &o.subscription_ids)
-        } else {
-            Default::default()
-        };
+        let mut topic: &str = &o.msg.topic;
+        let mut properties = Default::default();
+        let mut new_alias = false;
+        if version.is_v5() {
+            properties = o.msg.outgoing_properties(now, &o.subscription_ids);
+            if self.config.outgoing_topic_aliases {
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    match c.aliases.outbound(topic) {
+                        SendAs::Plain => {}
+                        SendAs::Set(a) => {
+                            properties.topic_alias = Some(a);
+                            new_alias = true;
+                        }
+                        SendAs::Use(a) => {
+                            properties.topic_alias = Some(a);
+                            topic = "";
+                        }
+                    }
+                }
+            }
+        }
         let packet = Packet::Publish(Publish {
             dup,
             qos: o.qos,
             retain: o.retain,
-            topic: &o.msg.topic,
+            topic,
             packet_id,
             properties,
             payload: &o.msg.payload,
@@ -322,6 +391,12 @@ impl Broker {
                     o.msg.topic, s.client_id
                 );
                 s.dropped += 1;
+                if new_alias {
+                    // The alias was never announced: hand it out again later.
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.aliases.forget(&o.msg.topic);
+                    }
+                }
                 self.stats.messages_dropped += 1;
                 return false;
             }

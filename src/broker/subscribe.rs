@@ -9,7 +9,7 @@ use log::{debug, info};
 use super::message::Message;
 use super::session::Outgoing;
 use super::topic_index::Subscription;
-use super::{Broker, ConnId, Output};
+use super::{Broker, ConnId, End, Output};
 use crate::protocol::topic::parse_shared;
 use crate::protocol::{
     Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -35,14 +35,33 @@ impl Broker {
         let mut retained: Vec<(Arc<Message>, QoS, Option<u32>)> = Vec::new();
         for (filter, options) in &sub.filters {
             debug!("\t{filter} (QoS {})", options.qos as u8);
-            if filter.starts_with("$share/") && parse_shared(filter).is_some() {
-                // Shared subscriptions come with issue 3; refuse clearly until then.
-                reasons.push(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
-                continue;
-            }
             let granted = options.qos.min(QoS::ExactlyOnce);
             let mut stored = *options;
             stored.qos = granted;
+            // Shared subscriptions are an MQTT 5 feature; mosquitto accepts them
+            // from 3.1.1 clients too, and so does midge.
+            if let Some((_, plain)) = parse_shared(filter) {
+                if options.no_local {
+                    // [MQTT-3.8.3-4] No Local on a shared subscription.
+                    self.end(
+                        now,
+                        conn,
+                        End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                        out,
+                    );
+                    return;
+                }
+                let sub = Subscription {
+                    options: stored,
+                    identifier,
+                };
+                if self.shared.subscribe(filter, plain, skey, sub) {
+                    self.sessions[skey].subscriptions.push((*filter).into());
+                }
+                // No retained messages for a shared subscription (4.8.2).
+                reasons.push(ReasonCode(granted as u8));
+                continue;
+            }
             // [MQTT-3.8.4-3] an identical filter replaces the old subscription.
             let is_new = self.subscriptions.subscribe(
                 filter,
@@ -92,6 +111,15 @@ impl Broker {
         }
     }
 
+    /// Take `skey`'s subscription to `filter` (plain or shared) out of the index.
+    pub(super) fn unsubscribe_filter(&mut self, filter: &str, skey: usize) -> bool {
+        if parse_shared(filter).is_some() {
+            self.shared.unsubscribe(filter, skey)
+        } else {
+            self.subscriptions.unsubscribe(filter, skey)
+        }
+    }
+
     pub(super) fn handle_unsubscribe(
         &mut self,
         conn: ConnId,
@@ -105,7 +133,7 @@ impl Broker {
         let version = s.version;
         let mut reasons = Vec::new();
         for filter in &u.filters {
-            let existed = self.subscriptions.unsubscribe(filter, skey);
+            let existed = s.subscriptions.iter().any(|f| &**f == *filter);
             if existed {
                 s.subscriptions.retain(|f| &**f != *filter);
             }
@@ -116,6 +144,9 @@ impl Broker {
             });
         }
         debug!("Received UNSUBSCRIBE from {}", s.client_id);
+        for filter in &u.filters {
+            self.unsubscribe_filter(filter, skey);
+        }
         if !version.is_v5() {
             reasons.clear();
         }
