@@ -140,3 +140,72 @@ fn paho_mqtt_python_client() {
     );
     assert!(stdout.contains("all checks passed"), "{stdout}");
 }
+
+/// MQTT 5 features through paho-mqtt's MQTTv5 client (tests/interop/paho_v5.py).
+#[test]
+fn paho_mqtt_v5_features() {
+    let b = BrokerProcess::start("response_information replies/");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/paho_v5.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(b.port.to_string())
+        .output()
+        .expect("python3 must be installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("all v5 checks passed"),
+        "paho v5 check failed:\n{stdout}\n{stderr}\nbroker log:\n{}",
+        b.log_text()
+    );
+}
+
+/// mosquitto_pub/mosquitto_sub -V mqttv5 with -D properties: content type,
+/// response topic, correlation data, message expiry, payload format, and the
+/// subscription identifier, read back with mosquitto_sub's -F format codes.
+#[test]
+fn mosquitto_v5_properties() {
+    let b = BrokerProcess::start("");
+    let port = b.port.to_string();
+    let out = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-V",
+            "mqttv5",
+            "-t",
+            "i5/r",
+            "-m",
+            "hi",
+        ])
+        .args(["-r", "-q", "1"])
+        .args(["-D", "publish", "content-type", "text/x"])
+        .args(["-D", "publish", "response-topic", "i5/reply"])
+        .args(["-D", "publish", "correlation-data", "abc"])
+        .args(["-D", "publish", "message-expiry-interval", "100"])
+        .args(["-D", "publish", "payload-format-indicator", "1"])
+        .output()
+        .expect("mosquitto_pub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port, "-V", "mqttv5", "-t", "i5/#"])
+        .args(["-D", "subscribe", "subscription-identifier", "5"])
+        .args(["-C", "1", "-W", "10", "-F", "%t|%p|%C|%R|%D|%F|%S"])
+        .output()
+        .expect("mosquitto_sub");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "i5/r|hi|text/x|i5/reply|abc|1|5"
+    );
+}
