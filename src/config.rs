@@ -63,6 +63,12 @@ pub struct Config {
     pub log_dest: LogDest,
     /// `pid_file` (default none).
     pub pid_file: Option<PathBuf>,
+    /// `max_topic_levels` (default 200, mosquitto's built-in limit; 0 = none).
+    pub max_topic_levels: usize,
+    /// `max_subscriptions_per_client` (default 10,000; 0 = none).
+    pub max_subscriptions_per_client: usize,
+    /// `connect_timeout` seconds a socket may take to send CONNECT (default 10).
+    pub connect_timeout: Duration,
     /// `max_topic_alias` (default 10): Topic Alias Maximum announced to v5 clients.
     pub max_topic_alias: u16,
     /// `outgoing_topic_aliases` (default true, midge only): alias repeated topics
@@ -92,6 +98,9 @@ impl Default for Config {
             log_types: Vec::new(),
             log_dest: LogDest::Stderr,
             pid_file: None,
+            max_topic_levels: 200,
+            max_subscriptions_per_client: 10_000,
+            connect_timeout: Duration::from_secs(10),
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
@@ -160,6 +169,9 @@ impl Config {
             persistent_client_expiration: self.persistent_client_expiration,
             retain_available: self.retain_available,
             retry_interval: self.retry_interval,
+            max_topic_levels: self.max_topic_levels,
+            max_subscriptions_per_client: self.max_subscriptions_per_client,
+            connect_timeout: self.connect_timeout,
             max_topic_alias: self.max_topic_alias,
             outgoing_topic_aliases: self.outgoing_topic_aliases,
             response_information: self.response_information.clone(),
@@ -405,6 +417,13 @@ impl Parser<'_> {
                 }
             }
             "pid_file" => c.pid_file = Some(PathBuf::from(line.one()?)),
+            "max_topic_levels" => c.max_topic_levels = line.number(0, 65_535)?,
+            "max_subscriptions_per_client" => {
+                c.max_subscriptions_per_client = line.number(0, usize::MAX)?
+            }
+            "connect_timeout" => {
+                c.connect_timeout = Duration::from_secs(line.number(1, 3600)?);
+            }
             "max_topic_alias" => c.max_topic_alias = line.number(0, u16::MAX)?,
             "outgoing_topic_aliases" => c.outgoing_topic_aliases = line.boolean()?,
             "response_information" => c.response_information = Some(line.one()?.to_string()),

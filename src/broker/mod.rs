@@ -62,6 +62,10 @@ pub struct BrokerConfig {
     pub connect_timeout: Duration,
     /// Bytes queued on a connection's socket above which QoS 0 messages to it are dropped.
     pub max_pending_bytes: usize,
+    /// Most topic levels in a topic name or filter (`max_topic_levels`); 0 = no limit.
+    pub max_topic_levels: usize,
+    /// Most subscriptions one client may hold (`max_subscriptions_per_client`); 0 = no limit.
+    pub max_subscriptions_per_client: usize,
     /// Topic Alias Maximum announced to MQTT 5 clients (`max_topic_alias`); 0 = none.
     pub max_topic_alias: u16,
     /// Send topic aliases to MQTT 5 clients that accept them (`outgoing_topic_aliases`).
@@ -87,6 +91,8 @@ impl Default for BrokerConfig {
             retry_interval: None,
             connect_timeout: Duration::from_secs(10),
             max_pending_bytes: 1 << 20,
+            max_topic_levels: 200,
+            max_subscriptions_per_client: 10_000,
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
@@ -607,6 +613,11 @@ impl Broker {
 /// for an ordinary filter.
 fn shared_filter(filter: &str) -> Option<&str> {
     crate::protocol::topic::parse_shared(filter).map(|(_, f)| f)
+}
+
+/// Number of levels in a topic name or filter (`a/b/c` has 3).
+fn topic_levels(topic: &str) -> usize {
+    topic.bytes().filter(|&b| b == b'/').count() + 1
 }
 
 /// 1.5 x keep-alive [MQTT-3.1.2-24].

@@ -94,6 +94,17 @@ impl Broker {
                 out,
             );
         }
+        let max_levels = self.config.max_topic_levels;
+        if max_levels != 0 && super::topic_levels(p.topic) > max_levels {
+            // A limit, not a protocol rule (like mosquitto's hierarchy limit): the
+            // topic is refused as invalid (v5: 0x90) and the connection closed.
+            warn!(
+                "Client {} published to a topic deeper than max_topic_levels {max_levels}.",
+                self.client_name(conn)
+            );
+            let reason = ReasonCode::TOPIC_NAME_INVALID;
+            return self.end(now, conn, End::ProtocolError(reason), out);
+        }
         if p.qos == QoS::ExactlyOnce {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;

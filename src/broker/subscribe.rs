@@ -35,6 +35,27 @@ impl Broker {
         let mut retained: Vec<(Arc<Message>, QoS, Option<u32>)> = Vec::new();
         for (filter, options) in &sub.filters {
             debug!("\t{filter} (QoS {})", options.qos as u8);
+            let max_levels = self.config.max_topic_levels;
+            if max_levels != 0 && super::topic_levels(filter) > max_levels {
+                reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            let max_subs = self.config.max_subscriptions_per_client;
+            let held = self.sessions.get(skey).map_or(0, |s| s.subscriptions.len());
+            // Replacing a subscription does not count against the limit.
+            let replacing = if parse_shared(filter).is_some() {
+                self.shared.is_member(filter, skey)
+            } else {
+                self.subscriptions.get(filter, skey).is_some()
+            };
+            if max_subs != 0 && held >= max_subs && !replacing {
+                info!(
+                    "Client {} is at max_subscriptions_per_client ({max_subs}).",
+                    self.client_name(conn)
+                );
+                reasons.push(ReasonCode::QUOTA_EXCEEDED);
+                continue;
+            }
             let granted = options.qos.min(QoS::ExactlyOnce);
             let mut stored = *options;
             stored.qos = granted;

@@ -33,6 +33,8 @@ pub struct Connection {
     pub closing: bool,
     /// Unique per connection for the server's lifetime (slab keys are reused).
     pub serial: u64,
+    /// The last write stopped short: the peer is not keeping up.
+    pub blocked: bool,
 }
 
 /// What a flush achieved.
@@ -59,12 +61,23 @@ impl Connection {
             want_write: false,
             closing: false,
             serial: 0,
+            blocked: false,
         }
     }
 
     /// Bytes queued and not yet written.
     pub fn pending(&self) -> usize {
         self.wbuf.len() - self.wpos
+    }
+
+    /// Bytes waiting because the peer is not reading: 0 for a peer that takes
+    /// everything (output batched within a loop turn is not a backlog).
+    pub fn backlog(&self) -> usize {
+        if self.blocked {
+            self.pending()
+        } else {
+            0
+        }
     }
 
     /// Write as much as the socket takes, in as few syscalls as it allows: all
@@ -74,11 +87,15 @@ impl Connection {
             match self.stream.write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Flush::Failed,
                 Ok(n) => self.wpos += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flush::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Flush::Blocked;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return Flush::Failed,
             }
         }
+        self.blocked = false;
         self.wbuf.clear();
         self.wpos = 0;
         if self.wbuf.capacity() > KEEP_CAPACITY {

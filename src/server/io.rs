@@ -13,6 +13,9 @@ use crate::protocol::{encode, Packet, ProtocolVersion};
 use super::connection::Connection;
 use super::wheel::Wheel;
 
+/// Output queued in one turn beyond which it is written at once.
+const EARLY_FLUSH: usize = 256 * 1024;
+
 /// What the wheel holds: the broker's timers and the server's own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Due {
@@ -83,11 +86,17 @@ impl Output for Io {
             warn!("Dropping an outgoing packet for connection {conn}: {e}.");
             return;
         }
+        // A big burst within one turn (fan-out of a large batch) is written as it
+        // grows rather than held to the end of the turn: memory stays bounded and
+        // a fast reader is never mistaken for a slow one.
+        if !c.blocked && c.pending() >= EARLY_FLUSH {
+            let _ = c.flush();
+        }
         self.mark_dirty(conn);
     }
 
     fn pending_bytes(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, Connection::pending)
+        self.conns.get(conn).map_or(0, Connection::backlog)
     }
 
     fn close(&mut self, conn: ConnId) {

@@ -527,6 +527,12 @@ impl Client {
         let _ = self.try_recv(TIMEOUT);
     }
 
+    /// The socket, for tests that read it their own way (nothing may be buffered).
+    pub fn into_stream(self) -> TcpStream {
+        assert!(self.buf.is_empty(), "bytes already buffered");
+        self.stream
+    }
+
     /// Half-close: the broker sees end of stream, replies can still arrive.
     pub fn shutdown_write(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Write);
