@@ -234,3 +234,59 @@ fn max_connections_refuses_the_extra_socket() {
     }
     one.ping();
 }
+
+/// message_size_limit: the payload is dropped and a v5 publisher is told 0x97
+/// (3.4.2.1 does not allow 0x95 in PUBACK); nothing is delivered.
+#[test]
+fn message_size_limit_drops_with_0x97() {
+    let b = BrokerProcess::start("message_size_limit 10");
+    let mut s = Client::connect(b.port, "msl-sub");
+    s.subscribe("msl", QoS::AtLeastOnce);
+    let mut p = Client::connect_v(b.port, ProtocolVersion::V5, "msl-pub");
+    p.send(&Packet::Publish(publish(
+        "msl",
+        &[0u8; 11],
+        QoS::AtLeastOnce,
+        false,
+        1,
+    )));
+    match p.recv() {
+        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    p.publish("msl", &[0u8; 10], QoS::AtLeastOnce, false, 2);
+    assert_eq!(
+        s.recv_publish().payload.len(),
+        10,
+        "the one within the limit"
+    );
+}
+
+/// [MQTT-3.1.2-24] a CONNACK never exceeds the client's Maximum Packet Size: its
+/// optional properties are left out when they would not fit.
+#[test]
+fn connack_fits_a_tiny_client_maximum_packet_size() {
+    use midge::protocol::{Connect, Properties};
+    let b = BrokerProcess::start("");
+    let mut c = Client::open(b.port, ProtocolVersion::V5);
+    c.send(&Packet::Connect(Connect {
+        version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties {
+            maximum_packet_size: Some(8),
+            ..Properties::default()
+        },
+        client_id: "",
+        will: None,
+        username: None,
+        password: None,
+    }));
+    match c.recv() {
+        Packet::ConnAck(a) => {
+            assert_eq!(a.reason, ReasonCode::SUCCESS);
+            assert!(a.properties.is_empty(), "{a:?}");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}

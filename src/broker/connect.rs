@@ -10,7 +10,9 @@ use super::message::Message;
 use super::output::TimerKind;
 use super::session::{PendingWill, Session};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
-use crate::protocol::{ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode};
+use crate::protocol::{
+    encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
+};
 
 /// Largest packet the protocol allows (remaining length 268,435,455 + 5 header bytes).
 const PROTOCOL_MAX_PACKET: usize = 268_435_460;
@@ -173,15 +175,21 @@ impl Broker {
                 properties.topic_alias_maximum = Some(self.config.max_topic_alias);
             }
         }
-        out.send(
-            conn,
-            version,
-            &Packet::ConnAck(ConnAck {
-                session_present,
-                reason: ReasonCode::SUCCESS,
-                properties,
-            }),
-        );
+        let mut ack = Packet::ConnAck(ConnAck {
+            session_present,
+            reason: ReasonCode::SUCCESS,
+            properties,
+        });
+        // [MQTT-3.1.2-24] nothing larger than the client's Maximum Packet Size, the
+        // CONNACK included: its properties are optional, so they go first (a
+        // 5-byte CONNACK fits any maximum the decoder accepts). Found by fuzzing.
+        if let Some(max) = props.maximum_packet_size {
+            let too_big = encoded_len(&ack, version).map_or(true, |n| n > max as usize);
+            if let (true, Packet::ConnAck(a)) = (too_big, &mut ack) {
+                a.properties = Properties::default();
+            }
+        }
+        out.send(conn, version, &ack);
         info!(
             "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}).",
             version.level(),

@@ -138,7 +138,9 @@ impl Broker {
                 self.sessions[skey].client_id,
                 p.payload.len()
             );
-            ReasonCode::PACKET_TOO_LARGE
+            // 0x95 is not a PUBACK/PUBREC reason (3.4.2.1): the size limit is a
+            // quota, so 0x97 (found by the broker fuzz target).
+            ReasonCode::QUOTA_EXCEEDED
         } else if p.properties.payload_format_indicator == Some(1)
             && std::str::from_utf8(p.payload).is_err()
         {
