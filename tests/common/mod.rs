@@ -34,10 +34,23 @@ pub struct BrokerProcess {
     pub dir: PathBuf,
 }
 
-/// A port that was free a moment ago (bind to 0, read it, release it).
+/// A port that was free a moment ago. Test processes run in parallel, and the
+/// kernel hands a just-released ephemeral port out again, so candidates are
+/// spread by process id and a counter over 20000-59999 (outside the ephemeral
+/// range, where client sockets cannot take them) and checked by binding.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local_addr").port()
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    loop {
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut x = u64::from(std::process::id()) << 20 ^ u64::from(n).wrapping_mul(0x9E37_79B9);
+        x ^= x >> 17;
+        x = x.wrapping_mul(0xED5A_D4BB_AC4C_1B51);
+        x ^= x >> 29;
+        let port = 20_000 + (x % 40_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A fresh, unique temporary directory.
@@ -52,10 +65,23 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 impl BrokerProcess {
     /// Start midge with a config made of a `listener PORT 127.0.0.1` line plus `extra`.
+    /// Retried on a fresh port if another test took the chosen one meanwhile.
     pub fn start(extra: &str) -> BrokerProcess {
-        let port = free_port();
-        let config = format!("listener {port} 127.0.0.1\n{extra}\n");
-        Self::start_with_config(port, &config, &[])
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!("listener {port} 127.0.0.1\n{extra}\n");
+            let dir = temp_dir("broker");
+            let conf_path = dir.join("midge.conf");
+            std::fs::write(&conf_path, config).expect("write config");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+            cmd.arg("-c").arg(&conf_path).arg("-v");
+            match Self::try_spawn(cmd, port, dir) {
+                Ok(b) => return b,
+                Err(log) if log.contains("cannot listen") => continue,
+                Err(log) => panic!("midge exited early; log:\n{log}"),
+            }
+        }
+        panic!("no free port after 5 attempts");
     }
 
     /// Start midge with exactly this config text; `port` must be one it listens on.
@@ -76,7 +102,15 @@ impl BrokerProcess {
         Self::spawn(cmd, port, dir)
     }
 
-    fn spawn(mut cmd: Command, port: u16, dir: PathBuf) -> BrokerProcess {
+    fn spawn(cmd: Command, port: u16, dir: PathBuf) -> BrokerProcess {
+        match Self::try_spawn(cmd, port, dir) {
+            Ok(b) => b,
+            Err(log) => panic!("midge exited early; log:\n{log}"),
+        }
+    }
+
+    /// Start the process and wait until it listens; Err(log) if it exited.
+    fn try_spawn(mut cmd: Command, port: u16, dir: PathBuf) -> Result<BrokerProcess, String> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -117,27 +151,28 @@ impl BrokerProcess {
             log_rx: rx,
             dir,
         };
-        broker.wait_ready();
-        broker
+        broker.wait_ready()?;
+        Ok(broker)
     }
 
-    /// Block until the broker accepts a TCP connection on its port: it has logged
-    /// that it listens (a read with a timeout on its log, not a sleep).
-    fn wait_ready(&mut self) {
+    /// Block until the broker logs that it listens on our port (a read with a
+    /// timeout on its log, not a sleep, and no probe connection: a connect could
+    /// reach another test's broker that happens to hold the port).
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let needle = format!("Opening listen socket on 127.0.0.1:{}.", self.port);
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if self.log.lock().unwrap().iter().any(|l| l.contains(&needle)) {
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
-                    "midge exited early with {status}; log:\n{}",
-                    self.log_text()
-                );
+                // Let the reader threads collect the last lines.
+                while self.log_rx.recv_timeout(Duration::from_millis(100)).is_ok() {}
+                return Err(format!("{status}\n{}", self.log_text()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -145,7 +180,6 @@ impl BrokerProcess {
                 "midge did not start listening; log:\n{}",
                 self.log_text()
             );
-            // Wake on the next log line (the listener line), or re-check shortly.
             let _ = self
                 .log_rx
                 .recv_timeout(left.min(Duration::from_millis(50)));
