@@ -117,13 +117,12 @@ pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), ConfigError
         } else {
             opts.ports.clone()
         };
-        // As mosquitto 2: ports given on the command line are loopback only.
+        // As mosquitto 2: ports given on the command line are loopback only,
+        // and anonymous clients are then allowed.
+        config.local_only = true;
         config.listeners = ports
             .into_iter()
-            .map(|port| ListenerConfig {
-                port,
-                bind_address: Some("127.0.0.1".to_string()),
-            })
+            .map(|port| ListenerConfig::new(port, Some("127.0.0.1".to_string())))
             .collect();
     } else if !opts.ports.is_empty() {
         notices.push(format!(

@@ -9,12 +9,66 @@ use std::time::Duration;
 use crate::broker::BrokerConfig;
 
 /// One listening socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListenerConfig {
     /// TCP port.
     pub port: u16,
     /// Address or host name to bind; `None` = all interfaces (IPv4 and IPv6).
     pub bind_address: Option<String>,
+    /// This listener's own authentication settings (used with `per_listener_settings true`).
+    pub auth: AuthConfig,
+    /// TLS settings; `None` = plain TCP.
+    pub tls: Option<TlsConfig>,
+}
+
+impl ListenerConfig {
+    /// A plain listener.
+    pub fn new(port: u16, bind_address: Option<String>) -> Self {
+        ListenerConfig {
+            port,
+            bind_address,
+            ..ListenerConfig::default()
+        }
+    }
+}
+
+/// `allow_anonymous`, `password_file`, `acl_file`: global, or per listener.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AuthConfig {
+    /// `allow_anonymous`; `None` = mosquitto 2's default (false with listeners
+    /// configured, true in local-only mode).
+    pub allow_anonymous: Option<bool>,
+    /// `password_file`.
+    pub password_file: Option<PathBuf>,
+    /// `acl_file`.
+    pub acl_file: Option<PathBuf>,
+}
+
+/// A listener's TLS settings (mosquitto's names).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsConfig {
+    /// `certfile`: PEM certificate chain.
+    pub certfile: Option<PathBuf>,
+    /// `keyfile`: PEM private key (PKCS#8 or traditional RSA/EC).
+    pub keyfile: Option<PathBuf>,
+    /// `cafile`: PEM CA certificates for client certificates.
+    pub cafile: Option<PathBuf>,
+    /// `capath`: directory of hashed CA certificates.
+    pub capath: Option<PathBuf>,
+    /// `tls_version`: the lowest version allowed (`tlsv1.2`, `tlsv1.3`).
+    pub tls_version: Option<String>,
+    /// `ciphers` (TLS 1.2 and below, OpenSSL cipher list).
+    pub ciphers: Option<String>,
+    /// `ciphers_tls1.3` (OpenSSL ciphersuites).
+    pub ciphers_tls13: Option<String>,
+    /// `crlfile`: PEM certificate revocation list.
+    pub crlfile: Option<PathBuf>,
+    /// `require_certificate`: clients must present a valid certificate.
+    pub require_certificate: bool,
+    /// `use_identity_as_username`: the certificate's CN is the user name.
+    pub use_identity_as_username: bool,
+    /// `use_subject_as_username`: the certificate's subject is the user name.
+    pub use_subject_as_username: bool,
 }
 
 /// Where log lines go (`log_dest`).
@@ -77,6 +131,13 @@ pub struct Config {
     /// `response_information PREFIX` (midge only): answer Request Response
     /// Information with PREFIX + client id.
     pub response_information: Option<String>,
+    /// Global `allow_anonymous`, `password_file`, `acl_file`.
+    pub auth: AuthConfig,
+    /// `per_listener_settings`: authentication per listener.
+    pub per_listener_settings: bool,
+    /// No listener was configured: midge listens on loopback only (set by the
+    /// command line; anonymous clients are then allowed, as in mosquitto 2).
+    pub local_only: bool,
 }
 
 impl Default for Config {
@@ -104,6 +165,9 @@ impl Default for Config {
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
+            auth: AuthConfig::default(),
+            per_listener_settings: false,
+            local_only: false,
         }
     }
 }
@@ -147,6 +211,17 @@ impl Config {
             depth: 0,
         };
         parser.parse(text, file)?;
+        for l in &config.listeners {
+            if let Some(t) = &l.tls {
+                if t.certfile.is_none() || t.keyfile.is_none() {
+                    return Err(ConfigError {
+                        file: file.to_path_buf(),
+                        line: 0,
+                        message: format!("listener {}: TLS needs both `certfile` and `keyfile`", l.port),
+                    });
+                }
+            }
+        }
         Ok(config)
     }
 
@@ -191,33 +266,22 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
 /// Directives mosquitto has that midge does not implement yet: named in the error
 /// so a user moving a mosquitto.conf over knows it is a gap, not a typo.
 const NOT_YET: &[&str] = &[
-    "acl_file",
     "address",
-    "allow_anonymous",
     "auth_plugin",
     "auth_opt_",
     "autosave_interval",
     "autosave_on_changes",
     "bridge_",
-    "cafile",
-    "capath",
-    "certfile",
     "check_retain_source",
-    "ciphers",
-    "ciphers_tls1.3",
     "clientid_prefixes",
     "connection",
     "connection_messages",
-    "crlfile",
     "http_dir",
-    "keyfile",
     "listener_allow_anonymous",
     "log_facility",
     "log_timestamp",
     "log_timestamp_format",
     "mount_point",
-    "password_file",
-    "per_listener_settings",
     "persistence",
     "persistence_file",
     "persistence_location",
@@ -227,15 +291,11 @@ const NOT_YET: &[&str] = &[
     "protocol",
     "psk_file",
     "psk_hint",
-    "require_certificate",
     "set_tcp_nodelay",
     "socket_domain",
     "sys_interval",
-    "tls_version",
     "topic",
     "upgrade_outgoing_qos",
-    "use_identity_as_username",
-    "use_subject_as_username",
     "use_username_as_clientid",
     "user",
     "websockets_log_level",
@@ -337,10 +397,7 @@ impl Parser<'_> {
                     _ => return Err(line.error("`listener` takes a port and an optional address")),
                 };
                 let port = parse_port(line, port)?;
-                c.listeners.push(ListenerConfig {
-                    port,
-                    bind_address: bind,
-                });
+                c.listeners.push(ListenerConfig::new(port, bind));
             }
             "port" => {
                 let port = parse_port(line, line.one()?)?;
@@ -417,6 +474,59 @@ impl Parser<'_> {
                 }
             }
             "pid_file" => c.pid_file = Some(PathBuf::from(line.one()?)),
+            "allow_anonymous" => {
+                let v = line.boolean()?;
+                self.auth_target(|a| a.allow_anonymous = Some(v));
+            }
+            "password_file" => {
+                let p = PathBuf::from(line.one()?);
+                self.auth_target(|a| a.password_file = Some(p.clone()));
+            }
+            "acl_file" => {
+                let p = PathBuf::from(line.one()?);
+                self.auth_target(|a| a.acl_file = Some(p.clone()));
+            }
+            "per_listener_settings" => {
+                if !c.listeners.is_empty() {
+                    return Err(line.error("`per_listener_settings` must come before the first listener"));
+                }
+                c.per_listener_settings = line.boolean()?;
+            }
+            "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" => {
+                let p = PathBuf::from(line.one()?);
+                let t = self.tls(line)?;
+                match line.directive {
+                    "certfile" => t.certfile = Some(p),
+                    "keyfile" => t.keyfile = Some(p),
+                    "cafile" => t.cafile = Some(p),
+                    "capath" => t.capath = Some(p),
+                    _ => t.crlfile = Some(p),
+                }
+            }
+            "tls_version" => {
+                let v = line.one()?;
+                if !matches!(v, "tlsv1.2" | "tlsv1.3") {
+                    return Err(line.error(format!("`tls_version` expects tlsv1.2 or tlsv1.3, got `{v}`")));
+                }
+                self.tls(line)?.tls_version = Some(v.to_string());
+            }
+            "ciphers" => {
+                let v = line.one()?.to_string();
+                self.tls(line)?.ciphers = Some(v);
+            }
+            "ciphers_tls1.3" => {
+                let v = line.one()?.to_string();
+                self.tls(line)?.ciphers_tls13 = Some(v);
+            }
+            "require_certificate" | "use_identity_as_username" | "use_subject_as_username" => {
+                let v = line.boolean()?;
+                let t = self.tls(line)?;
+                match line.directive {
+                    "require_certificate" => t.require_certificate = v,
+                    "use_identity_as_username" => t.use_identity_as_username = v,
+                    _ => t.use_subject_as_username = v,
+                }
+            }
             "max_topic_levels" => c.max_topic_levels = line.number(0, 65_535)?,
             "max_subscriptions_per_client" => {
                 c.max_subscriptions_per_client = line.number(0, usize::MAX)?
@@ -438,16 +548,32 @@ impl Parser<'_> {
         Ok(())
     }
 
+    /// Apply an authentication setting where it belongs: the global settings,
+    /// and the current listener's (which count with `per_listener_settings`).
+    fn auth_target(&mut self, f: impl Fn(&mut AuthConfig)) {
+        f(&mut self.config.auth);
+        if self.config.per_listener_settings {
+            if let Some(l) = self.config.listeners.last_mut() {
+                f(&mut l.auth);
+            }
+        }
+    }
+
+    /// The TLS settings of the listener defined last.
+    fn tls(&mut self, line: &Line<'_>) -> Result<&mut TlsConfig, ConfigError> {
+        match self.config.listeners.last_mut() {
+            Some(l) => Ok(l.tls.get_or_insert_with(TlsConfig::default)),
+            None => Err(line.error(format!("`{}` must follow a `listener` line", line.directive))),
+        }
+    }
+
     /// The listener `port`/`bind_address` configure, created on first use with
     /// mosquitto's default port.
     fn legacy(&mut self) -> &mut ListenerConfig {
         let index = match self.legacy_listener {
             Some(i) => i,
             None => {
-                self.config.listeners.push(ListenerConfig {
-                    port: 1883,
-                    bind_address: None,
-                });
+                self.config.listeners.push(ListenerConfig::new(1883, None));
                 let i = self.config.listeners.len() - 1;
                 self.legacy_listener = Some(i);
                 i
@@ -551,14 +677,8 @@ mod tests {
         assert_eq!(
             c.listeners,
             vec![
-                ListenerConfig {
-                    port: 1883,
-                    bind_address: None
-                },
-                ListenerConfig {
-                    port: 8883,
-                    bind_address: Some("127.0.0.1".into())
-                }
+                ListenerConfig::new(1883, None),
+                ListenerConfig::new(8883, Some("127.0.0.1".into()))
             ]
         );
         assert_eq!(c.max_connections, Some(100));
@@ -589,10 +709,7 @@ mod tests {
         let c = parse("bind_address 127.0.0.1\nport 1884\n").expect("parse");
         assert_eq!(
             c.listeners,
-            vec![ListenerConfig {
-                port: 1884,
-                bind_address: Some("127.0.0.1".into())
-            }]
+            vec![ListenerConfig::new(1884, Some("127.0.0.1".into()))]
         );
         let c = parse("max_connections -1\n").expect("parse");
         assert_eq!(c.max_connections, None);
@@ -629,9 +746,16 @@ mod tests {
             "t.conf:1: `listener` expects a port from 0 to 65535, got `99999`"
         );
         assert_eq!(
-            err("password_file /etc/p"),
-            "t.conf:1: `password_file` is not supported by midge yet"
+            err("persistence true"),
+            "t.conf:1: `persistence` is not supported by midge yet"
         );
+        assert_eq!(
+            err("certfile /x.pem"),
+            "t.conf:1: `certfile` must follow a `listener` line"
+        );
+        assert!(err("listener 8883\ncertfile /x.pem").contains("TLS needs both"));
+        assert!(err("listener 1\nper_listener_settings true").contains("before the first listener"));
+        assert!(err("listener 8883\ntls_version tlsv1.0").contains("tlsv1.2 or tlsv1.3"));
         assert_eq!(
             err("bridge_protocol_version mqttv311"),
             "t.conf:1: `bridge_protocol_version` is not supported by midge yet"
@@ -641,6 +765,26 @@ mod tests {
         assert!(err("persistent_client_expiration 5").contains("a number and a unit"));
         assert!(err("persistent_client_expiration xd").contains("a number and a unit"));
         assert!(err("max_packet_size 10").contains("at least 20"));
+    }
+
+    #[test]
+    fn security_directives() {
+        let c = parse(
+            "per_listener_settings true\nlistener 1883\nallow_anonymous true\n\
+             listener 8883\ncertfile /c.pem\nkeyfile /k.pem\ncafile /ca.pem\n\
+             require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.3\n\
+             password_file /pw\nacl_file /acl\n",
+        )
+        .expect("parse");
+        assert!(c.per_listener_settings);
+        assert_eq!(c.listeners[0].auth.allow_anonymous, Some(true));
+        assert!(c.listeners[0].tls.is_none());
+        let t = c.listeners[1].tls.as_ref().expect("tls");
+        assert!(t.require_certificate && t.use_identity_as_username);
+        assert_eq!(t.tls_version.as_deref(), Some("tlsv1.3"));
+        assert_eq!(c.listeners[1].auth.password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(c.listeners[1].auth.acl_file, Some(PathBuf::from("/acl")));
+        assert_eq!(c.listeners[1].auth.allow_anonymous, None);
     }
 
     #[test]

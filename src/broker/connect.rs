@@ -7,12 +7,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::info;
 
 use super::message::Message;
+use crate::auth::Access;
 use super::output::TimerKind;
 use super::session::{PendingWill, Session};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
 use crate::protocol::{
     encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
+
+/// How long a client with bad credentials waits for its CONNACK.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 /// Largest packet the protocol allows (remaining length 268,435,455 + 5 header bytes).
 const PROTOCOL_MAX_PACKET: usize = 268_435_460;
@@ -57,6 +61,64 @@ impl Broker {
             Some(id) => id.as_str().into(),
             None => connect.client_id.into(),
         };
+
+        // Credentials (password file, certificate identity) and the will's ACL.
+        let (listener, identity) = match self.conns.get(&conn) {
+            Some(c) => (c.listener, c.identity.clone()),
+            None => return,
+        };
+        let sec = Arc::clone(self.security.listener(listener));
+        let by_certificate = sec.use_identity_as_username || sec.use_subject_as_username;
+        let username: Option<Box<str>> = if by_certificate {
+            identity
+        } else {
+            connect.username.map(Into::into)
+        };
+        let verdict = match (&username, &sec.passwords) {
+            (None, _) if by_certificate => Err(ReasonCode::NOT_AUTHORIZED),
+            (Some(_), _) if by_certificate => Ok(()),
+            (Some(user), Some(pw)) => {
+                if pw.verify(user, connect.password.unwrap_or(b"")) {
+                    Ok(())
+                } else {
+                    Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
+                }
+            }
+            // No way to check a name, or no name: only if anonymous access is on.
+            (_, _) if sec.allow_anonymous => Ok(()),
+            _ => Err(ReasonCode::NOT_AUTHORIZED),
+        };
+        let verdict = verdict.and_then(|()| match &connect.will {
+            Some(w) if !sec.may(&client_id, username.as_deref(), w.topic, Access::Write) => {
+                Err(ReasonCode::NOT_AUTHORIZED)
+            }
+            _ => Ok(()),
+        });
+        if let Err(reason) = verdict {
+            // Who and from where, never the password.
+            info!(
+                "Client {client_id} from {peer} refused: {} (user {}).",
+                reason.name(),
+                username.as_deref().unwrap_or("<none>")
+            );
+            // A wrong password is answered after a delay held by the wheel:
+            // guessing costs the attacker time, not the broker.
+            let serial = match self.conns.get_mut(&conn) {
+                Some(c) => {
+                    c.refusal = Some((version, reason));
+                    c.serial
+                }
+                None => return,
+            };
+            out.set_timer(
+                now + AUTH_FAILURE_DELAY,
+                Timer {
+                    kind: TimerKind::Refuse(conn),
+                    serial,
+                },
+            );
+            return;
+        }
 
         // Keep-alive against max_keepalive: v5 is told the lower value (Server
         // Keep Alive, 3.2.2.3.14); 3.1/3.1.1 cannot be, so it is refused, as
@@ -135,6 +197,8 @@ impl Broker {
         s.send_window = ours.min(theirs);
         s.max_packet_size = props.maximum_packet_size;
         s.dropping = false;
+        s.username = username;
+        s.listener = listener;
 
         let accept_aliases = if self.config.outgoing_topic_aliases && version.is_v5() {
             props.topic_alias_maximum.unwrap_or(0)

@@ -130,6 +130,12 @@ struct Conn {
     last_seen: Instant,
     /// Topic aliases, both directions (v5; empty and unallocated otherwise).
     aliases: aliases::TopicAliases,
+    /// Listener the socket came in on (selects the security rules).
+    listener: usize,
+    /// TLS client certificate name (CN or subject), when the listener uses it.
+    identity: Option<Box<str>>,
+    /// A refusal waiting for its delay to pass (version, reason).
+    refusal: Option<(ProtocolVersion, ReasonCode)>,
 }
 
 /// Why a connection ends; decides the will, the DISCONNECT and the log line.
@@ -158,6 +164,7 @@ pub struct Broker {
     subscriptions: SubscriptionIndex<usize>,
     shared: shared::SharedSubscriptions,
     retained: RetainedStore<Arc<Message>>,
+    security: crate::auth::Security,
     next_serial: u64,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
@@ -175,6 +182,7 @@ impl Broker {
             subscriptions: SubscriptionIndex::new(),
             shared: shared::SharedSubscriptions::default(),
             retained: RetainedStore::new(),
+            security: crate::auth::Security::default(),
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -184,6 +192,20 @@ impl Broker {
     /// The settings in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// Install password, ACL and certificate-identity rules (at start and on
+    /// SIGHUP: connected clients keep their sessions, new checks use the new rules).
+    pub fn set_security(&mut self, security: crate::auth::Security) {
+        self.security = security;
+    }
+
+    /// The TLS handshake of `conn` completed with this client certificate name
+    /// (CN, or the subject with `use_subject_as_username`), if any.
+    pub fn set_identity(&mut self, conn: ConnId, identity: Option<&str>) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.identity = identity.map(Into::into);
+        }
     }
 
     /// Counters since start.
@@ -216,7 +238,6 @@ impl Broker {
         listener: usize,
         out: &mut impl Output,
     ) {
-        let _ = listener;
         let serial = self.serial();
         self.conns.insert(
             conn,
@@ -228,6 +249,9 @@ impl Broker {
                 keep_alive: 0,
                 last_seen: now,
                 aliases: aliases::TopicAliases::default(),
+                listener,
+                identity: None,
+                refusal: None,
             },
         );
         out.set_timer(
@@ -251,6 +275,10 @@ impl Broker {
             return;
         };
         c.last_seen = now;
+        if c.refusal.is_some() {
+            // Waiting to be refused: nothing else is processed.
+            return;
+        }
         let Some(skey) = c.session.filter(|s| self.sessions.contains(*s)) else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             match packet {
@@ -376,6 +404,14 @@ impl Broker {
                 }
             }
             TimerKind::Retry(conn) => self.retry(now, conn, timer, out),
+            TimerKind::Refuse(conn) => {
+                let Some(c) = self.conns.get(&conn) else { return };
+                if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal) {
+                    out.send(conn, version, &connack(false, reason));
+                    self.conns.remove(&conn);
+                    out.close(conn);
+                }
+            }
             TimerKind::WillDelay(skey) => {
                 let Some(s) = self.sessions.get_mut(skey) else {
                     return;

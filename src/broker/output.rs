@@ -33,6 +33,9 @@ pub(crate) enum TimerKind {
     WillDelay(usize),
     /// Session expiry for a disconnected session, keyed by session slot.
     SessionExpiry(usize),
+    /// Send a delayed CONNACK refusal (failed password: the attacker waits,
+    /// the loop does not).
+    Refuse(ConnId),
 }
 
 /// Actions the broker asks of the I/O layer.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::aliases::{Inbound, SendAs};
+use crate::auth::Access;
 use super::message::Message;
 use super::session::{Inflight, Outgoing};
 use super::{Broker, ConnId, End, Output, Timer};
@@ -132,7 +133,13 @@ impl Broker {
             }
         }
         let limit = self.config.message_size_limit;
-        let reason = if limit != 0 && p.payload.len() > limit {
+        let allowed = self.may(skey, p.topic, Access::Write);
+        let reason = if !allowed {
+            // ACL: not delivered, not retained; QoS 1/2 still acknowledged
+            // (v5 with 0x87) so the client's flow goes on.
+            debug!("Denied PUBLISH from {} to {}.", self.client_name(conn), p.topic);
+            ReasonCode::NOT_AUTHORIZED
+        } else if limit != 0 && p.payload.len() > limit {
             warn!(
                 "Dropped too large PUBLISH from {} ({} bytes, message_size_limit {limit}).",
                 self.sessions[skey].client_id,
@@ -280,6 +287,10 @@ impl Broker {
         out: &mut impl Output,
     ) {
         let max_pending = self.config.max_pending_bytes;
+        // ACL on delivery: covers wildcard subscriptions and retained messages.
+        if !self.may(skey, &o.msg.topic, Access::Read) {
+            return;
+        }
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -316,6 +327,14 @@ impl Broker {
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
             _ => self.enqueue(skey, o),
         }
+    }
+
+    /// ACL check for session `skey` under the rules of its listener.
+    pub(super) fn may(&self, skey: usize, topic: &str, access: Access) -> bool {
+        let Some(s) = self.sessions.get(skey) else { return false };
+        self.security
+            .listener(s.listener)
+            .may(&s.client_id, s.username.as_deref(), topic, access)
     }
 
     /// Put `o` at the back of the session's queue, within `max_queued_messages`

@@ -81,6 +81,10 @@ pub struct Session {
     pub dropped: u64,
     /// True while dropping: the overflow is logged once per episode.
     pub dropping: bool,
+    /// User name the client authenticated as (for ACL checks).
+    pub username: Option<Box<str>>,
+    /// Listener of the last connection (whose ACL applies).
+    pub listener: usize,
 }
 
 impl Session {
@@ -103,6 +107,8 @@ impl Session {
             max_packet_size: None,
             dropped: 0,
             dropping: false,
+            username: None,
+            listener: 0,
         }
     }
 

@@ -2,9 +2,10 @@
 //! owns no buffer memory at all (both vectors are empty and unallocated), which is
 //! what lets a 64 MB gateway hold tens of thousands of clients.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
+use openssl::ssl::{HandshakeError, MidHandshakeSslStream, SslAcceptor, SslStream};
 
 use crate::protocol::ProtocolVersion;
 
@@ -12,10 +13,102 @@ use crate::protocol::ProtocolVersion;
 /// pin memory on an otherwise idle connection.
 const KEEP_CAPACITY: usize = 16 * 1024;
 
+/// The byte stream under MQTT: plain TCP, or TLS (during or after the handshake).
+/// A WebSocket would be one more variant here.
+pub enum Stream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS handshake in progress (`None` only transiently while it advances).
+    Handshaking(Option<MidHandshakeSslStream<TcpStream>>),
+    /// TLS established.
+    Tls(Box<SslStream<TcpStream>>),
+}
+
+/// Where a TLS handshake stands.
+pub enum Handshake {
+    /// Established (or not TLS at all).
+    Done,
+    /// Waiting for the peer.
+    Pending,
+    /// Failed: close the connection.
+    Failed(String),
+}
+
+impl Stream {
+    /// Start TLS on an accepted (and already registered) socket.
+    pub fn accept_tls(acceptor: &SslAcceptor, tcp: TcpStream) -> Result<Stream, String> {
+        match acceptor.accept(tcp) {
+            Ok(s) => Ok(Stream::Tls(Box::new(s))),
+            Err(HandshakeError::WouldBlock(mid)) => Ok(Stream::Handshaking(Some(mid))),
+            Err(HandshakeError::SetupFailure(e)) => Err(e.to_string()),
+            Err(HandshakeError::Failure(mid)) => Err(mid.error().to_string()),
+        }
+    }
+
+    /// Advance a handshake on readiness.
+    pub fn handshake(&mut self) -> Handshake {
+        let Stream::Handshaking(slot) = self else {
+            return Handshake::Done;
+        };
+        let Some(mid) = slot.take() else {
+            return Handshake::Failed("handshake state lost".into());
+        };
+        match mid.handshake() {
+            Ok(s) => {
+                *self = Stream::Tls(Box::new(s));
+                Handshake::Done
+            }
+            Err(HandshakeError::WouldBlock(mid)) => {
+                *slot = Some(mid);
+                Handshake::Pending
+            }
+            Err(HandshakeError::SetupFailure(e)) => Handshake::Failed(e.to_string()),
+            Err(HandshakeError::Failure(mid)) => Handshake::Failed(mid.error().to_string()),
+        }
+    }
+
+    /// The TCP socket underneath (for registration with the poll).
+    pub fn tcp(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Stream::Plain(t) => Some(t),
+            Stream::Handshaking(m) => m.as_mut().map(|m| m.get_mut()),
+            Stream::Tls(s) => Some(s.get_mut()),
+        }
+    }
+
+    /// True while the TLS handshake runs.
+    pub fn handshaking(&self) -> bool {
+        matches!(self, Stream::Handshaking(_))
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.read(buf),
+            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(t) => t.write(buf),
+            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A connection in the server's slab.
 pub struct Connection {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: Stream,
     /// Bytes of a packet that has not fully arrived yet (complete packets are
     /// decoded straight from the loop's shared read buffer and never land here).
     pub rbuf: Vec<u8>,
@@ -35,6 +128,10 @@ pub struct Connection {
     pub serial: u64,
     /// The last write stopped short: the peer is not keeping up.
     pub blocked: bool,
+    /// Peer address, for logs.
+    pub peer: Box<str>,
+    /// Index of the config listener it came in on.
+    pub listener: usize,
 }
 
 /// What a flush achieved.
@@ -50,7 +147,7 @@ pub enum Flush {
 
 impl Connection {
     /// A fresh connection; version 3.1.1 until CONNECT says otherwise.
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: Stream) -> Self {
         Connection {
             stream,
             rbuf: Vec::new(),
@@ -62,6 +159,8 @@ impl Connection {
             closing: false,
             serial: 0,
             blocked: false,
+            peer: "".into(),
+            listener: 0,
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Listener {
     pub socket: mio::net::TcpListener,
     /// "0.0.0.0:1883", "[::]:1883", ... for log lines.
     pub name: String,
+    /// TLS acceptor for TLS listeners (replaced on SIGHUP for new connections).
+    pub tls: Option<std::sync::Arc<openssl::ssl::SslAcceptor>>,
 }
 
 /// Bind every address `config` asks for: all interfaces (IPv6 dual-stack, or IPv4
@@ -66,6 +68,7 @@ fn bind_one(addr: SocketAddr) -> std::io::Result<Listener> {
     Ok(Listener {
         socket: mio::net::TcpListener::from_std(std_listener),
         name,
+        tls: None,
     })
 }
 
@@ -87,10 +90,7 @@ mod tests {
 
     #[test]
     fn binds_an_ephemeral_loopback_port() {
-        let l = bind(&ListenerConfig {
-            port: 0,
-            bind_address: Some("127.0.0.1".into()),
-        })
+        let l = bind(&ListenerConfig::new(0, Some("127.0.0.1".into())))
         .expect("bind");
         assert_eq!(l.len(), 1);
         assert!(l[0].name.starts_with("127.0.0.1:"));
@@ -98,10 +98,7 @@ mod tests {
 
     #[test]
     fn bad_host_is_an_error_naming_it() {
-        let e = bind(&ListenerConfig {
-            port: 1,
-            bind_address: Some("no such host.invalid".into()),
-        });
+        let e = bind(&ListenerConfig::new(1, Some("no such host.invalid".into())));
         let Err((name, _)) = e else {
             panic!("bound a bad host")
         };

@@ -12,12 +12,13 @@ mod connection;
 mod io;
 pub mod listener;
 mod signals;
+pub mod tls;
 pub mod wheel;
 
 use std::io::{ErrorKind, Read};
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{debug, error, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
@@ -25,7 +26,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::{decode, DecodeLimits, Decoded, Packet};
 
-use connection::{Connection, Flush};
+use connection::{Connection, Flush, Handshake, Stream};
 use io::{Due, Io};
 use listener::Listener;
 use signals::{Signal, SignalPipe};
@@ -37,6 +38,8 @@ pub enum ServerError {
     Bind(String, std::io::Error),
     /// Any other I/O failure of the loop itself (poll, signal pipe).
     Io(std::io::Error),
+    /// TLS, password or ACL files unusable at start.
+    Security(String),
 }
 
 impl std::fmt::Display for ServerError {
@@ -44,6 +47,7 @@ impl std::fmt::Display for ServerError {
         match self {
             ServerError::Bind(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
             ServerError::Io(e) => write!(f, "I/O error: {e}"),
+            ServerError::Security(e) => write!(f, "{e}"),
         }
     }
 }
@@ -72,6 +76,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
 }
 
 struct Server {
+    /// Kept for SIGHUP, which reloads the files it names.
+    config: Config,
     poll: Poll,
     /// Bound sockets and the index of the config listener each came from.
     listeners: Vec<(Listener, usize)>,
@@ -94,15 +100,30 @@ impl Server {
         // Before the listeners: once a client can connect, a signal must find its
         // handler installed.
         let signals = SignalPipe::install().map_err(ServerError::Io)?;
+        // Files first: a bad certificate or password file stops start-up before
+        // any socket is opened.
+        let security = crate::auth::Security::load(config).map_err(ServerError::Security)?;
+        let mut acceptors = Vec::new();
+        for lc in &config.listeners {
+            acceptors.push(match &lc.tls {
+                Some(t) => Some(std::sync::Arc::new(
+                    tls::acceptor(t)
+                        .map_err(|e| ServerError::Security(format!("listener {}: {e}", lc.port)))?,
+                )),
+                None => None,
+            });
+        }
         let mut listeners = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {
             let bound = listener::bind(lc).map_err(|(a, e)| ServerError::Bind(a, e))?;
             for mut l in bound {
+                l.tls = acceptors.get(index).cloned().flatten();
                 let token = Token(LISTENER_BASE + listeners.len());
                 poll.registry()
                     .register(&mut l.socket, token, Interest::READABLE)
                     .map_err(ServerError::Io)?;
-                info!("Opening listen socket on {}.", l.name);
+                let kind = if l.tls.is_some() { " (TLS)" } else { "" };
+                info!("Opening listen socket on {}{kind}.", l.name);
                 listeners.push((l, index));
             }
         }
@@ -113,9 +134,11 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(ServerError::Io)?;
-        let broker = Broker::new(config.broker_config());
+        let mut broker = Broker::new(config.broker_config());
+        broker.set_security(security);
         let max_packet_size = broker.config().max_packet_size;
         Ok(Server {
+            config: config.clone(),
             poll,
             listeners,
             broker,
@@ -146,19 +169,20 @@ impl Server {
                 match event.token() {
                     SIGNAL_TOKEN => match self.signals.take() {
                         Some(Signal::Shutdown) => shutdown = true,
-                        Some(Signal::Reload) => {
-                            info!("Reloading: nothing in this version needs a reload.")
-                        }
+                        Some(Signal::Reload) => self.reload(),
                         None => {}
                     },
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
                     Token(key) => {
+                        if !self.progress_handshake(key, now) {
+                            continue;
+                        }
                         if event.is_writable() {
                             self.io.mark_dirty(key);
                         }
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read(key, now);
-                        }
+                        // After a handshake completes, drain what arrived with it
+                        // (edge-triggered readiness will not repeat itself).
+                        self.read(key, now);
                     }
                 }
             }
@@ -201,12 +225,12 @@ impl Server {
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
-        let Some((listener, config_index)) = self.listeners.get(index) else {
-            return;
-        };
-        let config_index = *config_index;
         loop {
-            let (mut stream, addr) = match listener.socket.accept() {
+            let Some((listener, config_index)) = self.listeners.get(index) else {
+                return;
+            };
+            let config_index = *config_index;
+            let (mut tcp, addr) = match listener.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -228,23 +252,109 @@ impl Server {
             }
             // MQTT packets are small and latency matters more than coalescing:
             // our own batching already fills segments.
-            let _ = stream.set_nodelay(true);
+            let _ = tcp.set_nodelay(true);
             let key = self.io.conns.vacant_key();
             if key >= LISTENER_BASE {
                 continue;
             }
-            if let Err(e) =
-                self.poll
-                    .registry()
-                    .register(&mut stream, Token(key), Interest::READABLE)
-            {
+            // A TLS handshake may need to write before it reads.
+            let interest = if listener.tls.is_some() {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if let Err(e) = self.poll.registry().register(&mut tcp, Token(key), interest) {
                 warn!("Unable to register connection from {peer}: {e}.");
                 continue;
             }
-            self.io.add(Connection::new(stream));
+            let stream = match &listener.tls {
+                None => Stream::Plain(tcp),
+                Some(acceptor) => match Stream::accept_tls(acceptor, tcp) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // The socket closes as it drops.
+                        info!("TLS handshake with {peer} failed: {e}.");
+                        continue;
+                    }
+                },
+            };
+            let mut conn = Connection::new(stream);
+            conn.want_write = listener.tls.is_some();
+            conn.peer = peer.as_str().into();
+            conn.listener = config_index;
+            self.io.add(conn);
             debug!("New connection from {peer} on listener {config_index}.");
             self.broker
                 .connection_opened(now, key, &peer, config_index, &mut self.io);
+            // The handshake may have completed at once (data already there).
+            self.after_handshake(key, config_index);
+        }
+    }
+
+    /// Move a TLS handshake on; once it is done, tell the broker who the
+    /// certificate names and go back to read interest only. Returns false when
+    /// the connection is gone.
+    fn progress_handshake(&mut self, key: usize, now: Instant) -> bool {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return false;
+        };
+        if !conn.stream.handshaking() {
+            return true;
+        }
+        match conn.stream.handshake() {
+            Handshake::Pending => true,
+            Handshake::Failed(e) => {
+                info!("TLS handshake with {} failed: {e}.", conn.peer);
+                self.lost(key, now);
+                false
+            }
+            Handshake::Done => {
+                let listener = conn.listener;
+                self.after_handshake(key, listener);
+                true
+            }
+        }
+    }
+
+    fn after_handshake(&mut self, key: usize, listener: usize) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        conn.listener = listener;
+        if conn.stream.handshaking() {
+            return;
+        }
+        if let Stream::Tls(s) = &conn.stream {
+            let lc = self.config.listeners.get(listener).and_then(|l| l.tls.as_ref());
+            let want = lc.is_some_and(|t| t.use_identity_as_username || t.use_subject_as_username);
+            if want {
+                let subject = lc.is_some_and(|t| t.use_subject_as_username);
+                let id = tls::identity(s.ssl(), subject);
+                debug!("TLS client {} presents {:?} ({}).", conn.peer, id, s.ssl().version_str());
+                self.broker.set_identity(key, id.as_deref());
+            } else {
+                debug!("TLS connection from {} ({}).", conn.peer, s.ssl().version_str());
+            }
+        }
+        self.set_write_interest(key, false);
+    }
+
+    /// SIGHUP: re-read password and ACL files and TLS certificates (for new
+    /// connections). A broken file keeps the old rules, with the reason logged.
+    fn reload(&mut self) {
+        info!("Reloading password, ACL and certificate files.");
+        match crate::auth::Security::load(&self.config) {
+            Ok(s) => self.broker.set_security(s),
+            Err(e) => error!("Reload failed, keeping the old rules: {e}."),
+        }
+        for (l, index) in self.listeners.iter_mut() {
+            let Some(t) = self.config.listeners.get(*index).and_then(|c| c.tls.as_ref()) else {
+                continue;
+            };
+            match tls::acceptor(t) {
+                Ok(a) => l.tls = Some(std::sync::Arc::new(a)),
+                Err(e) => error!("Reload of {} failed, keeping the old certificate: {e}.", l.name),
+            }
         }
     }
 
@@ -350,7 +460,13 @@ impl Server {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.io.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            if let Stream::Tls(s) = &mut conn.stream {
+                // close_notify, best effort: the socket is closing either way.
+                let _ = s.shutdown();
+            }
+            if let Some(tcp) = conn.stream.tcp() {
+                let _ = self.poll.registry().deregister(tcp);
+            }
         }
     }
 
@@ -416,11 +532,10 @@ impl Server {
         } else {
             Interest::READABLE
         };
-        match self
-            .poll
-            .registry()
-            .reregister(&mut conn.stream, Token(key), interest)
-        {
+        let Some(tcp) = conn.stream.tcp() else {
+            return;
+        };
+        match self.poll.registry().reregister(tcp, Token(key), interest) {
             Ok(()) => conn.want_write = want,
             Err(e) => warn!("Unable to update interest of connection {key}: {e}."),
         }

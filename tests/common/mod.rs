@@ -69,7 +69,9 @@ impl BrokerProcess {
     pub fn start(extra: &str) -> BrokerProcess {
         for _ in 0..5 {
             let port = free_port();
-            let config = format!("listener {port} 127.0.0.1\n{extra}\n");
+            // mosquitto 2 semantics: a configured listener refuses anonymous
+            // clients unless told otherwise; `extra` may say otherwise again.
+            let config = format!("listener {port} 127.0.0.1\nallow_anonymous true\n{extra}\n");
             let dir = temp_dir("broker");
             let conf_path = dir.join("midge.conf");
             std::fs::write(&conf_path, config).expect("write config");
@@ -85,9 +87,15 @@ impl BrokerProcess {
     }
 
     /// Start midge with exactly this config text; `port` must be one it listens on.
+    /// Anonymous clients are allowed unless the config mentions `allow_anonymous`.
     pub fn start_with_config(port: u16, config: &str, args: &[&str]) -> BrokerProcess {
         let dir = temp_dir("broker");
         let conf_path = dir.join("midge.conf");
+        let config = if config.contains("allow_anonymous") {
+            config.to_string()
+        } else {
+            format!("allow_anonymous true\n{config}")
+        };
         std::fs::write(&conf_path, config).expect("write config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
         cmd.arg("-c").arg(&conf_path).arg("-v").args(args);
