@@ -217,7 +217,10 @@ impl Config {
                     return Err(ConfigError {
                         file: file.to_path_buf(),
                         line: 0,
-                        message: format!("listener {}: TLS needs both `certfile` and `keyfile`", l.port),
+                        message: format!(
+                            "listener {}: TLS needs both `certfile` and `keyfile`",
+                            l.port
+                        ),
                     });
                 }
             }
@@ -488,7 +491,9 @@ impl Parser<'_> {
             }
             "per_listener_settings" => {
                 if !c.listeners.is_empty() {
-                    return Err(line.error("`per_listener_settings` must come before the first listener"));
+                    return Err(
+                        line.error("`per_listener_settings` must come before the first listener")
+                    );
                 }
                 c.per_listener_settings = line.boolean()?;
             }
@@ -506,7 +511,9 @@ impl Parser<'_> {
             "tls_version" => {
                 let v = line.one()?;
                 if !matches!(v, "tlsv1.2" | "tlsv1.3") {
-                    return Err(line.error(format!("`tls_version` expects tlsv1.2 or tlsv1.3, got `{v}`")));
+                    return Err(line.error(format!(
+                        "`tls_version` expects tlsv1.2 or tlsv1.3, got `{v}`"
+                    )));
                 }
                 self.tls(line)?.tls_version = Some(v.to_string());
             }
@@ -563,7 +570,10 @@ impl Parser<'_> {
     fn tls(&mut self, line: &Line<'_>) -> Result<&mut TlsConfig, ConfigError> {
         match self.config.listeners.last_mut() {
             Some(l) => Ok(l.tls.get_or_insert_with(TlsConfig::default)),
-            None => Err(line.error(format!("`{}` must follow a `listener` line", line.directive))),
+            None => Err(line.error(format!(
+                "`{}` must follow a `listener` line",
+                line.directive
+            ))),
         }
     }
 
@@ -782,7 +792,10 @@ mod tests {
         let t = c.listeners[1].tls.as_ref().expect("tls");
         assert!(t.require_certificate && t.use_identity_as_username);
         assert_eq!(t.tls_version.as_deref(), Some("tlsv1.3"));
-        assert_eq!(c.listeners[1].auth.password_file, Some(PathBuf::from("/pw")));
+        assert_eq!(
+            c.listeners[1].auth.password_file,
+            Some(PathBuf::from("/pw"))
+        );
         assert_eq!(c.listeners[1].auth.acl_file, Some(PathBuf::from("/acl")));
         assert_eq!(c.listeners[1].auth.allow_anonymous, None);
     }

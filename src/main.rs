@@ -8,6 +8,10 @@ use midge::cli::{self, Command};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("passwd") {
+        // `midge passwd ...`: the mosquitto_passwd equivalent.
+        return ExitCode::from(midge::auth::passwd_tool::run(&args[1..]) as u8);
+    }
     let opts = match cli::parse_args(&args) {
         Ok(Command::Run(o)) => o,
         Ok(Command::Help(h)) => {

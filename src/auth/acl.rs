@@ -183,7 +183,13 @@ impl Acl {
     }
 
     /// May this client read from or write to `topic` (a topic name)?
-    pub fn check(&self, client_id: &str, username: Option<&str>, topic: &str, access: Access) -> bool {
+    pub fn check(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        topic: &str,
+        access: Access,
+    ) -> bool {
         let mut allowed = false;
         for (grant, rule) in self.rules_for(client_id, username) {
             if matches(&rule, topic) {
@@ -303,7 +309,11 @@ pattern read users/%u/inbox
             ("carol", Some("carol"), "devices/carol/x", Read, true),
         ];
         for &(id, user, topic, access, want) in cases {
-            assert_eq!(acl.check(id, user, topic, access), want, "{id} {user:?} {topic} {access:?}");
+            assert_eq!(
+                acl.check(id, user, topic, access),
+                want,
+                "{id} {user:?} {topic} {access:?}"
+            );
         }
     }
 

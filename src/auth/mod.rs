@@ -5,6 +5,7 @@
 
 pub mod acl;
 pub mod passwd;
+pub mod passwd_tool;
 
 use std::sync::Arc;
 
@@ -81,14 +82,23 @@ impl Security {
     /// anonymous clients are refused unless `allow_anonymous true`, except in
     /// local-only mode (no listener configured), where they are allowed.
     pub fn load(config: &Config) -> Result<Security, String> {
-        let load_pw = |p: &Option<std::path::PathBuf>| -> Result<Option<Arc<PasswordFile>>, String> {
-            p.as_ref()
-                .map(|p| PasswordFile::load(p).map(Arc::new).map_err(|e| format!("password_file {e}")))
-                .transpose()
-        };
+        let load_pw =
+            |p: &Option<std::path::PathBuf>| -> Result<Option<Arc<PasswordFile>>, String> {
+                p.as_ref()
+                    .map(|p| {
+                        PasswordFile::load(p)
+                            .map(Arc::new)
+                            .map_err(|e| format!("password_file {e}"))
+                    })
+                    .transpose()
+            };
         let load_acl = |p: &Option<std::path::PathBuf>| -> Result<Option<Arc<Acl>>, String> {
             p.as_ref()
-                .map(|p| Acl::load(p).map(Arc::new).map_err(|e| format!("acl_file {e}")))
+                .map(|p| {
+                    Acl::load(p)
+                        .map(Arc::new)
+                        .map_err(|e| format!("acl_file {e}"))
+                })
                 .transpose()
         };
         let default_anonymous = config.local_only;
@@ -97,7 +107,11 @@ impl Security {
         let mut listeners = Vec::new();
         for l in &config.listeners {
             let (auth, pw, acl) = if config.per_listener_settings {
-                (&l.auth, load_pw(&l.auth.password_file)?, load_acl(&l.auth.acl_file)?)
+                (
+                    &l.auth,
+                    load_pw(&l.auth.password_file)?,
+                    load_acl(&l.auth.acl_file)?,
+                )
             } else {
                 (&config.auth, global_pw.clone(), global_acl.clone())
             };

@@ -305,7 +305,10 @@ bob:$6$x7as5TR4CDfId2vH$rK1bFWQjBwAb87Ogurk89H4Wfos5Eh2a/Tws1Yb2fKMWHPv2QtizxIXu
     #[test]
     fn new_hashes_round_trip_through_the_file_form() {
         let mut f = PasswordFile::default();
-        f.set("u", PasswordHash::new(b"pw", DEFAULT_ITERATIONS).expect("hash"));
+        f.set(
+            "u",
+            PasswordHash::new(b"pw", DEFAULT_ITERATIONS).expect("hash"),
+        );
         let text = f.to_text();
         assert!(text.starts_with("u:$7$101$"), "{text}");
         let mut g = PasswordFile::parse(&text).expect("parse");

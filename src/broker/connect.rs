@@ -7,10 +7,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::info;
 
 use super::message::Message;
-use crate::auth::Access;
 use super::output::TimerKind;
 use super::session::{PendingWill, Session};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
+use crate::auth::Access;
 use crate::protocol::{
     encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
 };

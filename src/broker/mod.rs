@@ -405,7 +405,9 @@ impl Broker {
             }
             TimerKind::Retry(conn) => self.retry(now, conn, timer, out),
             TimerKind::Refuse(conn) => {
-                let Some(c) = self.conns.get(&conn) else { return };
+                let Some(c) = self.conns.get(&conn) else {
+                    return;
+                };
                 if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal) {
                     out.send(conn, version, &connack(false, reason));
                     self.conns.remove(&conn);

@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use super::aliases::{Inbound, SendAs};
-use crate::auth::Access;
 use super::message::Message;
 use super::session::{Inflight, Outgoing};
 use super::{Broker, ConnId, End, Output, Timer};
+use crate::auth::Access;
 use crate::protocol::{
     encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
 };
@@ -137,7 +137,11 @@ impl Broker {
         let reason = if !allowed {
             // ACL: not delivered, not retained; QoS 1/2 still acknowledged
             // (v5 with 0x87) so the client's flow goes on.
-            debug!("Denied PUBLISH from {} to {}.", self.client_name(conn), p.topic);
+            debug!(
+                "Denied PUBLISH from {} to {}.",
+                self.client_name(conn),
+                p.topic
+            );
             ReasonCode::NOT_AUTHORIZED
         } else if limit != 0 && p.payload.len() > limit {
             warn!(
@@ -331,7 +335,9 @@ impl Broker {
 
     /// ACL check for session `skey` under the rules of its listener.
     pub(super) fn may(&self, skey: usize, topic: &str, access: Access) -> bool {
-        let Some(s) = self.sessions.get(skey) else { return false };
+        let Some(s) = self.sessions.get(skey) else {
+            return false;
+        };
         self.security
             .listener(s.listener)
             .may(&s.client_id, s.username.as_deref(), topic, access)

@@ -59,13 +59,18 @@ impl Broker {
             // A shared subscription is judged by its plain filter.
             let acl_filter = parse_shared(filter).map_or(*filter, |(_, f)| f);
             let allowed = self.sessions.get(skey).is_some_and(|s| {
-                self.security
-                    .listener(s.listener)
-                    .may_subscribe(&s.client_id, s.username.as_deref(), acl_filter)
+                self.security.listener(s.listener).may_subscribe(
+                    &s.client_id,
+                    s.username.as_deref(),
+                    acl_filter,
+                )
             });
             if !allowed {
                 // Entirely denied by the ACL: refused up front (3.1.1: 0x80).
-                debug!("Denied SUBSCRIBE from {} to {filter}.", self.client_name(conn));
+                debug!(
+                    "Denied SUBSCRIBE from {} to {filter}.",
+                    self.client_name(conn)
+                );
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }

@@ -90,8 +90,7 @@ mod tests {
 
     #[test]
     fn binds_an_ephemeral_loopback_port() {
-        let l = bind(&ListenerConfig::new(0, Some("127.0.0.1".into())))
-        .expect("bind");
+        let l = bind(&ListenerConfig::new(0, Some("127.0.0.1".into()))).expect("bind");
         assert_eq!(l.len(), 1);
         assert!(l[0].name.starts_with("127.0.0.1:"));
     }

@@ -106,10 +106,9 @@ impl Server {
         let mut acceptors = Vec::new();
         for lc in &config.listeners {
             acceptors.push(match &lc.tls {
-                Some(t) => Some(std::sync::Arc::new(
-                    tls::acceptor(t)
-                        .map_err(|e| ServerError::Security(format!("listener {}: {e}", lc.port)))?,
-                )),
+                Some(t) => Some(std::sync::Arc::new(tls::acceptor(t).map_err(|e| {
+                    ServerError::Security(format!("listener {}: {e}", lc.port))
+                })?)),
                 None => None,
             });
         }
@@ -263,7 +262,11 @@ impl Server {
             } else {
                 Interest::READABLE
             };
-            if let Err(e) = self.poll.registry().register(&mut tcp, Token(key), interest) {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut tcp, Token(key), interest)
+            {
                 warn!("Unable to register connection from {peer}: {e}.");
                 continue;
             }
@@ -325,15 +328,28 @@ impl Server {
             return;
         }
         if let Stream::Tls(s) = &conn.stream {
-            let lc = self.config.listeners.get(listener).and_then(|l| l.tls.as_ref());
+            let lc = self
+                .config
+                .listeners
+                .get(listener)
+                .and_then(|l| l.tls.as_ref());
             let want = lc.is_some_and(|t| t.use_identity_as_username || t.use_subject_as_username);
             if want {
                 let subject = lc.is_some_and(|t| t.use_subject_as_username);
                 let id = tls::identity(s.ssl(), subject);
-                debug!("TLS client {} presents {:?} ({}).", conn.peer, id, s.ssl().version_str());
+                debug!(
+                    "TLS client {} presents {:?} ({}).",
+                    conn.peer,
+                    id,
+                    s.ssl().version_str()
+                );
                 self.broker.set_identity(key, id.as_deref());
             } else {
-                debug!("TLS connection from {} ({}).", conn.peer, s.ssl().version_str());
+                debug!(
+                    "TLS connection from {} ({}).",
+                    conn.peer,
+                    s.ssl().version_str()
+                );
             }
         }
         self.set_write_interest(key, false);
@@ -348,12 +364,20 @@ impl Server {
             Err(e) => error!("Reload failed, keeping the old rules: {e}."),
         }
         for (l, index) in self.listeners.iter_mut() {
-            let Some(t) = self.config.listeners.get(*index).and_then(|c| c.tls.as_ref()) else {
+            let Some(t) = self
+                .config
+                .listeners
+                .get(*index)
+                .and_then(|c| c.tls.as_ref())
+            else {
                 continue;
             };
             match tls::acceptor(t) {
                 Ok(a) => l.tls = Some(std::sync::Arc::new(a)),
-                Err(e) => error!("Reload of {} failed, keeping the old certificate: {e}.", l.name),
+                Err(e) => error!(
+                    "Reload of {} failed, keeping the old certificate: {e}.",
+                    l.name
+                ),
             }
         }
     }

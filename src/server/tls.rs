@@ -76,7 +76,8 @@ pub fn acceptor(t: &TlsConfig) -> Result<SslAcceptor, String> {
     b.set_min_proto_version(Some(min))
         .map_err(|err| format!("tls_version: {err}"))?;
     if let Some(c) = &t.ciphers {
-        b.set_cipher_list(c).map_err(|err| format!("ciphers {c}: {err}"))?;
+        b.set_cipher_list(c)
+            .map_err(|err| format!("ciphers {c}: {err}"))?;
     }
     if let Some(c) = &t.ciphers_tls13 {
         b.set_ciphersuites(c)
