@@ -1000,3 +1000,23 @@ fn sighup_reloads_passwords_and_keeps_connections() {
     assert_eq!(a.reason, ReasonCode::SUCCESS, "old rules kept");
     stay.ping();
 }
+
+/// A client that opens a TLS connection and stalls in the handshake is closed
+/// by the CONNECT timeout in the wheel.
+#[test]
+fn stalled_tls_handshake_is_timed_out() {
+    let (_b, port) = tls_broker(&format!("{}connect_timeout 1\n", server_tls()));
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("{n} unexpected bytes"),
+    }
+    assert!(
+        started.elapsed() < TIMEOUT,
+        "not closed by the connect timeout"
+    );
+}
