@@ -591,7 +591,7 @@ impl Broker {
             if ids.windows(2).any(|w| w[0] == w[1]) {
                 return Err(format!("{}: duplicate packet id in flight", s.client_id));
             }
-            if s.inflight.len() > s.send_window {
+            if s.outstanding() > s.send_window {
                 return Err(format!("{}: in flight beyond the window", s.client_id));
             }
             let max_q = self.config.max_queued_messages;

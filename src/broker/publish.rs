@@ -325,6 +325,7 @@ impl Broker {
                         packet_id: id,
                         out: o,
                         released: false,
+                        needs_resend: false,
                     });
                 }
             }
@@ -446,6 +447,7 @@ impl Broker {
 
     /// Fill the in-flight window from the queue (after an ack or a reconnect).
     fn pump(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
+        self.resend_pending(now, skey, out);
         loop {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
@@ -471,38 +473,67 @@ impl Broker {
                     packet_id: id,
                     out: o,
                     released: false,
+                    needs_resend: false,
                 });
             }
         }
     }
 
-    /// On reconnect: re-send every unacknowledged PUBLISH with DUP set and every
-    /// PUBREL, in their original order [MQTT-4.4.0-1], then the queue.
+    /// On reconnect: re-send unacknowledged PUBLISHes with DUP set and PUBRELs,
+    /// in their original order [MQTT-4.4.0-1], as many as the client's Receive
+    /// Maximum allows [MQTT-3.3.4-9] (the rest follow as acks come), then the queue.
     pub(super) fn resend_inflight(
         &mut self,
         now: Instant,
-        conn: ConnId,
+        _conn: ConnId,
         skey: usize,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        let inflight: Vec<Inflight> = s.inflight.drain(..).collect();
-        let version = s.version;
-        for i in inflight {
-            if i.released {
+        for i in s.inflight.iter_mut() {
+            i.needs_resend = true;
+        }
+        self.pump(now, skey, out);
+    }
+
+    /// Re-send in-flight entries marked `needs_resend`, oldest first, while the
+    /// window has room.
+    fn resend_pending(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
+        loop {
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
+            let Some(conn) = s.conn else { return };
+            if s.outstanding() >= s.send_window {
+                return;
+            }
+            let Some(pos) = s.inflight.iter().position(|i| i.needs_resend) else {
+                return;
+            };
+            let version = s.version;
+            let Some(mut i) = s.inflight.remove(pos) else {
+                return;
+            };
+            i.needs_resend = false;
+            let keep = if i.released {
                 out.send(
                     conn,
                     version,
                     &Packet::PubRel(PubResp::success(i.packet_id)),
                 );
-                self.sessions[skey].inflight.push_back(i);
-            } else if self.send_publish(now, skey, conn, &i.out, i.packet_id, true, out) {
-                self.sessions[skey].inflight.push_back(i);
+                true
+            } else {
+                // An expired or now too large message is dropped from the flow.
+                self.send_publish(now, skey, conn, &i.out, i.packet_id, true, out)
+            };
+            if keep {
+                if let Some(s) = self.sessions.get_mut(skey) {
+                    s.inflight.insert(pos, i);
+                }
             }
         }
-        self.pump(now, skey, out);
     }
 
     /// `retry_interval` (3.1/3.1.1 only): re-send what is still unacknowledged.
@@ -526,7 +557,12 @@ impl Broker {
             return;
         };
         let version = s.version;
-        let pending: Vec<Inflight> = s.inflight.iter().cloned().collect();
+        let pending: Vec<Inflight> = s
+            .inflight
+            .iter()
+            .filter(|i| !i.needs_resend)
+            .cloned()
+            .collect();
         for i in pending {
             if i.released {
                 out.send(

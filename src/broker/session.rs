@@ -33,6 +33,11 @@ pub struct Inflight {
     pub out: Outgoing,
     /// QoS 2: PUBREC received and PUBREL sent; waiting for PUBCOMP.
     pub released: bool,
+    /// Resumed session: not yet re-sent on this connection, because the
+    /// client's Receive Maximum had no room for it [MQTT-3.3.4-9]. It keeps its
+    /// packet id (exactly-once for QoS 2 depends on it) and goes out as acks
+    /// free the window, before anything queued.
+    pub needs_resend: bool,
 }
 
 /// A will kept with the session until it is due (3.1.2.5, 3.1.3.2.2).
@@ -125,9 +130,15 @@ impl Session {
         None
     }
 
-    /// Room for one more QoS 1/2 message in flight.
+    /// Room for one more QoS 1/2 message in flight (entries still waiting to be
+    /// re-sent count: they go first).
     pub fn window_open(&self) -> bool {
         self.inflight.len() < self.send_window
+    }
+
+    /// Messages sent on this connection and not yet acknowledged.
+    pub fn outstanding(&self) -> usize {
+        self.inflight.iter().filter(|i| !i.needs_resend).count()
     }
 
     /// The in-flight entry with `id`, if any.
@@ -171,6 +182,7 @@ mod tests {
             packet_id: 2,
             out,
             released: false,
+            needs_resend: false,
         });
         assert_eq!(s.allocate_packet_id(), Some(3), "2 is in flight");
     }

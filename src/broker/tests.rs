@@ -258,3 +258,54 @@ fn queue_limit_drops_and_counts() {
     assert_eq!(b.stats().messages_dropped, 2);
     b.check_invariants().expect("invariants");
 }
+
+/// [MQTT-3.3.4-9] a resumed session re-sends its in-flight messages only as far
+/// as the new connection's Receive Maximum allows; the rest follow the acks,
+/// with their original packet ids (found by the broker fuzz target).
+#[test]
+fn resume_respects_the_new_receive_maximum() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", false);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    for i in 1..=3 {
+        b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
+    }
+    assert_eq!(r.take(1).len(), 3);
+    b.connection_lost(now, 1, &mut r);
+    b.connection_opened(now, 3, "x", 0, &mut r);
+    b.handle_packet(
+        now,
+        3,
+        Packet::Connect(Connect {
+            version: ProtocolVersion::V5,
+            clean_start: false,
+            keep_alive: 0,
+            properties: Properties {
+                receive_maximum: Some(1),
+                session_expiry_interval: Some(60),
+                ..Properties::default()
+            },
+            client_id: "sub",
+            will: None,
+            username: None,
+            password: None,
+        }),
+        &mut r,
+    );
+    let got = r.take(3);
+    assert_eq!(got.len(), 2, "CONNACK and one re-send: {got:?}");
+    assert!(
+        got[1].contains("dup: true") && got[1].contains("packet_id: 1"),
+        "{got:?}"
+    );
+    b.check_invariants().expect("invariants");
+    b.handle_packet(now, 3, Packet::PubAck(PubResp::success(1)), &mut r);
+    let got = r.take(3);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].contains("dup: true") && got[0].contains("packet_id: 2"),
+        "{got:?}"
+    );
+    b.check_invariants().expect("invariants");
+}
