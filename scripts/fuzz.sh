@@ -87,12 +87,16 @@ for t in "${targets[@]}"; do
         -print_final_stats=1 ${FUZZ_ARGS:-} >"$log" 2>&1
     rc=$?
     set -e
-    runs="$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 \2/p' "$log" | tail -1)"
-    cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
-    ft="$(grep -o 'ft: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)"
+    runs="$(sed -n 's/^Done \([0-9]*\) runs in \([0-9]*\) second.*/\1 \2/p' "$log" | tail -1)" || true
+    cov="$( (grep -o 'cov: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)"
+    ft="$( (grep -o 'ft: [0-9]*' "$log" || true) | tail -1 | cut -d' ' -f2)"
     if [ "$rc" -ne 0 ] || [ -z "$runs" ]; then
         echo "!! $t CRASHED (exit $rc); log $log"
-        grep -E -A12 'panicked|ERROR: libFuzzer|SUMMARY' "$log" | head -40 || tail -20 "$log"
+        if grep -q -E 'panicked|ERROR: libFuzzer' "$log"; then
+            grep -E -A8 'panicked|ERROR: libFuzzer' "$log" | head -30
+        else
+            tail -20 "$log"
+        fi
         grep -E 'Test unit written to' "$log" || true
         failed+=("$t")
         summary+=("$(printf '%-14s CRASH' "$t")")
@@ -106,7 +110,9 @@ for t in "${targets[@]}"; do
 done
 
 echo "== summary (${seconds}s per target, $profile)"
-printf '   %s\n' "${summary[@]}"
+if [ ${#summary[@]} -gt 0 ]; then
+    printf '   %s\n' "${summary[@]}"
+fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
     exit 1
