@@ -14,12 +14,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use midge::protocol::Properties;
 use midge::protocol::{
     encode, Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS,
     ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe,
     Will,
 };
-use midge::protocol::Properties;
 
 use ProtocolVersion::{V31, V311, V5};
 
@@ -232,9 +232,27 @@ fn packets(v: ProtocolVersion) -> Vec<(&'static str, Packet<'static>)> {
                 ..Properties::default()
             }),
             filters: vec![
-                ("sensors/+/temperature", opts(QoS::AtLeastOnce, v5, false, RetainHandling::SendAtSubscribe)),
-                ("alarms/#", opts(QoS::ExactlyOnce, false, v5, RetainHandling::SendAtSubscribe)),
-                ("$SYS/broker/#", opts(QoS::AtMostOnce, false, false, if v5 { RetainHandling::DoNotSend } else { RetainHandling::SendAtSubscribe })),
+                (
+                    "sensors/+/temperature",
+                    opts(QoS::AtLeastOnce, v5, false, RetainHandling::SendAtSubscribe),
+                ),
+                (
+                    "alarms/#",
+                    opts(QoS::ExactlyOnce, false, v5, RetainHandling::SendAtSubscribe),
+                ),
+                (
+                    "$SYS/broker/#",
+                    opts(
+                        QoS::AtMostOnce,
+                        false,
+                        false,
+                        if v5 {
+                            RetainHandling::DoNotSend
+                        } else {
+                            RetainHandling::SendAtSubscribe
+                        },
+                    ),
+                ),
             ],
         }),
     ));
@@ -323,9 +341,18 @@ fn packets(v: ProtocolVersion) -> Vec<(&'static str, Packet<'static>)> {
 /// Classic hostile byte strings (the malformed-packet suite's favourites).
 fn hostile() -> Vec<(&'static str, Vec<u8>)> {
     vec![
-        ("remaining-length-5-bytes", vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]),
-        ("publish-qos3", vec![0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01]),
-        ("publish-wildcard-topic", vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#']),
+        (
+            "remaining-length-5-bytes",
+            vec![0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01],
+        ),
+        (
+            "publish-qos3",
+            vec![0x36, 0x05, 0x00, 0x01, b'a', 0x00, 0x01],
+        ),
+        (
+            "publish-wildcard-topic",
+            vec![0x30, 0x05, 0x00, 0x03, b'a', b'/', b'#'],
+        ),
         ("pubrel-bad-flags", vec![0x60, 0x02, 0x00, 0x01]),
         ("subscribe-no-filters", vec![0x82, 0x02, 0x00, 0x01]),
         ("zero-packet-id", vec![0x40, 0x02, 0x00, 0x00]),
@@ -334,8 +361,8 @@ fn hostile() -> Vec<(&'static str, Vec<u8>)> {
         (
             "connect-will-qos-without-will",
             vec![
-                0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x08, 0x00, 0x3C, 0x00,
-                0x02, b'i', b'd',
+                0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x08, 0x00, 0x3C, 0x00, 0x02,
+                b'i', b'd',
             ],
         ),
         ("topic-nul", vec![0x30, 0x05, 0x00, 0x03, b'a', 0x00, b'b']),
@@ -385,9 +412,8 @@ fn main() {
     for v in VERSIONS {
         let mut stream = Vec::new();
         // 3.1 differs from 3.1.1 only in CONNECT and CONNACK: seed just those.
-        let seeded = |p: &Packet<'_>| {
-            v != V31 || matches!(p, Packet::Connect(_) | Packet::ConnAck(_))
-        };
+        let seeded =
+            |p: &Packet<'_>| v != V31 || matches!(p, Packet::Connect(_) | Packet::ConnAck(_));
         for (name, packet) in packets(v) {
             let mut wire = vec![version_byte(v)];
             encode(&packet, v, &mut wire).unwrap_or_else(|e| panic!("{name} {v}: {e}"));
@@ -415,10 +441,16 @@ fn main() {
         }
         // The same stream under a small limit and truncated mid-packet.
         // 0x40..=0x42: limit 66 bytes, and one of them is the right `% 3`.
-        let small = (0x40..=0x42).find(|b| b % 3 == version_byte(v)).unwrap_or(0x40);
+        let small = (0x40..=0x42)
+            .find(|b| b % 3 == version_byte(v))
+            .unwrap_or(0x40);
         let mut input = vec![small, 1, 2];
         input.extend_from_slice(&stream[..stream.len() / 2]);
-        write(split, &format!("{}-session-small-limit-truncated", tag(v)), &input);
+        write(
+            split,
+            &format!("{}-session-small-limit-truncated", tag(v)),
+            &input,
+        );
         files += 1;
         for (name, bytes) in hostile().into_iter().take(4).filter(|_| v == V311) {
             let mut input = vec![limit_byte, 3, 0];

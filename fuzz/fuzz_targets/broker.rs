@@ -22,9 +22,9 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use midge::broker::{Broker, BrokerConfig, ConnId, Output, Timer};
 use midge::protocol::{
-    decode, encode, Connect, DecodeError, DecodeLimits, Decoded, Disconnect, Packet, PacketId, PacketType, Properties,
-    ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
-    SubscriptionOptions, Unsubscribe, Will,
+    decode, encode, Connect, DecodeError, DecodeLimits, Decoded, Disconnect, Packet, PacketId,
+    PacketType, Properties, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling,
+    Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
 /// Also hold CONNACK, SUBACK and the other control packets to the client's
@@ -44,7 +44,18 @@ const STRICT_ACK_REASONS: bool = false;
 const CONNS: usize = 4;
 const CLIENT_IDS: [&str; 4] = ["c0", "c1", "c2", ""];
 const FILTERS: [&str; 12] = [
-    "a", "a/b", "a/+", "#", "+/b", "$SYS/#", "a/#", "+", "$share/g/a", "b//c", "+/+", "a/b/#",
+    "a",
+    "a/b",
+    "a/+",
+    "#",
+    "+/b",
+    "$SYS/#",
+    "a/#",
+    "+",
+    "$share/g/a",
+    "b//c",
+    "+/+",
+    "a/b/#",
 ];
 const TOPICS: [&str; 8] = ["a", "a/b", "a/c", "b", "$SYS/x", "b//c", "a/b/c", ""];
 
@@ -195,7 +206,10 @@ impl Output for Recorder {
             // [MQTT-3.1.2-24] The Server MUST NOT send packets exceeding Maximum
             // Packet Size to the Client.
             if matches!(packet, Packet::Publish(_)) || STRICT_CONTROL_PACKET_SIZE {
-                assert!(n <= max as usize, "{n}-byte packet to a client with max {max}: {packet:?}");
+                assert!(
+                    n <= max as usize,
+                    "{n}-byte packet to a client with max {max}: {packet:?}"
+                );
             }
         }
         let limits = DecodeLimits {
@@ -257,7 +271,9 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
             .persistent_expiration
             .map(|e| Duration::from_secs(u64::from(e))),
         retain_available: s.retain_available,
-        retry_interval: s.retry_interval.map(|r| Duration::from_secs(u64::from(r % 16) + 1)),
+        retry_interval: s
+            .retry_interval
+            .map(|r| Duration::from_secs(u64::from(r % 16) + 1)),
         connect_timeout: Duration::from_secs(10),
         max_pending_bytes: usize::from(s.max_pending_bytes) * 8,
     }
@@ -406,8 +422,7 @@ impl Sim {
                 if version.is_v5() {
                     properties.session_expiry_interval = session_expiry.map(expiry);
                     properties.receive_maximum = receive_maximum.map(u16::from);
-                    properties.maximum_packet_size =
-                        maximum_packet_size.map(|m| u32::from(m) * 8);
+                    properties.maximum_packet_size = maximum_packet_size.map(|m| u32::from(m) * 8);
                 }
                 let payload = [0x55; 255];
                 let will = will.as_ref().map(|w| {
@@ -459,7 +474,9 @@ impl Sim {
                     })
                     .collect();
                 let mut properties = Properties::default();
-                properties.subscription_identifiers.extend(sub_id.map(u32::from));
+                properties
+                    .subscription_identifiers
+                    .extend(sub_id.map(u32::from));
                 let packet = Packet::Subscribe(Subscribe {
                     packet_id: pid(id),
                     properties,
@@ -496,9 +513,11 @@ impl Sim {
             } => {
                 let qos = qos_of(qos);
                 let bytes = [id; 255];
-                let mut properties = Properties::default();
-                properties.topic_alias = alias.map(u16::from);
-                properties.message_expiry_interval = expiry.map(u32::from);
+                let properties = Properties {
+                    topic_alias: alias.map(u16::from),
+                    message_expiry_interval: expiry.map(u32::from),
+                    ..Properties::default()
+                };
                 let packet = Packet::Publish(Publish {
                     dup: dup && qos != QoS::AtMostOnce,
                     qos,
@@ -548,8 +567,7 @@ impl Sim {
                 if self.out.conns[conn].open {
                     // The socket is gone: nothing may be sent to it any more.
                     self.out.conns[conn] = ConnState::default();
-                    self.broker
-                        .connection_lost(self.now, conn, &mut self.out);
+                    self.broker.connection_lost(self.now, conn, &mut self.out);
                 }
             }
             Op::Advance { secs } => self.advance(secs % 4096),

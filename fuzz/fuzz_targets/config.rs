@@ -28,7 +28,11 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => {
             assert_eq!(e.file, file, "error names another file: {e}");
             let lines = text.lines().count();
-            assert!(e.line <= lines.max(1), "error on line {} of {lines}: {e}", e.line);
+            assert!(
+                e.line <= lines.max(1),
+                "error on line {} of {lines}: {e}",
+                e.line
+            );
             let _ = e.to_string();
         }
     }

@@ -48,7 +48,11 @@ fn drain(
         let rest = buf.get(*pos..).unwrap_or(&[]);
         match decode(rest, limits) {
             Ok(Decoded::Packet(p, used)) => {
-                assert!(used > 0 && used <= rest.len(), "used {used} of {}", rest.len());
+                assert!(
+                    used > 0 && used <= rest.len(),
+                    "used {used} of {}",
+                    rest.len()
+                );
                 assert!(used <= limits.max_packet_size, "packet over the limit");
                 packets.push(format!("{p:?}"));
                 *pos += used;

@@ -75,7 +75,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     // CONNECT is written for its own version whatever is asked (see `encode`).
-    let wire = encode_checked(&p, version).unwrap_or_else(|| panic!("decoded but not encodable: {p:?}"));
+    let wire =
+        encode_checked(&p, version).unwrap_or_else(|| panic!("decoded but not encodable: {p:?}"));
     match decode(&wire, &limits) {
         Ok(Decoded::Packet(q, used)) => {
             assert_eq!(used, wire.len(), "re-decode used part of the encoding");

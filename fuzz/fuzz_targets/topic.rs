@@ -36,8 +36,22 @@ enum Op {
 }
 
 const PIECES: [&str; 16] = [
-    "a", "b", "/", "/", "+", "#", "$", "$SYS", "$share/g/", "sport", "tennis", "", "a/b", "é",
-    "/+", "/#",
+    "a",
+    "b",
+    "/",
+    "/",
+    "+",
+    "#",
+    "$",
+    "$SYS",
+    "$share/g/",
+    "sport",
+    "tennis",
+    "",
+    "a/b",
+    "é",
+    "/+",
+    "/#",
 ];
 
 fn spell(bytes: &[u8]) -> String {
@@ -114,7 +128,11 @@ fn ref_matches(f: &str, t: &str) -> bool {
 
 fn check_pair(f: &str, t: &str) {
     assert_eq!(valid_topic_name(t), ref_name(t), "valid_topic_name({t:?})");
-    assert_eq!(valid_topic_filter(f), ref_filter(f), "valid_topic_filter({f:?})");
+    assert_eq!(
+        valid_topic_filter(f),
+        ref_filter(f),
+        "valid_topic_filter({f:?})"
+    );
     let shared = parse_shared(f);
     assert_eq!(shared, ref_shared(f), "parse_shared({f:?})");
     if let Some((name, inner)) = shared {
@@ -123,7 +141,11 @@ fn check_pair(f: &str, t: &str) {
     // `matches` takes a plain filter; a shared one is matched by its inner filter.
     let plain = shared.map_or(f, |(_, inner)| inner);
     if ref_plain_filter(plain) && ref_name(t) {
-        assert_eq!(matches(plain, t), ref_matches(plain, t), "matches({plain:?}, {t:?})");
+        assert_eq!(
+            matches(plain, t),
+            ref_matches(plain, t),
+            "matches({plain:?}, {t:?})"
+        );
     }
 }
 
@@ -158,7 +180,9 @@ fuzz_target!(|input: Input| {
                     identifier: id,
                 };
                 let new = index.subscribe(filter, who, sub);
-                let pos = model.iter().position(|(mf, mw, _)| mf == filter && *mw == who);
+                let pos = model
+                    .iter()
+                    .position(|(mf, mw, _)| mf == filter && *mw == who);
                 assert_eq!(new, pos.is_none(), "subscribe({filter:?}, {who}) newness");
                 match pos {
                     Some(p) => model[p].2 = id,
@@ -168,7 +192,9 @@ fuzz_target!(|input: Input| {
             Op::Unsub { f, who } => {
                 let filter = &pool[usize::from(f) % pool.len()];
                 let who = who % 12;
-                let pos = model.iter().position(|(mf, mw, _)| mf == filter && *mw == who);
+                let pos = model
+                    .iter()
+                    .position(|(mf, mw, _)| mf == filter && *mw == who);
                 let removed = index.unsubscribe(filter, who);
                 assert_eq!(removed, pos.is_some(), "unsubscribe({filter:?}, {who})");
                 if let Some(p) = pos {
@@ -178,7 +204,9 @@ fuzz_target!(|input: Input| {
             Op::Match { t } => {
                 let topic = &pool[usize::from(t) % pool.len()];
                 let mut got = Vec::new();
-                index.for_each_match(topic, |f, who, s| got.push((f.to_owned(), who, s.identifier)));
+                index.for_each_match(topic, |f, who, s| {
+                    got.push((f.to_owned(), who, s.identifier))
+                });
                 let n = got.len();
                 let got: BTreeSet<_> = got.into_iter().collect();
                 assert_eq!(n, got.len(), "duplicate matches for {topic:?}");
@@ -195,6 +223,10 @@ fuzz_target!(|input: Input| {
         assert_eq!(index.is_empty(), model.is_empty(), "is_empty");
     }
     for (f, who, id) in &model {
-        assert_eq!(index.get(f, *who).map(|s| s.identifier), Some(*id), "get({f:?}, {who})");
+        assert_eq!(
+            index.get(f, *who).map(|s| s.identifier),
+            Some(*id),
+            "get({f:?}, {who})"
+        );
     }
 });
