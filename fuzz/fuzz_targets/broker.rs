@@ -174,7 +174,7 @@ enum Op {
 }
 
 /// What the fuzzer knows of each simulated socket.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct ConnState {
     open: bool,
     /// Version learnt from the CONNECT sent on it (3.1.1 before, as the server).
@@ -185,11 +185,19 @@ struct ConnState {
     max_packet: Option<u32>,
     /// Bytes sent to it not yet read.
     pending: usize,
+    /// The client's Receive Maximum (65,535 when not given).
+    receive_max: usize,
+    /// Packet ids of QoS 1/2 PUBLISHes sent on this connection and not yet
+    /// completed by the client (PUBACK, PUBCOMP, or PUBREC with an error): the
+    /// send quota of 4.9.
+    outstanding: Vec<PacketId>,
 }
 
 /// The `Output` that records and checks everything the broker does.
 struct Recorder {
     conns: [ConnState; CONNS],
+    /// `max_inflight_messages` (0 = unlimited).
+    max_inflight: usize,
     timers: Vec<(Instant, Timer)>,
 }
 
@@ -232,6 +240,32 @@ impl Output for Recorder {
             Err(DecodeError::InvalidReasonCode(PacketType::PubAck | PacketType::PubRec, 0x95))
                 if !STRICT_ACK_REASONS => {}
             other => panic!("broker sent {packet:?}, which decodes as {other:?}"),
+        }
+        if let Packet::Publish(p) = packet {
+            if p.qos != QoS::AtMostOnce {
+                if c.outstanding.contains(&p.packet_id) {
+                    // Only a re-send may reuse an id still in flight [MQTT-2.2.1-3].
+                    assert!(
+                        p.dup,
+                        "packet id {} reused while in flight: {packet:?}",
+                        p.packet_id
+                    );
+                } else {
+                    c.outstanding.push(p.packet_id);
+                }
+                // [MQTT-3.3.4-9] no more than Receive Maximum in flight to the
+                // client; and midge's own max_inflight_messages.
+                let limit = match self.max_inflight {
+                    0 => c.receive_max,
+                    n => n.min(c.receive_max),
+                };
+                assert!(
+                    c.outstanding.len() <= limit,
+                    "{} QoS 1/2 PUBLISHes in flight to conn {conn}, limit {limit}: {:?}",
+                    c.outstanding.len(),
+                    c.outstanding
+                );
+            }
         }
         if let Packet::ConnAck(ack) = packet {
             assert!(!c.connected, "second CONNACK on connection {conn}");
@@ -329,7 +363,7 @@ impl Sim {
     /// Send `packet` from `conn` the way the server would deliver it: encoded
     /// for the connection's version, then decoded with the broker's limits.
     fn deliver(&mut self, conn: usize, packet: &Packet<'_>) {
-        let c = self.out.conns[conn];
+        let c = &self.out.conns[conn];
         if !c.open {
             return;
         }
@@ -345,7 +379,7 @@ impl Sim {
     }
 
     fn deliver_bytes(&mut self, conn: usize, wire: &[u8]) {
-        let c = self.out.conns[conn];
+        let c = &self.out.conns[conn];
         if !c.open {
             return;
         }
@@ -360,7 +394,20 @@ impl Sim {
                     if st.version.is_none() {
                         st.version = Some(connect.version);
                         st.max_packet = connect.properties.maximum_packet_size;
+                        st.receive_max = connect
+                            .properties
+                            .receive_maximum
+                            .map_or(usize::from(u16::MAX), usize::from);
                     }
+                }
+                // The client completes QoS flows: its quota comes back (4.9).
+                let done = match &p {
+                    Packet::PubAck(r) | Packet::PubComp(r) => Some(r.packet_id),
+                    Packet::PubRec(r) if r.reason.is_error() => Some(r.packet_id),
+                    _ => None,
+                };
+                if let Some(id) = done {
+                    self.out.conns[conn].outstanding.retain(|&o| o != id);
                 }
                 self.broker.handle_packet(self.now, conn, p, &mut self.out);
             }
@@ -400,6 +447,7 @@ impl Sim {
                 if !self.out.conns[conn].open {
                     self.out.conns[conn] = ConnState {
                         open: true,
+                        receive_max: usize::from(u16::MAX),
                         ..ConnState::default()
                     };
                     self.broker
@@ -584,10 +632,13 @@ impl Sim {
 }
 
 fuzz_target!(|input: Input| {
+    let config = broker_config(&input.config);
+    let max_inflight = usize::from(config.max_inflight_messages);
     let mut sim = Sim {
-        broker: Broker::new(broker_config(&input.config)),
+        broker: Broker::new(config),
         out: Recorder {
-            conns: [ConnState::default(); CONNS],
+            conns: std::array::from_fn(|_| ConnState::default()),
+            max_inflight,
             timers: Vec::new(),
         },
         now: Instant::now(),
