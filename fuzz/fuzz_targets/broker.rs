@@ -27,26 +27,24 @@ use midge::protocol::{
     Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
-/// Also hold CONNACK, SUBACK and the other control packets to the client's
-/// Maximum Packet Size. Off for now: the broker only honours it for PUBLISH
-/// (known finding, reproducer fuzz/regressions/broker/connack-over-client-maximum-packet-size:
-/// a v5 client announcing a tiny maximum still gets a 10-byte CONNACK). Turn on
-/// once the broker trims or refuses those.
+/// Also hold SUBACK, UNSUBACK and the other small control packets to the
+/// client's Maximum Packet Size. The CONNACK finding
+/// (fuzz/regressions/broker/connack-over-client-maximum-packet-size) is fixed: the
+/// broker drops CONNACK's optional properties when they would not fit. Off still:
+/// an acknowledgement cannot be shrunk below its fixed fields, and a client that
+/// announces a maximum smaller than a SUBACK for its own SUBSCRIBE has asked for
+/// something no server can give; midge sends the acknowledgement (documented).
 const STRICT_CONTROL_PACKET_SIZE: bool = false;
 
 /// Reject PUBACK/PUBREC with reason 0x95 (Packet too large), which 3.4.2.1 and
-/// 3.5.2.1 do not list. Off for now: the broker answers a PUBLISH over
-/// `message_size_limit` with it (known finding, reproducer
-/// fuzz/regressions/broker/puback-reason-0x95-not-allowed). Turn on once fixed.
-const STRICT_ACK_REASONS: bool = false;
+/// 3.5.2.1 do not list. Fixed (the size limit is answered with 0x97); reproducer
+/// fuzz/regressions/broker/puback-reason-0x95-not-allowed.
+const STRICT_ACK_REASONS: bool = true;
 
-/// Hold a resumed session to the new connection's send quota. Off for now: on
-/// resumption the broker re-sends every in-flight message whatever the new
-/// Receive Maximum [MQTT-3.3.4-9], which `check_invariants` also reports as "in
-/// flight beyond the window" (known finding, reproducer
-/// fuzz/regressions/broker/resend-inflight-over-receive-maximum). While off, both
-/// checks are waived once a session has been resumed. Turn on once fixed.
-const STRICT_RESUME_WINDOW: bool = false;
+/// Hold a resumed session to the new connection's send quota [MQTT-3.3.4-9].
+/// Fixed (in-flight messages are re-sent as the window allows, keeping their
+/// packet ids); reproducer fuzz/regressions/broker/resend-inflight-over-receive-maximum.
+const STRICT_RESUME_WINDOW: bool = true;
 
 /// Simulated connections (ConnIds 0..CONNS).
 const CONNS: usize = 4;
