@@ -319,6 +319,11 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
             .map(|r| Duration::from_secs(u64::from(r % 16) + 1)),
         connect_timeout: Duration::from_secs(10),
         max_pending_bytes: usize::from(s.max_pending_bytes) * 8,
+        // Small limits so the fuzzer reaches them.
+        max_topic_levels: 4,
+        max_subscriptions_per_client: 3,
+        max_topic_alias: 2,
+        ..BrokerConfig::default()
     }
 }
 
