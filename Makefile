@@ -3,7 +3,7 @@ CARGO ?= cargo
 PORT ?= 1883
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke
+.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench
 
 all: build
 
@@ -37,6 +37,11 @@ fmt:
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+
+# midge against mosquitto, same scenarios, table of medians and ratios
+# (ROUNDS, DURATION, CONNS; installs mosquitto if missing).
+bench:
+	scripts/compare.sh
 
 # Every cargo-fuzz target for FUZZ_SECONDS each (installs cargo-fuzz if needed;
 # crash-inputs kept in fuzz/regressions/ are replayed first).
