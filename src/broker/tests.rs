@@ -309,3 +309,13 @@ fn resume_respects_the_new_receive_maximum() {
     );
     b.check_invariants().expect("invariants");
 }
+
+/// Per-client state stays small (printed for the README; bounds catch regressions).
+#[test]
+fn per_client_state_is_small() {
+    let conn = std::mem::size_of::<Conn>();
+    let session = std::mem::size_of::<Session>();
+    eprintln!("broker Conn {conn} B, Session {session} B");
+    assert!(conn <= 160, "Conn grew to {conn} bytes");
+    assert!(session <= 320, "Session grew to {session} bytes");
+}

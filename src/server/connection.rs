@@ -210,3 +210,14 @@ impl Connection {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The server's per-connection state (printed for the README).
+    #[test]
+    fn connection_is_small() {
+        let n = std::mem::size_of::<super::Connection>();
+        eprintln!("server Connection {n} B");
+        assert!(n <= 160, "Connection grew to {n} bytes");
+    }
+}
