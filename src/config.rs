@@ -135,6 +135,18 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `per_listener_settings`: authentication per listener.
     pub per_listener_settings: bool,
+    /// `persistence` (default false).
+    pub persistence: bool,
+    /// `persistence_location` directory (default: the working directory).
+    pub persistence_location: Option<PathBuf>,
+    /// `persistence_file` (default `midge.db`).
+    pub persistence_file: String,
+    /// `autosave_interval` seconds, for `persistence_sync periodic` (default 1800).
+    pub autosave_interval: u64,
+    /// `persistence_sync always|periodic` (midge; default always).
+    pub persistence_sync_periodic: bool,
+    /// `persistence_recover true`: start past a corrupt record, keeping what precedes it.
+    pub persistence_recover: bool,
     /// No listener was configured: midge listens on loopback only (set by the
     /// command line; anonymous clients are then allowed, as in mosquitto 2).
     pub local_only: bool,
@@ -168,6 +180,12 @@ impl Default for Config {
             auth: AuthConfig::default(),
             per_listener_settings: false,
             local_only: false,
+            persistence: false,
+            persistence_location: None,
+            persistence_file: "midge.db".to_string(),
+            autosave_interval: 1800,
+            persistence_sync_periodic: false,
+            persistence_recover: false,
         }
     }
 }
@@ -272,8 +290,6 @@ const NOT_YET: &[&str] = &[
     "address",
     "auth_plugin",
     "auth_opt_",
-    "autosave_interval",
-    "autosave_on_changes",
     "bridge_",
     "check_retain_source",
     "clientid_prefixes",
@@ -285,9 +301,6 @@ const NOT_YET: &[&str] = &[
     "log_timestamp",
     "log_timestamp_format",
     "mount_point",
-    "persistence",
-    "persistence_file",
-    "persistence_location",
     "persistent_client_expiration_",
     "plugin",
     "plugin_opt_",
@@ -534,6 +547,33 @@ impl Parser<'_> {
                     _ => t.use_subject_as_username = v,
                 }
             }
+            "persistence" => c.persistence = line.boolean()?,
+            "persistence_location" => c.persistence_location = Some(PathBuf::from(line.one()?)),
+            "persistence_file" => {
+                let f = line.one()?;
+                if f.contains('/') {
+                    return Err(line.error("`persistence_file` is a file name; put the directory in `persistence_location`"));
+                }
+                c.persistence_file = f.to_string();
+            }
+            "autosave_interval" => c.autosave_interval = line.number(1, 86_400 * 365)?,
+            // Accepted for mosquitto configs: midge writes changes as they
+            // happen, so there is no change count to wait for.
+            "autosave_on_changes" => {
+                line.boolean()?;
+            }
+            "persistence_sync" => {
+                c.persistence_sync_periodic = match line.one()? {
+                    "always" => false,
+                    "periodic" => true,
+                    v => {
+                        return Err(line.error(format!(
+                            "`persistence_sync` expects always or periodic, got `{v}`"
+                        )))
+                    }
+                }
+            }
+            "persistence_recover" => c.persistence_recover = line.boolean()?,
             "max_topic_levels" => c.max_topic_levels = line.number(0, 65_535)?,
             "max_subscriptions_per_client" => {
                 c.max_subscriptions_per_client = line.number(0, usize::MAX)?
@@ -756,9 +796,10 @@ mod tests {
             "t.conf:1: `listener` expects a port from 0 to 65535, got `99999`"
         );
         assert_eq!(
-            err("persistence true"),
-            "t.conf:1: `persistence` is not supported by midge yet"
+            err("sys_interval 10"),
+            "t.conf:1: `sys_interval` is not supported by midge yet"
         );
+        assert!(err("persistence_sync sometimes").contains("always or periodic"));
         assert_eq!(
             err("certfile /x.pem"),
             "t.conf:1: `certfile` must follow a `listener` line"

@@ -9,6 +9,7 @@ pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod logging;
+pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod sys;

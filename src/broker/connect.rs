@@ -279,6 +279,9 @@ impl Broker {
                 },
             );
         }
+        if self.durable(skey) {
+            self.persist_session(skey, out);
+        }
         if session_present {
             self.resend_inflight(now, conn, skey, out);
         }

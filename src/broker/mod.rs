@@ -6,6 +6,7 @@
 mod aliases;
 mod auth;
 mod connect;
+mod durable;
 pub mod message;
 pub mod output;
 mod publish;
@@ -165,6 +166,10 @@ pub struct Broker {
     shared: shared::SharedSubscriptions,
     retained: RetainedStore<Arc<Message>>,
     security: crate::auth::Security,
+    /// Durable changes are reported through `Output::persist`.
+    persistence: bool,
+    /// Last number given to a stored message.
+    next_message_id: u64,
     next_serial: u64,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
@@ -183,6 +188,8 @@ impl Broker {
             shared: shared::SharedSubscriptions::default(),
             retained: RetainedStore::new(),
             security: crate::auth::Security::default(),
+            persistence: false,
+            next_message_id: 0,
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -556,6 +563,10 @@ impl Broker {
         let Some(s) = self.sessions.try_remove(skey) else {
             return;
         };
+        // Only a session that was durable has records to delete.
+        if self.persistence && s.expiry != Some(Duration::ZERO) {
+            out.persist(&crate::persist::Record::SessionDelete(&s.client_id));
+        }
         for f in s.subscriptions.iter() {
             self.unsubscribe_filter(f, skey);
         }
@@ -570,7 +581,7 @@ impl Broker {
     fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
         debug!("Publishing will on {}.", msg.topic);
         if msg.retain {
-            self.store_retained(&msg);
+            self.store_retained(&msg, out);
         }
         self.route(now, msg, None, out);
     }

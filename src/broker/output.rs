@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use crate::persist::Record;
 use crate::protocol::{Packet, ProtocolVersion};
 
 /// Identifies one network connection. Assigned by the server (a slab key), so it
@@ -52,4 +53,14 @@ pub trait Output {
     fn close(&mut self, conn: ConnId);
     /// Call back [`crate::broker::Broker::handle_timer`] with `timer` at (or soon after) `at`.
     fn set_timer(&mut self, at: Instant, timer: Timer);
+    /// Record a durable change (only called when persistence is on). It must be
+    /// on disk before this loop turn's output is written.
+    fn persist(&mut self, record: &Record<'_>) {
+        let _ = record;
+    }
+    /// The last attempt to store records failed: new QoS 1/2 messages bound for
+    /// durable state must be refused rather than acknowledged.
+    fn persistence_failing(&self) -> bool {
+        false
+    }
 }

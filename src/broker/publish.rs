@@ -13,6 +13,7 @@ use super::message::Message;
 use super::session::{Inflight, Outgoing};
 use super::{Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
+use crate::persist::Record;
 use crate::protocol::{
     encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
 };
@@ -132,6 +133,35 @@ impl Broker {
                 );
             }
         }
+        if p.qos != QoS::AtMostOnce && self.persistence && out.persistence_failing() {
+            // Do not acknowledge what cannot be kept: v5 is told 0x97, 3.1.1 (which
+            // has no way to say no) is disconnected and will re-send.
+            warn!(
+                "Refusing QoS {} PUBLISH from {}: persistence is failing.",
+                p.qos as u8,
+                self.client_name(conn)
+            );
+            if !version.is_v5() {
+                return self.end(
+                    now,
+                    conn,
+                    End::ProtocolError(ReasonCode::QUOTA_EXCEEDED),
+                    out,
+                );
+            }
+            let nack = PubResp {
+                packet_id: p.packet_id,
+                reason: ReasonCode::QUOTA_EXCEEDED,
+                properties: Default::default(),
+            };
+            let packet = if p.qos == QoS::AtLeastOnce {
+                Packet::PubAck(nack)
+            } else {
+                Packet::PubRec(nack)
+            };
+            out.send(conn, version, &packet);
+            return;
+        }
         let limit = self.config.message_size_limit;
         let allowed = self.may(skey, p.topic, Access::Write);
         let reason = if !allowed {
@@ -168,7 +198,7 @@ impl Broker {
             msg.retain = retain;
             let msg = Arc::new(msg);
             if retain {
-                self.store_retained(&msg);
+                self.store_retained(&msg, out);
             }
             if self.route(now, msg, Some(skey), out) == 0 {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
@@ -188,6 +218,7 @@ impl Broker {
             QoS::ExactlyOnce => {
                 if reason.0 < 0x80 {
                     self.sessions[skey].awaiting_rel.push(p.packet_id);
+                    self.persist_rel(skey, p.packet_id, true, out);
                 }
                 out.send(conn, version, &Packet::PubRec(ack));
             }
@@ -196,11 +227,17 @@ impl Broker {
 
     /// Keep, replace or clear (empty payload) the retained message of its topic
     /// [MQTT-3.3.1-5/6/7].
-    pub(super) fn store_retained(&mut self, msg: &Arc<Message>) {
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, out: &mut impl Output) {
         if msg.payload.is_empty() {
             self.retained.remove(&msg.topic);
+            if self.persistence {
+                out.persist(&Record::RetainClear(&msg.topic));
+            }
         } else {
             self.retained.insert(&msg.topic, Arc::clone(msg));
+            if self.persistence {
+                out.persist(&Record::RetainSet(msg));
+            }
         }
     }
 
@@ -256,6 +293,7 @@ impl Broker {
                     // As Published (v5) [MQTT-3.3.1-12/13].
                     retain: rap && msg.retain,
                     subscription_ids: ids,
+                    id: 0,
                 };
                 self.deliver(now, session, o, out);
             }
@@ -276,6 +314,7 @@ impl Broker {
                 qos: sub.options.qos.min(msg.qos),
                 retain: sub.options.retain_as_published && msg.retain,
                 subscription_ids: sub.identifier.into_iter().collect(),
+                id: 0,
             };
             self.deliver(now, session, o, out);
         }
@@ -287,7 +326,7 @@ impl Broker {
         &mut self,
         now: Instant,
         skey: usize,
-        o: Outgoing,
+        mut o: Outgoing,
         out: &mut impl Output,
     ) {
         let max_pending = self.config.max_pending_bytes;
@@ -295,6 +334,7 @@ impl Broker {
         if !self.may(skey, &o.msg.topic, Access::Read) {
             return;
         }
+        self.persist_queued(skey, &mut o, out);
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
@@ -318,19 +358,23 @@ impl Broker {
             }
             (Some(conn), _) if s.queue.is_empty() && s.window_open() => {
                 let Some(id) = s.allocate_packet_id() else {
-                    return self.enqueue(skey, o);
+                    return self.enqueue(skey, o, out);
                 };
                 if self.send_publish(now, skey, conn, &o, id, false, out) {
-                    self.sessions[skey].inflight.push_back(Inflight {
+                    let i = Inflight {
                         packet_id: id,
                         out: o,
                         released: false,
                         needs_resend: false,
-                    });
+                    };
+                    self.persist_inflight(skey, &i, out);
+                    self.sessions[skey].inflight.push_back(i);
+                } else {
+                    self.persist_done(skey, o.id, out);
                 }
             }
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
-            _ => self.enqueue(skey, o),
+            _ => self.enqueue(skey, o, out),
         }
     }
 
@@ -347,7 +391,7 @@ impl Broker {
     /// Put `o` at the back of the session's queue, within `max_queued_messages`
     /// and `max_queued_bytes`; over them the message is dropped, logged once per
     /// overflow and counted.
-    fn enqueue(&mut self, skey: usize, o: Outgoing) {
+    fn enqueue(&mut self, skey: usize, o: Outgoing, out: &mut impl Output) {
         let max_n = self.config.max_queued_messages;
         let max_b = self.config.max_queued_bytes;
         let Some(s) = self.sessions.get_mut(skey) else {
@@ -366,6 +410,7 @@ impl Broker {
                     s.queued_bytes
                 );
             }
+            self.persist_done(skey, o.id, out);
             return;
         }
         s.queued_bytes += len;
@@ -469,12 +514,16 @@ impl Broker {
                 return;
             };
             if self.send_publish(now, skey, conn, &o, id, false, out) {
-                self.sessions[skey].inflight.push_back(Inflight {
+                let i = Inflight {
                     packet_id: id,
                     out: o,
                     released: false,
                     needs_resend: false,
-                });
+                };
+                self.persist_inflight(skey, &i, out);
+                self.sessions[skey].inflight.push_back(i);
+            } else {
+                self.persist_done(skey, o.id, out);
             }
         }
     }
@@ -532,6 +581,8 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(skey) {
                     s.inflight.insert(pos, i);
                 }
+            } else {
+                self.persist_done(skey, i.out.id, out);
             }
         }
     }
@@ -611,7 +662,8 @@ impl Broker {
             return;
         };
         if s.inflight.get(pos).is_some_and(done) {
-            s.inflight.remove(pos);
+            let id = s.inflight.remove(pos).map_or(0, |i| i.out.id);
+            self.persist_done(skey, id, out);
             self.pump(now, skey, out);
         }
     }
@@ -636,6 +688,9 @@ impl Broker {
                     return;
                 }
                 s.inflight[pos].released = true;
+                if let Some(i) = s.inflight.get(pos).cloned() {
+                    self.persist_inflight(skey, &i, out);
+                }
                 out.send(
                     conn,
                     version,
@@ -674,14 +729,16 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
+        let version = s.version;
         let mut comp = PubResp::success(r.packet_id);
         if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == r.packet_id) {
             s.awaiting_rel.swap_remove(pos);
-        } else if s.version.is_v5() {
+            self.persist_rel(skey, r.packet_id, false, out);
+        } else if version.is_v5() {
             // 4.3.3: PUBREL for an id we do not hold: 0x92.
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
-        out.send(conn, s.version, &Packet::PubComp(comp));
+        out.send(conn, version, &Packet::PubComp(comp));
     }
 
     pub(super) fn handle_disconnect(
@@ -710,6 +767,9 @@ impl Broker {
                 u32::MAX => None,
                 n => Some(Duration::from_secs(u64::from(n))),
             };
+        }
+        if d.properties.session_expiry_interval.is_some() {
+            self.persist_session(skey, out);
         }
         let with_will = d.reason == ReasonCode::DISCONNECT_WITH_WILL;
         self.end(now, conn, End::Disconnect { with_will }, out);

@@ -199,13 +199,22 @@ impl<V> RetainedStore<V> {
     /// Call `f` for every retained value whose topic matches `filter` (a valid
     /// filter), with the `$` rule [MQTT-4.7.2-1]. Cost proportional to the matching
     /// part of the store, not to its size, for filters with a literal first level.
-    pub fn for_each_match<'a>(&'a self, filter: &str, mut f: impl FnMut(&str, &V)) {
+    pub fn for_each_match(&self, filter: &str, f: impl FnMut(&str, &V)) {
+        self.walk(filter, true, f);
+    }
+
+    /// Call `f` for every retained value, `$` topics included (for snapshots).
+    pub fn for_each(&self, f: impl FnMut(&str, &V)) {
+        self.walk("#", false, f);
+    }
+
+    fn walk<'a>(&'a self, filter: &str, dollar_rule: bool, mut f: impl FnMut(&str, &V)) {
         if self.len == 0 {
             return;
         }
         let levels: Vec<&str> = filter.split('/').collect();
         // [MQTT-4.7.2-1]: a filter starting with a wildcard skips `$` topics.
-        let wild_first = matches!(levels.first(), Some(&"+") | Some(&"#"));
+        let wild_first = dollar_rule && matches!(levels.first(), Some(&"+") | Some(&"#"));
         let mut path = String::new();
         let mut stack = vec![Frame {
             node: &self.root,

@@ -22,6 +22,8 @@ pub struct Outgoing {
     pub retain: bool,
     /// Subscription identifiers of the matching subscriptions (v5).
     pub subscription_ids: Vec<u32>,
+    /// Number in the persistence log; 0 = not stored.
+    pub id: u64,
 }
 
 /// A QoS 1/2 delivery sent and not yet completed.
@@ -174,6 +176,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             retain: false,
             subscription_ids: Vec::new(),
+            id: 0,
         };
         s.next_packet_id = u16::MAX;
         assert_eq!(s.allocate_packet_id(), Some(u16::MAX));

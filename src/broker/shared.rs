@@ -93,6 +93,12 @@ impl SharedSubscriptions {
         true
     }
 
+    /// `session`'s subscription options in `full`, if it is a member.
+    pub fn get(&self, full: &str, session: usize) -> Option<Subscription> {
+        let g = self.groups.get(*self.by_name.get(full)?)?;
+        g.members.iter().find(|m| m.0 == session).map(|m| m.1)
+    }
+
     /// True when `session` is a member of `full`.
     pub fn is_member(&self, full: &str, session: usize) -> bool {
         self.by_name

@@ -136,6 +136,9 @@ impl Broker {
                 reasons,
             }),
         );
+        if self.durable(skey) {
+            self.persist_session(skey, out);
+        }
         for (msg, granted, identifier) in retained {
             if msg.is_expired(now) {
                 continue;
@@ -144,6 +147,7 @@ impl Broker {
                 qos: msg.qos.min(granted),
                 retain: true,
                 subscription_ids: identifier.into_iter().collect(),
+                id: 0,
                 msg,
             };
             self.deliver(now, skey, o, out);
@@ -198,5 +202,8 @@ impl Broker {
                 reasons,
             }),
         );
+        if self.durable(skey) {
+            self.persist_session(skey, out);
+        }
     }
 }

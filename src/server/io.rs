@@ -35,6 +35,8 @@ pub struct Io {
     pub dirty: Vec<ConnId>,
     /// Serial for the next connection (slab keys are reused; serials are not).
     next_serial: u64,
+    /// The persistence log, when `persistence true`.
+    pub store: Option<crate::persist::Store>,
 }
 
 impl Io {
@@ -45,6 +47,7 @@ impl Io {
             wheel: Wheel::new(origin),
             dirty: Vec::new(),
             next_serial: 0,
+            store: None,
         }
     }
 
@@ -105,5 +108,15 @@ impl Output for Io {
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
         self.wheel.insert(at, Due::Broker(timer));
+    }
+
+    fn persist(&mut self, record: &crate::persist::Record<'_>) {
+        if let Some(s) = self.store.as_mut() {
+            s.append(record);
+        }
+    }
+
+    fn persistence_failing(&self) -> bool {
+        self.store.as_ref().is_some_and(|s| s.failing())
     }
 }

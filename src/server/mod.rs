@@ -112,6 +112,34 @@ impl Server {
                 None => None,
             });
         }
+        // State from disk before the first client can connect.
+        let mut broker = Broker::new(config.broker_config());
+        broker.set_security(security);
+        let mut io = Io::new(Instant::now());
+        if config.persistence {
+            let dir = config.persistence_location.clone().unwrap_or_default();
+            let path = dir.join(&config.persistence_file);
+            let policy = if config.persistence_sync_periodic {
+                crate::persist::SyncPolicy::Periodic(Duration::from_secs(config.autosave_interval))
+            } else {
+                crate::persist::SyncPolicy::Always
+            };
+            let (store, state) =
+                crate::persist::Store::open(&path, policy, config.persistence_recover)
+                    .map_err(|e| ServerError::Security(format!("persistence: {e}")))?;
+            broker.enable_persistence(state.last_id);
+            broker.restore(Instant::now(), state, &mut io);
+            info!(
+                "Persistence on: {} (sync {}).",
+                path.display(),
+                if config.persistence_sync_periodic {
+                    "periodic"
+                } else {
+                    "always"
+                }
+            );
+            io.store = Some(store);
+        }
         let mut listeners = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {
             let bound = listener::bind(lc).map_err(|(a, e)| ServerError::Bind(a, e))?;
@@ -133,15 +161,14 @@ impl Server {
                 Interest::READABLE,
             )
             .map_err(ServerError::Io)?;
-        let mut broker = Broker::new(config.broker_config());
-        broker.set_security(security);
+
         let max_packet_size = broker.config().max_packet_size;
         Ok(Server {
             config: config.clone(),
             poll,
             listeners,
             broker,
-            io: Io::new(Instant::now()),
+            io,
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             signals,
             max_connections: config.max_connections,
@@ -514,8 +541,34 @@ impl Server {
         }
     }
 
+    /// Put this turn's durable changes on disk, before any acknowledgement of
+    /// them leaves (group commit: one sync per loop turn). Compacts the log when
+    /// it has grown enough.
+    fn commit(&mut self, now: Instant) {
+        let Some(store) = self.io.store.as_mut() else {
+            return;
+        };
+        if let Err(e) = store.commit(now) {
+            error!("Persistence write failed, will retry; refusing QoS 1/2 for durable state meanwhile: {e}.");
+            return;
+        }
+        if store.wants_compaction() {
+            let before = store.size();
+            let broker = &self.broker;
+            match store.compact(|w| broker.dump(w)) {
+                Ok(pause) => info!(
+                    "Compacted the persistence log from {before} to {} bytes in {:.1} ms.",
+                    store.size(),
+                    pause.as_secs_f64() * 1000.0
+                ),
+                Err(e) => error!("Compaction failed (the log is intact): {e}."),
+            }
+        }
+    }
+
     /// Write out everything queued this turn: one `write` per connection.
     fn flush_all(&mut self, now: Instant) {
+        self.commit(now);
         // Losing a connection can publish a will, which dirties others: repeat.
         while !self.io.dirty.is_empty() {
             for key in std::mem::take(&mut self.io.dirty) {

@@ -1,0 +1,494 @@
+//! The log's records: what the broker writes (borrowed, no copies) and how each
+//! is encoded. Decoding yields owned values for the replay.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::broker::message::{ForwardedProperties, Message};
+
+/// A durable change, as the broker reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// A retained message was stored (or replaced).
+    RetainSet(&'a Message),
+    /// The retained message of a topic was cleared.
+    RetainClear(&'a str),
+    /// A persistent session's metadata (written whole: sessions are small).
+    SessionPut {
+        /// Client identifier.
+        client_id: &'a str,
+        /// Protocol level (3, 4, 5).
+        level: u8,
+        /// Seconds it outlives its connection; `None` = never expires.
+        expiry: Option<u32>,
+        /// Its subscriptions.
+        subscriptions: &'a [StoredSubscription],
+    },
+    /// A session ended.
+    SessionDelete(&'a str),
+    /// A QoS 1/2 message was queued for (or sent to) a persistent session.
+    Queue {
+        /// Session.
+        client_id: &'a str,
+        /// Broker-wide message number (orders the queue on replay).
+        id: u64,
+        /// The message.
+        msg: &'a Message,
+        /// Delivery QoS.
+        qos: u8,
+        /// RETAIN flag to send.
+        retain: bool,
+        /// Subscription identifiers to send.
+        subscription_ids: &'a [u32],
+    },
+    /// Message `id` went out with `packet_id` (and, once PUBREC came, `released`).
+    Inflight {
+        /// Session.
+        client_id: &'a str,
+        /// Message number.
+        id: u64,
+        /// Packet identifier used.
+        packet_id: u16,
+        /// PUBREL sent.
+        released: bool,
+    },
+    /// Message `id` is done with (acknowledged, expired or dropped).
+    Done {
+        /// Session.
+        client_id: &'a str,
+        /// Message number.
+        id: u64,
+    },
+    /// An incoming QoS 2 packet id is held until PUBREL (exactly once across restarts).
+    RelHold {
+        /// Session.
+        client_id: &'a str,
+        /// Packet identifier.
+        packet_id: u16,
+    },
+    /// The PUBREL for it came.
+    RelDone {
+        /// Session.
+        client_id: &'a str,
+        /// Packet identifier.
+        packet_id: u16,
+    },
+}
+
+/// A subscription as stored: filter, options byte (3.8.3.1 layout) and identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSubscription {
+    /// Topic filter (shared subscriptions keep their `$share/g/` prefix).
+    pub filter: String,
+    /// Subscription options byte.
+    pub options: u8,
+    /// Subscription identifier (v5).
+    pub identifier: Option<u32>,
+}
+
+/// A message read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Topic.
+    pub topic: String,
+    /// Payload.
+    pub payload: Vec<u8>,
+    /// QoS as published.
+    pub qos: u8,
+    /// RETAIN as published.
+    pub retain: bool,
+    /// Forwarded MQTT 5 properties.
+    pub properties: Option<ForwardedProperties>,
+    /// When it was received, milliseconds since the Unix epoch (for expiry).
+    pub received_unix_ms: u64,
+}
+
+pub(super) const RETAIN_SET: u8 = 1;
+pub(super) const RETAIN_CLEAR: u8 = 2;
+pub(super) const SESSION_PUT: u8 = 3;
+pub(super) const SESSION_DELETE: u8 = 4;
+pub(super) const QUEUE: u8 = 5;
+pub(super) const INFLIGHT: u8 = 6;
+pub(super) const DONE: u8 = 7;
+pub(super) const REL_HOLD: u8 = 8;
+pub(super) const REL_DONE: u8 = 9;
+
+/// Little-endian writer helpers.
+pub(super) struct W<'b>(pub &'b mut Vec<u8>);
+
+impl W<'_> {
+    fn u8(&mut self, v: u8) {
+        self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u32(&mut self, v: u32) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.0.extend_from_slice(&v.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
+    }
+    fn str(&mut self, s: &str) {
+        self.bytes(s.as_bytes());
+    }
+    fn opt_u32(&mut self, v: Option<u32>) {
+        match v {
+            Some(x) => {
+                self.u8(1);
+                self.u32(x);
+            }
+            None => self.u8(0),
+        }
+    }
+    fn opt_str(&mut self, v: Option<&str>) {
+        match v {
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+            None => self.u8(0),
+        }
+    }
+}
+
+/// Little-endian reader; every read is checked (the file may be damaged).
+pub(super) struct R<'b> {
+    buf: &'b [u8],
+    pos: usize,
+}
+
+impl<'b> R<'b> {
+    pub(super) fn new(buf: &'b [u8]) -> Self {
+        R { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+        let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(s)
+    }
+    pub(super) fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Option<u32> {
+        let b = self.take(4)?;
+        Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Some(u64::from_le_bytes(a))
+    }
+    fn bytes(&mut self) -> Option<&'b [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?.to_vec()).ok()
+    }
+    fn opt_u32(&mut self) -> Option<Option<u32>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.u32()?)),
+            _ => None,
+        }
+    }
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.string()?)),
+            _ => None,
+        }
+    }
+    pub(super) fn done(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+fn unix_ms(msg: &Message) -> u64 {
+    // The message keeps a monotonic Instant; translate its age to wall time.
+    let age = msg.received.elapsed();
+    SystemTime::now()
+        .checked_sub(age)
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn put_message(w: &mut W<'_>, m: &Message) {
+    w.str(&m.topic);
+    w.bytes(&m.payload);
+    w.u8(m.qos as u8);
+    w.u8(u8::from(m.retain));
+    w.u64(unix_ms(m));
+    match &m.properties {
+        None => w.u8(0),
+        Some(p) => {
+            w.u8(1);
+            w.opt_u32(p.payload_format_indicator.map(u32::from));
+            w.opt_u32(p.message_expiry_interval);
+            w.opt_str(p.content_type.as_deref());
+            w.opt_str(p.response_topic.as_deref());
+            match &p.correlation_data {
+                Some(c) => {
+                    w.u8(1);
+                    w.bytes(c);
+                }
+                None => w.u8(0),
+            }
+            w.u32(p.user_properties.len() as u32);
+            for (k, v) in &p.user_properties {
+                w.str(k);
+                w.str(v);
+            }
+        }
+    }
+}
+
+fn get_message(r: &mut R<'_>) -> Option<StoredMessage> {
+    let topic = r.string()?;
+    let payload = r.bytes()?.to_vec();
+    let qos = r.u8()?;
+    let retain = r.u8()? != 0;
+    let received_unix_ms = r.u64()?;
+    let properties = match r.u8()? {
+        0 => None,
+        1 => {
+            let payload_format_indicator = r.opt_u32()?.map(|v| v as u8);
+            let message_expiry_interval = r.opt_u32()?;
+            let content_type = r.opt_string()?.map(Into::into);
+            let response_topic = r.opt_string()?.map(Into::into);
+            let correlation_data = match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes()?.to_vec().into_boxed_slice()),
+                _ => return None,
+            };
+            let n = r.u32()? as usize;
+            let mut user_properties = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                user_properties.push((r.string()?.into(), r.string()?.into()));
+            }
+            Some(ForwardedProperties {
+                payload_format_indicator,
+                message_expiry_interval,
+                content_type,
+                response_topic,
+                correlation_data,
+                user_properties,
+            })
+        }
+        _ => return None,
+    };
+    (qos <= 2).then_some(StoredMessage {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+        received_unix_ms,
+    })
+}
+
+/// Encode a record's kind byte and body.
+pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
+    let mut w = W(out);
+    match *rec {
+        Record::RetainSet(m) => {
+            w.u8(RETAIN_SET);
+            put_message(&mut w, m);
+        }
+        Record::RetainClear(t) => {
+            w.u8(RETAIN_CLEAR);
+            w.str(t);
+        }
+        Record::SessionPut {
+            client_id,
+            level,
+            expiry,
+            subscriptions,
+        } => {
+            w.u8(SESSION_PUT);
+            w.str(client_id);
+            w.u8(level);
+            w.opt_u32(expiry);
+            w.u32(subscriptions.len() as u32);
+            for s in subscriptions {
+                w.str(&s.filter);
+                w.u8(s.options);
+                w.opt_u32(s.identifier);
+            }
+        }
+        Record::SessionDelete(c) => {
+            w.u8(SESSION_DELETE);
+            w.str(c);
+        }
+        Record::Queue {
+            client_id,
+            id,
+            msg,
+            qos,
+            retain,
+            subscription_ids,
+        } => {
+            w.u8(QUEUE);
+            w.str(client_id);
+            w.u64(id);
+            put_message(&mut w, msg);
+            w.u8(qos);
+            w.u8(u8::from(retain));
+            w.u32(subscription_ids.len() as u32);
+            for s in subscription_ids {
+                w.u32(*s);
+            }
+        }
+        Record::Inflight {
+            client_id,
+            id,
+            packet_id,
+            released,
+        } => {
+            w.u8(INFLIGHT);
+            w.str(client_id);
+            w.u64(id);
+            w.u16(packet_id);
+            w.u8(u8::from(released));
+        }
+        Record::Done { client_id, id } => {
+            w.u8(DONE);
+            w.str(client_id);
+            w.u64(id);
+        }
+        Record::RelHold {
+            client_id,
+            packet_id,
+        } => {
+            w.u8(REL_HOLD);
+            w.str(client_id);
+            w.u16(packet_id);
+        }
+        Record::RelDone {
+            client_id,
+            packet_id,
+        } => {
+            w.u8(REL_DONE);
+            w.str(client_id);
+            w.u16(packet_id);
+        }
+    }
+}
+
+/// A decoded record, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Owned {
+    RetainSet(StoredMessage),
+    RetainClear(String),
+    SessionPut {
+        client_id: String,
+        level: u8,
+        expiry: Option<u32>,
+        subscriptions: Vec<StoredSubscription>,
+    },
+    SessionDelete(String),
+    Queue {
+        client_id: String,
+        id: u64,
+        msg: StoredMessage,
+        qos: u8,
+        retain: bool,
+        subscription_ids: Vec<u32>,
+    },
+    Inflight {
+        client_id: String,
+        id: u64,
+        packet_id: u16,
+        released: bool,
+    },
+    Done {
+        client_id: String,
+        id: u64,
+    },
+    RelHold {
+        client_id: String,
+        packet_id: u16,
+    },
+    RelDone {
+        client_id: String,
+        packet_id: u16,
+    },
+}
+
+/// Decode one record body (kind byte first); `None` when it does not parse.
+pub(super) fn decode(body: &[u8]) -> Option<Owned> {
+    let mut r = R::new(body);
+    let rec = match r.u8()? {
+        RETAIN_SET => Owned::RetainSet(get_message(&mut r)?),
+        RETAIN_CLEAR => Owned::RetainClear(r.string()?),
+        SESSION_PUT => {
+            let client_id = r.string()?;
+            let level = r.u8()?;
+            let expiry = r.opt_u32()?;
+            let n = r.u32()? as usize;
+            let mut subscriptions = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                subscriptions.push(StoredSubscription {
+                    filter: r.string()?,
+                    options: r.u8()?,
+                    identifier: r.opt_u32()?,
+                });
+            }
+            Owned::SessionPut {
+                client_id,
+                level,
+                expiry,
+                subscriptions,
+            }
+        }
+        SESSION_DELETE => Owned::SessionDelete(r.string()?),
+        QUEUE => {
+            let client_id = r.string()?;
+            let id = r.u64()?;
+            let msg = get_message(&mut r)?;
+            let qos = r.u8()?;
+            let retain = r.u8()? != 0;
+            let n = r.u32()? as usize;
+            let mut subscription_ids = Vec::with_capacity(n.min(64));
+            for _ in 0..n {
+                subscription_ids.push(r.u32()?);
+            }
+            Owned::Queue {
+                client_id,
+                id,
+                msg,
+                qos,
+                retain,
+                subscription_ids,
+            }
+        }
+        INFLIGHT => Owned::Inflight {
+            client_id: r.string()?,
+            id: r.u64()?,
+            packet_id: r.u16()?,
+            released: r.u8()? != 0,
+        },
+        DONE => Owned::Done {
+            client_id: r.string()?,
+            id: r.u64()?,
+        },
+        REL_HOLD => Owned::RelHold {
+            client_id: r.string()?,
+            packet_id: r.u16()?,
+        },
+        REL_DONE => Owned::RelDone {
+            client_id: r.string()?,
+            packet_id: r.u16()?,
+        },
+        _ => return None,
+    };
+    r.done().then_some(rec)
+}
