@@ -247,15 +247,15 @@ impl Broker {
             let mut s = Session::new(&rs.client_id, version, serial);
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
             s.awaiting_rel = rs.awaiting_rel;
-            for (id, (m, qos, retain, subscription_ids, sent)) in rs.messages {
+            for (id, m) in rs.messages {
                 let o = Outgoing {
-                    msg: Arc::new(message_from(m, now)),
-                    qos: QoS::from_u8(qos).unwrap_or(QoS::AtLeastOnce),
-                    retain,
-                    subscription_ids,
+                    msg: Arc::new(message_from(m.msg, now)),
+                    qos: QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce),
+                    retain: m.retain,
+                    subscription_ids: m.subscription_ids,
                     id,
                 };
-                match sent {
+                match m.sent {
                     Some((packet_id, released)) => s.inflight.push_back(Inflight {
                         packet_id,
                         out: o,

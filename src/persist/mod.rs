@@ -32,4 +32,4 @@ mod record;
 mod store;
 
 pub use record::{Record, StoredMessage, StoredSubscription};
-pub use store::{PersistError, Recovered, RecoveredSession, Store, SyncPolicy};
+pub use store::{PersistError, Recovered, RecoveredMessage, RecoveredSession, Store, SyncPolicy};

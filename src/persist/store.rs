@@ -61,10 +61,25 @@ pub struct RecoveredSession {
     pub expiry: Option<u32>,
     /// Subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
-    /// Messages by number: (message, QoS, retain, subscription ids, (packet id, released) if sent).
-    pub messages: BTreeMap<u64, (StoredMessage, u8, bool, Vec<u32>, Option<(u16, bool)>)>,
+    /// Messages by number (the order they were queued in).
+    pub messages: BTreeMap<u64, RecoveredMessage>,
     /// Incoming QoS 2 ids awaiting PUBREL.
     pub awaiting_rel: Vec<u16>,
+}
+
+/// A message queued for or in flight to a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredMessage {
+    /// The message.
+    pub msg: StoredMessage,
+    /// Delivery QoS.
+    pub qos: u8,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers to send.
+    pub subscription_ids: Vec<u32>,
+    /// (packet id, PUBREL sent) once it went out.
+    pub sent: Option<(u16, bool)>,
 }
 
 /// Everything the log held.
@@ -112,8 +127,16 @@ impl Recovered {
             } => {
                 self.last_id = self.last_id.max(id);
                 if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.messages
-                        .insert(id, (msg, qos, retain, subscription_ids, None));
+                    s.messages.insert(
+                        id,
+                        RecoveredMessage {
+                            msg,
+                            qos,
+                            retain,
+                            subscription_ids,
+                            sent: None,
+                        },
+                    );
                 }
             }
             Owned::Inflight {
@@ -127,7 +150,7 @@ impl Recovered {
                     .get_mut(&client_id)
                     .and_then(|s| s.messages.get_mut(&id))
                 {
-                    m.4 = Some((packet_id, released));
+                    m.sent = Some((packet_id, released));
                 }
             }
             Owned::Done { client_id, id } => {
@@ -486,7 +509,7 @@ mod tests {
         assert_eq!(r.retained["a/b"].payload, b"hello");
         let c = &r.sessions["c"];
         assert_eq!(c.subscriptions[0].filter, "a/#");
-        assert_eq!(c.messages[&7].4, Some((3, false)));
+        assert_eq!(c.messages[&7].sent, Some((3, false)));
         assert_eq!(r.last_id, 7);
         let _ = std::fs::remove_dir_all(&d);
     }
