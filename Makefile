@@ -1,8 +1,9 @@
 # midge: the usual entry points. `make test` is what CI runs (through .ci/run).
 CARGO ?= cargo
 PORT ?= 1883
+FUZZ_SECONDS ?= 60
 
-.PHONY: all build release run test unit clippy fmt fmt-check clean
+.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench
 
 all: build
 
@@ -36,6 +37,20 @@ fmt:
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
+
+# midge against mosquitto, same scenarios, table of medians and ratios
+# (ROUNDS, DURATION, CONNS; installs mosquitto if missing).
+bench:
+	scripts/compare.sh
+
+# Every cargo-fuzz target for FUZZ_SECONDS each (installs cargo-fuzz if needed;
+# crash-inputs kept in fuzz/regressions/ are replayed first).
+fuzz:
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# A short run of every target, as CI does.
+fuzz-smoke:
+	scripts/fuzz.sh 20
 
 clean:
 	$(CARGO) clean

@@ -31,11 +31,14 @@ use midge::protocol::{
 // switch (so the harness keeps fuzzing everything else) until the fix lands,
 // then it is turned on for good and its reproducer stays in fuzz/regressions/.
 
-/// Hold SUBACK, UNSUBACK and the acknowledgements to the client's Maximum Packet
-/// Size too (PUBLISH and CONNACK are always checked). Off: a v5 client announcing
-/// a tiny maximum still gets e.g. a 9-byte SUBACK for four filters (reproducer
-/// fuzz/regressions/broker/suback-over-client-maximum-packet-size). Fixed for
-/// CONNACK (regressions/broker/connack-over-client-maximum-packet-size).
+/// Hold SUBACK, UNSUBACK and the acknowledgements to the client's Maximum
+/// Packet Size too (PUBLISH and CONNACK are always checked; the CONNACK finding,
+/// regressions/broker/connack-over-client-maximum-packet-size, is fixed: optional
+/// properties are dropped when they would not fit). Off by decision: an
+/// acknowledgement cannot shrink below its fixed fields, and a client announcing a
+/// maximum smaller than the SUBACK for its own SUBSCRIBE asks for what no server
+/// can give; midge sends it (documented). Reproducer:
+/// regressions/broker/suback-over-client-maximum-packet-size.
 const STRICT_CONTROL_PACKET_SIZE: bool = false;
 
 /// Reject PUBACK/PUBREC with reason 0x95 (Packet too large), which 3.4.2.1 and

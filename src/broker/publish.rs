@@ -577,6 +577,7 @@ impl Broker {
         out.set_timer(now + interval, timer);
     }
 
+    /// PUBACK: a QoS 1 delivery is complete.
     pub(super) fn handle_puback(
         &mut self,
         now: Instant,
@@ -584,14 +585,34 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
+        self.complete(
+            now,
+            skey,
+            r.packet_id,
+            |i| i.out.qos == QoS::AtLeastOnce,
+            out,
+        );
+    }
+
+    /// Remove the in-flight entry `id` if `done` says this ack completes it, and
+    /// let the next message into the window. Acks for unknown ids are ignored.
+    fn complete(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        id: PacketId,
+        done: impl Fn(&Inflight) -> bool,
+        out: &mut impl Output,
+    ) {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        if let Some(pos) = s.inflight_position(r.packet_id) {
-            if s.inflight[pos].out.qos == QoS::AtLeastOnce {
-                s.inflight.remove(pos);
-                self.pump(now, skey, out);
-            }
+        let Some(pos) = s.inflight_position(id) else {
+            return;
+        };
+        if s.inflight.get(pos).is_some_and(done) {
+            s.inflight.remove(pos);
+            self.pump(now, skey, out);
         }
     }
 
@@ -611,8 +632,7 @@ impl Broker {
             Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
                 if r.reason.0 >= 0x80 {
                     // v5: the client refused the message; the flow ends here (4.3.3).
-                    s.inflight.remove(pos);
-                    self.pump(now, skey, out);
+                    self.complete(now, skey, r.packet_id, |_| true, out);
                     return;
                 }
                 s.inflight[pos].released = true;
@@ -633,6 +653,7 @@ impl Broker {
         }
     }
 
+    /// PUBCOMP: a QoS 2 delivery whose PUBREL was sent is complete.
     pub(super) fn handle_pubcomp(
         &mut self,
         now: Instant,
@@ -640,15 +661,7 @@ impl Broker {
         r: PubResp<'_>,
         out: &mut impl Output,
     ) {
-        let Some(s) = self.sessions.get_mut(skey) else {
-            return;
-        };
-        if let Some(pos) = s.inflight_position(r.packet_id) {
-            if s.inflight[pos].released {
-                s.inflight.remove(pos);
-                self.pump(now, skey, out);
-            }
-        }
+        self.complete(now, skey, r.packet_id, |i| i.released, out);
     }
 
     pub(super) fn handle_pubrel(

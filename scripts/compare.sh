@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# midge against mosquitto on this machine, side by side, same load generator.
+#
+#   scripts/compare.sh            (or: make bench)
+#
+# Starts a release midge and Debian's mosquitto (installed if missing; started
+# here on its own loopback port with a config written here, never the system
+# service), runs every scenario against both, alternating the order each round,
+# and prints a markdown table of medians with the midge/mosquitto ratio. The
+# deciding figure on a 2-core machine is delivered messages per broker
+# CPU-second (the generator fills the other core). Also: idle RSS, RSS per
+# connected client, idle CPU with those clients, stripped binary sizes.
+#
+# Environment: ROUNDS (3), DURATION seconds per run (5), CONNS clients for the
+# memory test (9000: the open-file limit here is 20000 for both processes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-5}"
+CONNS="${CONNS:-9000}"
+
+if ! command -v mosquitto >/dev/null 2>&1; then
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq mosquitto >/dev/null
+fi
+MOSQUITTO="$(command -v mosquitto)"
+cargo build --release --bins -q
+MIDGE=target/release/midge
+BENCH=target/release/midge-bench
+ulimit -n "$(ulimit -Hn)"
+
+work="$(mktemp -d)"
+results="$work/results.jsonl"
+# Brokers are started inside $(...) subshells: their pids go to a file.
+cleanup() {
+    if [ -f "$work/pids" ]; then
+        while read -r p; do kill "$p" 2>/dev/null || true; done <"$work/pids"
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "broker on port $1 did not start" >&2
+    exit 1
+}
+
+# start BROKER PORT -> prints the pid. Same limits for both brokers.
+start() {
+    local broker="$1" port="$2" conf="$work/$1-$2.conf"
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\n' "$port" >"$conf"
+    if [ "$broker" = midge ]; then
+        "$MIDGE" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
+    else
+        "$MOSQUITTO" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
+    fi
+    local pid=$!
+    echo "$pid" >>"$work/pids"
+    wait_port "$port"
+    echo "$pid"
+}
+
+stop() {
+    kill "$1" 2>/dev/null || true
+    # Not our child (started in a subshell): wait for it to be gone.
+    for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+}
+
+# scenario qos clients [extra bench args...]
+scenarios=(
+    "fanin 0 8"
+    "fanin 1 8"
+    "fanin 2 8"
+    "pairs 0 8"
+    "pairs 1 8"
+    "pairs 2 8"
+    "fanout 0 100"
+    "fanout 1 100"
+    "latency 1 1 --rate 10000"
+)
+
+echo "== throughput and latency: $ROUNDS rounds x ${#scenarios[@]} scenarios x 2 brokers, ${DURATION}s each"
+for round in $(seq 1 "$ROUNDS"); do
+    order=(midge mosquitto)
+    [ $((round % 2)) = 0 ] && order=(mosquitto midge)
+    for broker in "${order[@]}"; do
+        port="$(free_port)"
+        pid="$(start "$broker" "$port")"
+        for s in "${scenarios[@]}"; do
+            read -r name qos clients extra <<<"$s"
+            scenario="$name"; [ "$name" = latency ] && scenario=pairs
+            # shellcheck disable=SC2086
+            "$BENCH" -p "$port" -s "$scenario" -q "$qos" -c "$clients" -d "$DURATION" \
+                --broker-pid "$pid" --json --tag "$broker|$name q$qos x$clients" $extra >>"$results" \
+                || echo "{\"tag\":\"$broker|$name q$qos x$clients\",\"failed\":true}" >>"$results"
+        done
+        stop "$pid"
+    done
+done
+
+echo "== memory and idle CPU: $CONNS connected clients, each with one subscription"
+for broker in midge mosquitto; do
+    port="$(free_port)"
+    pid="$(start "$broker" "$port")"
+    sleep 1
+    echo "{\"tag\":\"$broker|idle\",\"rss_kb\":$(awk '/VmRSS/{print $2}' "/proc/$pid/status")}" >>"$results"
+    "$BENCH" -p "$port" -s connections -c "$CONNS" -d 10 --broker-pid "$pid" --json \
+        --tag "$broker|connections" >>"$results" || true
+    stop "$pid"
+done
+
+cp "$MIDGE" "$work/midge.stripped"
+strip "$work/midge.stripped" 2>/dev/null || true
+midge_size=$(stat -c %s "$work/midge.stripped")
+mosq_size=$(stat -c %s "$MOSQUITTO")
+
+python3 - "$results" "$midge_size" "$mosq_size" "$ROUNDS" "$DURATION" <<'EOF'
+import json, statistics, sys, platform, os
+path, midge_size, mosq_size, rounds, duration = sys.argv[1:6]
+rows = {}
+for line in open(path):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    broker, name = r["tag"].split("|", 1)
+    rows.setdefault(name, {}).setdefault(broker, []).append(r)
+
+def med(rs, key):
+    vals = [r[key] for r in rs if r.get(key) is not None and not r.get("failed")]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, unit=""):
+    if v is None:
+        return "n/a"
+    if v >= 1e6:
+        return f"{v/1e6:.2f}M{unit}"
+    if v >= 1e4:
+        return f"{v/1e3:.0f}k{unit}"
+    return f"{v:.0f}{unit}"
+
+def ratio(a, b, invert=False):
+    if not a or not b:
+        return "n/a"
+    return f"{(b / a if invert else a / b):.2f}x"
+
+cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
+print(f"\nMachine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; "
+      f"{rounds} rounds x {duration}s, medians.\n")
+print("| scenario | midge msg/s | mosquitto msg/s | midge msg/CPU-s | mosquitto msg/CPU-s | **ratio (per CPU-s)** | p99 midge | p99 mosquitto | loss m/q |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for name, by in rows.items():
+    if name in ("idle", "connections"):
+        continue
+    m, q = by.get("midge", []), by.get("mosquitto", [])
+    mr, qr = med(m, "msgs_per_s"), med(q, "msgs_per_s")
+    mc, qc = med(m, "msgs_per_cpu_s"), med(q, "msgs_per_cpu_s")
+    mp, qp = med(m, "p99_us"), med(q, "p99_us")
+    ml, ql = med(m, "loss"), med(q, "loss")
+    print(f"| {name} | {fmt(mr)} | {fmt(qr)} | {fmt(mc)} | {fmt(qc)} | **{ratio(mc, qc)}** | {fmt(mp,' us')} | {fmt(qp,' us')} | {fmt(ml)}/{fmt(ql)} |")
+idle_m = med(rows.get("idle", {}).get("midge", []), "rss_kb")
+idle_q = med(rows.get("idle", {}).get("mosquitto", []), "rss_kb")
+cm = rows.get("connections", {}).get("midge", [{}])[0]
+cq = rows.get("connections", {}).get("mosquitto", [{}])[0]
+print("\n| memory and idle | midge | mosquitto | midge/mosquitto |")
+print("|---|---:|---:|---:|")
+print(f"| RSS, idle broker, no clients | {idle_m} kB | {idle_q} kB | {ratio(idle_m, idle_q)} |")
+bm, bq = cm.get("bytes_per_conn"), cq.get("bytes_per_conn")
+print(f"| RSS per connected client ({cm.get('clients')} clients, one subscription each) | {bm} B | {bq} B | {ratio(bm, bq)} |")
+if bm:
+    print(f"| projected for 100,000 clients | {bm*100000/1048576:.0f} MB | {(bq or 0)*100000/1048576:.0f} MB | |")
+print(f"| time to connect and subscribe all | {cm.get('connect_s')} s | {cq.get('connect_s')} s | {ratio(cm.get('connect_s'), cq.get('connect_s'))} |")
+print(f"| CPU while idle with them connected | {cm.get('idle_cpu_pct')} % | {cq.get('idle_cpu_pct')} % | |")
+print(f"| stripped binary | {int(midge_size)//1024} KB | {int(mosq_size)//1024} KB (broker only; both link libssl) | {ratio(int(midge_size), int(mosq_size))} |")
+EOF

@@ -1,0 +1,74 @@
+//! The load generator works: a short count-based run at QoS 1 and 2 against
+//! the real broker delivers every message, once. (Counts only: no timing is
+//! asserted; speed is measured by scripts/compare.sh, not by tests.)
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn field(json: &str, key: &str) -> Option<u64> {
+    let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &json[start..];
+    let end = rest.find([',', '}'])?;
+    rest[..end].trim().parse().ok()
+}
+
+#[test]
+fn bench_tool_delivers_everything_at_qos_1_and_2() {
+    let b = BrokerProcess::start("");
+    for (scenario, clients, factor) in [("pairs", "4", 1), ("fanin", "4", 1), ("fanout", "5", 5)] {
+        for qos in ["1", "2"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+                .args([
+                    "-p",
+                    &b.port.to_string(),
+                    "-s",
+                    scenario,
+                    "-q",
+                    qos,
+                    "-c",
+                    clients,
+                ])
+                .args(["-n", "500", "--json", "--broker-pid", &b.pid().to_string()])
+                .output()
+                .expect("midge-bench");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let sent = field(&text, "sent").expect("sent");
+            let publishers = if scenario == "fanout" { 1 } else { 4 };
+            assert_eq!(sent, 500 * publishers, "{text}");
+            assert_eq!(field(&text, "delivered"), Some(sent * factor), "{text}");
+            assert_eq!(field(&text, "loss"), Some(0), "{text}");
+            assert_eq!(field(&text, "dups"), Some(0), "{text}");
+        }
+    }
+}
+
+#[test]
+fn bench_tool_connections_scenario_reports_memory() {
+    let b = BrokerProcess::start("");
+    let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+        .args([
+            "-p",
+            &b.port.to_string(),
+            "-s",
+            "connections",
+            "-c",
+            "50",
+            "-d",
+            "0.2",
+        ])
+        .args(["--json", "--broker-pid", &b.pid().to_string()])
+        .output()
+        .expect("midge-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(field(&text, "clients"), Some(50), "{text}");
+    assert!(text.contains("\"rss_after_kb\":"), "{text}");
+}
