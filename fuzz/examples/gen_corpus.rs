@@ -14,6 +14,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use midge::auth::PasswordHash;
 use midge::protocol::Properties;
 use midge::protocol::{
     encode, Auth, ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS,
@@ -397,6 +398,19 @@ const CONFIGS: &[(&str, &str)] = &[
     ),
 ];
 
+const ACL: &str = "\
+# anonymous clients
+topic read public/#
+user alice
+topic alice/#
+topic deny alice/secret
+topic read $SYS/#
+user bob
+topic write bob/out
+pattern readwrite devices/%c/#
+pattern read users/%u/inbox
+";
+
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).unwrap_or_else(|e| panic!("write {name}: {e}"));
 }
@@ -464,5 +478,11 @@ fn main() {
         write(config, name, text.as_bytes());
         files += 1;
     }
+    // The config target also feeds its text to the ACL and password file parsers.
+    write(config, "acl-file", ACL.as_bytes());
+    let hash = PasswordHash::new(b"s3cret", 1000).expect("hash");
+    let passwd = format!("alice:{hash}\nbob:{hash}\n");
+    write(config, "password-file", passwd.as_bytes());
+    files += 2;
     println!("wrote {files} files under {}", root.display());
 }

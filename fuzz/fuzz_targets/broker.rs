@@ -27,23 +27,30 @@ use midge::protocol::{
     Subscribe, SubscriptionOptions, Unsubscribe, Will,
 };
 
-/// Also hold SUBACK, UNSUBACK and the other small control packets to the
-/// client's Maximum Packet Size. The CONNACK finding
-/// (fuzz/regressions/broker/connack-over-client-maximum-packet-size) is fixed: the
-/// broker drops CONNACK's optional properties when they would not fit. Off still:
-/// an acknowledgement cannot be shrunk below its fixed fields, and a client that
-/// announces a maximum smaller than a SUBACK for its own SUBSCRIBE has asked for
-/// something no server can give; midge sends the acknowledgement (documented).
+// Switches for findings: a check the broker failed stays behind a `false`
+// switch (so the harness keeps fuzzing everything else) until the fix lands,
+// then it is turned on for good and its reproducer stays in fuzz/regressions/.
+
+/// Hold SUBACK, UNSUBACK and the acknowledgements to the client's Maximum
+/// Packet Size too (PUBLISH and CONNACK are always checked; the CONNACK finding,
+/// regressions/broker/connack-over-client-maximum-packet-size, is fixed: optional
+/// properties are dropped when they would not fit). Off by decision: an
+/// acknowledgement cannot shrink below its fixed fields, and a client announcing a
+/// maximum smaller than the SUBACK for its own SUBSCRIBE asks for what no server
+/// can give; midge sends it (documented). Reproducer:
+/// regressions/broker/suback-over-client-maximum-packet-size.
 const STRICT_CONTROL_PACKET_SIZE: bool = false;
 
 /// Reject PUBACK/PUBREC with reason 0x95 (Packet too large), which 3.4.2.1 and
-/// 3.5.2.1 do not list. Fixed (the size limit is answered with 0x97); reproducer
+/// 3.5.2.1 do not list. On: fixed (the broker now answers 0x97); reproducer
 /// fuzz/regressions/broker/puback-reason-0x95-not-allowed.
 const STRICT_ACK_REASONS: bool = true;
 
-/// Hold a resumed session to the new connection's send quota [MQTT-3.3.4-9].
-/// Fixed (in-flight messages are re-sent as the window allows, keeping their
-/// packet ids); reproducer fuzz/regressions/broker/resend-inflight-over-receive-maximum.
+/// Hold a resumed session to the new connection's send quota [MQTT-3.3.4-9]
+/// (`check_invariants` reports a breach as "in flight beyond the window"). On:
+/// fixed (re-sends stay within the new Receive Maximum); reproducer
+/// fuzz/regressions/broker/resend-inflight-over-receive-maximum. When off, both
+/// checks are waived once a session has been resumed.
 const STRICT_RESUME_WINDOW: bool = true;
 
 /// Simulated connections (ConnIds 0..CONNS).
@@ -197,6 +204,10 @@ struct ConnState {
     /// completed by the client (PUBACK, PUBCOMP, or PUBREC with an error): the
     /// send quota of 4.9.
     outstanding: Vec<PacketId>,
+    /// The client's Topic Alias Maximum (0 = it accepts no aliases).
+    topic_alias_max: u16,
+    /// Topic aliases the broker has set on this connection (3.3.2.3.4).
+    aliases: Vec<(u16, String)>,
 }
 
 /// The `Output` that records and checks everything the broker does.
@@ -221,7 +232,9 @@ impl Output for Recorder {
         if let Some(max) = c.max_packet {
             // [MQTT-3.1.2-24] The Server MUST NOT send packets exceeding Maximum
             // Packet Size to the Client.
-            if matches!(packet, Packet::Publish(_)) || STRICT_CONTROL_PACKET_SIZE {
+            if matches!(packet, Packet::Publish(_) | Packet::ConnAck(_))
+                || STRICT_CONTROL_PACKET_SIZE
+            {
                 assert!(
                     n <= max as usize,
                     "{n}-byte packet to a client with max {max}: {packet:?}"
@@ -250,6 +263,26 @@ impl Output for Recorder {
             other => panic!("broker sent {packet:?}, which decodes as {other:?}"),
         }
         if let Packet::Publish(p) = packet {
+            match p.properties.topic_alias {
+                Some(a) => {
+                    // 3.3.2.3.4: non-zero, at most the client's Topic Alias Maximum
+                    // [MQTT-3.3.2-9]; a mapping lives as long as the connection
+                    // [MQTT-3.3.2-7], and an empty topic needs one set earlier.
+                    assert!(
+                        a != 0 && a <= c.topic_alias_max,
+                        "topic alias {a} to a client with maximum {}: {packet:?}",
+                        c.topic_alias_max
+                    );
+                    let known = c.aliases.iter().position(|(k, _)| *k == a);
+                    match (p.topic.is_empty(), known) {
+                        (false, Some(i)) => c.aliases[i].1 = p.topic.to_owned(),
+                        (false, None) => c.aliases.push((a, p.topic.to_owned())),
+                        (true, Some(_)) => {}
+                        (true, None) => panic!("empty topic with unknown alias {a}: {packet:?}"),
+                    }
+                }
+                None => assert!(!p.topic.is_empty(), "PUBLISH with no topic: {packet:?}"),
+            }
             if p.qos != QoS::AtMostOnce {
                 if c.outstanding.contains(&p.packet_id) {
                     // Only a re-send may reuse an id still in flight [MQTT-2.2.1-3].
@@ -319,11 +352,14 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
             .map(|r| Duration::from_secs(u64::from(r % 16) + 1)),
         connect_timeout: Duration::from_secs(10),
         max_pending_bytes: usize::from(s.max_pending_bytes) * 8,
-        // Small limits so the fuzzer reaches them.
-        max_topic_levels: 4,
-        max_subscriptions_per_client: 3,
-        max_topic_alias: 2,
-        ..BrokerConfig::default()
+        // Knobs added after inputs were committed take spare high bits, so that
+        // corpus and regression files keep their meaning.
+        max_topic_levels: [0, 0, 0, 0, 1, 2, 3, 4][usize::from(s.max_queued >> 5)],
+        max_subscriptions_per_client: [0, 0, 0, 1, 2, 3, 0, 0]
+            [usize::from(s.max_queued_bytes >> 5)],
+        max_topic_alias: u16::from(s.max_inflight >> 5),
+        outgoing_topic_aliases: s.message_size_limit & 0x80 != 0,
+        response_information: (s.message_size_limit & 0x40 != 0).then(|| "resp/".to_owned()),
     }
 }
 
@@ -413,6 +449,7 @@ impl Sim {
                     if st.version.is_none() {
                         st.version = Some(connect.version);
                         st.max_packet = connect.properties.maximum_packet_size;
+                        st.topic_alias_max = connect.properties.topic_alias_maximum.unwrap_or(0);
                         st.receive_max = connect
                             .properties
                             .receive_maximum
@@ -490,6 +527,10 @@ impl Sim {
                     properties.session_expiry_interval = session_expiry.map(expiry);
                     properties.receive_maximum = receive_maximum.map(u16::from);
                     properties.maximum_packet_size = maximum_packet_size.map(|m| u32::from(m) * 8);
+                    // Spare bits again (see `broker_config`): 0..=15, 0 = none.
+                    properties.topic_alias_maximum =
+                        Some(u16::from(client >> 4)).filter(|&t| t > 0);
+                    properties.request_response_information = Some(u8::from(keep_alive & 1 == 1));
                 }
                 let payload = [0x55; 255];
                 let will = will.as_ref().map(|w| {
