@@ -11,8 +11,8 @@
 //!
 //! A deny rule that matches wins; otherwise access needs a rule granting it.
 //! `$` topics only match rules that themselves start with `$` [MQTT-4.7.2-1].
-//! A client whose id or user name contains `+` or `#` gets no pattern access
-//! (it could widen the pattern).
+//! A client whose id or user name contains `+`, `#` or `/` gets no pattern
+//! access (it could widen the pattern or reach into another client's subtree).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -161,8 +161,10 @@ impl Acl {
             Some(u) => self.users.get(u).map_or(&[], |v| v.as_slice()),
             None => &self.anonymous,
         };
-        let id_ok = !client_id.contains(['+', '#']);
-        let user_ok = username.map(|u| !u.contains(['+', '#']));
+        // `/` too: a client named `victim/x` must not reach into
+        // `devices/victim/...` through `devices/%c/#` (found by fuzzing).
+        let id_ok = !client_id.contains(['+', '#', '/']);
+        let user_ok = username.map(|u| !u.contains(['+', '#', '/']));
         let client_id = client_id.to_string();
         let user = username.map(str::to_string);
         own.iter()
@@ -306,6 +308,7 @@ pattern read users/%u/inbox
             ("b1", Some("bob"), "users/alice/inbox", Read, false),
             ("anon", None, "users/x/inbox", Read, false),
             ("dev+", Some("bob"), "devices/dev+/x", Write, false),
+            ("b1/x", Some("bob"), "devices/b1/x/status", Write, false),
             ("carol", Some("carol"), "devices/carol/x", Read, true),
         ];
         for &(id, user, topic, access, want) in cases {

@@ -40,6 +40,9 @@ struct Opts {
     version: ProtocolVersion,
     json: bool,
     tag: String,
+    /// Subscribers keep persistent sessions (clean session 0), so a broker with
+    /// persistence stores their messages.
+    persistent: bool,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -89,6 +92,11 @@ fn parse_opts() -> Result<Opts, String> {
     o.optopt("", "mqtt", "3 (3.1.1) or 5 (3)", "V");
     o.optopt("", "tag", "label for the JSON line", "TEXT");
     o.optflag("", "json", "print one JSON line of results");
+    o.optflag(
+        "",
+        "persistent",
+        "subscribers use persistent sessions (clean session 0)",
+    );
     o.optflag("h", "help", "this help");
     let m = o.parse(&args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
@@ -135,6 +143,7 @@ fn parse_opts() -> Result<Opts, String> {
         },
         json: m.opt_present("json"),
         tag: m.opt_str("tag").unwrap_or_default(),
+        persistent: m.opt_present("persistent"),
         scenario,
     })
 }
@@ -315,12 +324,19 @@ fn run(o: &Opts) -> Result<(), String> {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(io)?;
-        let id = format!("bench-{}-{i}", std::process::id());
+        let persistent = o.persistent && sub_filter.is_some();
+        // Persistent subscribers keep their ids across runs; their sessions are
+        // cleaned by the next run's clean connect-and-go only if asked.
+        let id = if persistent {
+            format!("bench-sub-{i}")
+        } else {
+            format!("bench-{}-{i}", std::process::id())
+        };
         c.send(
             v,
             &Packet::Connect(Connect {
                 version: v,
-                clean_start: true,
+                clean_start: !persistent,
                 keep_alive: 300,
                 properties: Properties::default(),
                 client_id: &id,

@@ -22,7 +22,7 @@
 //! start-up naming the file and offset, unless recovery is asked for
 //! (`--recover` / `persistence_recover true`), which keeps what precedes it.
 //! When the log has grown to four times what a fresh copy would take (and past
-//! 1 MiB), it is compacted: the broker's live durable state is written to a new
+//! 4 MiB), it is compacted: the broker's live durable state is written to a new
 //! file, synced, and renamed over the old one (a pause proportional to the live
 //! state, measured in the README).
 //!
