@@ -18,6 +18,8 @@ pub struct Options {
     pub daemon: bool,
     /// `--test-config`.
     pub test_config: bool,
+    /// `--recover`: start past a corrupt persistence record.
+    pub recover: bool,
 }
 
 /// What to do.
@@ -58,6 +60,11 @@ fn spec() -> getopts::Options {
         "test-config",
         "check the configuration and exit (0 valid, 1 not)",
     );
+    o.optflag(
+        "",
+        "recover",
+        "start even if the persistence log has a corrupt record, keeping what precedes it",
+    );
     o.optflag("h", "help", "print this help");
     o.optflag("", "version", "print the version");
     o
@@ -68,7 +75,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let spec = spec();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
-        let brief = "Usage: midge [-c FILE] [-p PORT]... [-v] [-d] [--test-config]\n       \
+        let brief = "Usage: midge [-c FILE] [-p PORT]... [-v] [-d] [--test-config] [--recover]\n       \
                      midge passwd [-c | -D] [-b] FILE USER [PASSWORD]   (see midge passwd -h)\n\n\
                      midge is an MQTT 3.1/3.1.1/5.0 broker. With no config file and no -p \
                      it listens on 127.0.0.1:1883 only.";
@@ -93,6 +100,7 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
         verbose: m.opt_present("v"),
         daemon: m.opt_present("d"),
         test_config: m.opt_present("test-config"),
+        recover: m.opt_present("recover"),
     }))
 }
 
@@ -103,6 +111,9 @@ pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), ConfigError
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    if opts.recover {
+        config.persistence_recover = true;
+    }
     if config.listeners.is_empty() {
         let ports = if opts.ports.is_empty() {
             notices.push(

@@ -225,6 +225,11 @@ fn torn_tails_and_corrupt_records() {
 
     let b = start(&dir, "persistence_recover true");
     b.wait_log("--recover keeps the 0 records before it");
+    drop(b);
+    // The command-line flag does the same.
+    let port = free_port();
+    let b = BrokerProcess::start_with_config(port, &config(port, &dir, ""), &["--recover"]);
+    b.wait_log("Opening listen socket");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

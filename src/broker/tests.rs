@@ -319,3 +319,68 @@ fn per_client_state_is_small() {
     assert!(conn <= 160, "Conn grew to {conn} bytes");
     assert!(session <= 320, "Session grew to {session} bytes");
 }
+
+/// Persistence failing: QoS 1/2 publishes are refused, not acknowledged (v5:
+/// 0x97; 3.1.1 has no way to say no, so the connection is closed).
+#[test]
+fn failing_persistence_refuses_qos1_and_2() {
+    struct Failing(Recorder);
+    impl Output for Failing {
+        fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+            self.0.send(conn, version, packet)
+        }
+        fn pending_bytes(&self, conn: ConnId) -> usize {
+            self.0.pending_bytes(conn)
+        }
+        fn close(&mut self, conn: ConnId) {
+            self.0.close(conn)
+        }
+        fn set_timer(&mut self, at: Instant, timer: Timer) {
+            self.0.set_timer(at, timer)
+        }
+        fn persistence_failing(&self) -> bool {
+            true
+        }
+    }
+    let (mut b, r, now) = setup();
+    b.enable_persistence(0);
+    let mut f = Failing(r);
+    f.0 = Recorder::default();
+    b.connection_opened(now, 1, "x", 0, &mut f);
+    b.handle_packet(
+        now,
+        1,
+        Packet::Connect(Connect {
+            version: ProtocolVersion::V5,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Properties::default(),
+            client_id: "v5",
+            will: None,
+            username: None,
+            password: None,
+        }),
+        &mut f,
+    );
+    b.handle_packet(now, 1, publish("t", b"x", QoS::AtLeastOnce, 1), &mut f);
+    let got = f.0.take(1);
+    assert!(
+        got[1].contains("PubAck") && got[1].contains("ReasonCode(151)"),
+        "{got:?}"
+    );
+    b.handle_packet(now, 1, publish("t", b"x", QoS::AtMostOnce, 0), &mut f);
+    assert!(
+        f.0.take(1).is_empty(),
+        "QoS 0 is not affected (and not stored)"
+    );
+    b.connection_opened(now, 2, "y", 0, &mut f);
+    b.handle_packet(
+        now,
+        2,
+        connect_packet("v3", true, ProtocolVersion::V311),
+        &mut f,
+    );
+    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 1), &mut f);
+    assert!(f.0.closed.contains(&2), "3.1.1 publisher disconnected");
+    b.check_invariants().expect("invariants");
+}

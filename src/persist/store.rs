@@ -41,7 +41,7 @@ impl fmt::Display for PersistError {
             PersistError::Io(p, e) => write!(f, "{}: {e}", p.display()),
             PersistError::Corrupt(p, off, why) => write!(
                 f,
-                "{}: corrupt record at offset {off} ({why}); start with --recover to keep what precedes it",
+                "{}: corrupt record at offset {off} ({why}); start with --recover (or `persistence_recover true`) to keep what precedes it",
                 p.display()
             ),
         }
