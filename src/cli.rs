@@ -75,7 +75,8 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
     let spec = spec();
     let m = spec.parse(args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
-        let brief = "Usage: midge [-c FILE] [-p PORT]... [-v] [-d] [--test-config] [--recover]\n       \
+        let brief =
+            "Usage: midge [-c FILE] [-p PORT]... [-v] [-d] [--test-config] [--recover]\n       \
                      midge passwd [-c | -D] [-b] FILE USER [PASSWORD]   (see midge passwd -h)\n\n\
                      midge is an MQTT 3.1/3.1.1/5.0 broker. With no config file and no -p \
                      it listens on 127.0.0.1:1883 only.";

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::message::{ForwardedProperties, Message};
 use super::output::TimerKind;
-use super::session::{Inflight, Outgoing, Session};
+use super::session::{Inflight, Outgoing, Queued, Session, Spilled};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
 use crate::persist::{Record, Recovered, StoredMessage, StoredSubscription};
@@ -34,7 +34,8 @@ fn options_from(b: u8) -> SubscriptionOptions {
     }
 }
 
-fn message_from(m: StoredMessage, now: Instant) -> Message {
+/// A message read back from the log, its age counted from its wall-clock receipt.
+pub(super) fn message_from(m: StoredMessage, now: Instant) -> Message {
     // Age from wall time, so message expiry keeps counting across the restart.
     let wall_now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -48,6 +49,17 @@ fn message_from(m: StoredMessage, now: Instant) -> Message {
         properties: m.properties.map(Box::<ForwardedProperties>::new),
         received: now.checked_sub(age).unwrap_or(now),
     }
+}
+
+fn write_queue(w: &mut dyn FnMut(&Record<'_>), client_id: &str, o: &Outgoing) {
+    w(&Record::Queue {
+        client_id,
+        id: o.id,
+        msg: &o.msg,
+        qos: o.qos as u8,
+        retain: o.retain,
+        subscription_ids: &o.subscription_ids,
+    });
 }
 
 impl Broker {
@@ -200,27 +212,20 @@ impl Broker {
                     .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
                 subscriptions: &subscriptions,
             });
-            let queued = s
-                .inflight
-                .iter()
-                .map(|i| (&i.out, Some(i)))
-                .chain(s.queue.iter().map(|o| (o, None)));
-            for (o, inflight) in queued.filter(|(o, _)| o.id != 0) {
-                w(&Record::Queue {
+            for i in s.inflight.iter().filter(|i| i.out.id != 0) {
+                write_queue(w, &s.client_id, &i.out);
+                w(&Record::Inflight {
                     client_id: &s.client_id,
-                    id: o.id,
-                    msg: &o.msg,
-                    qos: o.qos as u8,
-                    retain: o.retain,
-                    subscription_ids: &o.subscription_ids,
+                    id: i.out.id,
+                    packet_id: i.packet_id,
+                    released: i.released,
                 });
-                if let Some(i) = inflight {
-                    w(&Record::Inflight {
-                        client_id: &s.client_id,
-                        id: o.id,
-                        packet_id: i.packet_id,
-                        released: i.released,
-                    });
+            }
+            for q in s.queue.iter() {
+                match q {
+                    Queued::Ram(o) if o.id != 0 => write_queue(w, &s.client_id, o),
+                    Queued::Ram(_) => {}
+                    Queued::Disk(d) => w(&Record::Keep(d.id)),
                 }
             }
             for &packet_id in &s.awaiting_rel {
@@ -248,23 +253,31 @@ impl Broker {
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
             s.awaiting_rel = rs.awaiting_rel;
             for (id, m) in rs.messages {
-                let o = Outgoing {
-                    msg: Arc::new(message_from(m.msg, now)),
-                    qos: QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce),
-                    retain: m.retain,
-                    subscription_ids: m.subscription_ids,
-                    id,
-                };
+                let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
                     Some((packet_id, released)) => s.inflight.push_back(Inflight {
                         packet_id,
-                        out: o,
+                        out: Outgoing {
+                            msg: Arc::new(message_from(m.msg, now)),
+                            qos,
+                            retain: m.retain,
+                            subscription_ids: m.subscription_ids,
+                            id,
+                        },
                         released,
                         needs_resend: true,
                     }),
+                    // Not sent yet: the log keeps it; RAM keeps an index entry.
                     None => {
-                        s.queued_bytes += o.msg.payload.len();
-                        s.queue.push_back(o);
+                        let len = u32::try_from(m.msg.payload.len()).unwrap_or(u32::MAX);
+                        s.queued_bytes += len as usize;
+                        s.queue.push_back(Queued::Disk(Spilled {
+                            id,
+                            len,
+                            qos,
+                            retain: m.retain,
+                            subscription_ids: m.subscription_ids.into_boxed_slice(),
+                        }));
                     }
                 }
             }

@@ -504,6 +504,10 @@ impl Broker {
             _ => {}
         }
         s.conn = None;
+        if self.persistence && s.expiry != Some(Duration::ZERO) {
+            // Offline with persistence: queued messages live in the log only.
+            s.spill();
+        }
         let serial = self.serial();
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -609,7 +613,7 @@ impl Broker {
             if max_q != 0 && s.queue.len() > max_q {
                 return Err(format!("{}: queue over max_queued_messages", s.client_id));
             }
-            let bytes: usize = s.queue.iter().map(|o| o.msg.payload.len()).sum();
+            let bytes: usize = s.queue.iter().map(|q| q.len()).sum();
             if bytes != s.queued_bytes {
                 return Err(format!("{}: queued byte count off", s.client_id));
             }

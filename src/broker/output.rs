@@ -58,6 +58,11 @@ pub trait Output {
     fn persist(&mut self, record: &Record<'_>) {
         let _ = record;
     }
+    /// Read back a stored message that RAM no longer holds (persistence on).
+    fn load(&mut self, id: u64) -> Option<crate::persist::StoredMessage> {
+        let _ = id;
+        None
+    }
     /// The last attempt to store records failed: new QoS 1/2 messages bound for
     /// durable state must be refused rather than acknowledged.
     fn persistence_failing(&self) -> bool {

@@ -10,7 +10,7 @@ use log::{debug, warn};
 
 use super::aliases::{Inbound, SendAs};
 use super::message::Message;
-use super::session::{Inflight, Outgoing};
+use super::session::{Inflight, Outgoing, Queued};
 use super::{Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
 use crate::persist::Record;
@@ -414,7 +414,12 @@ impl Broker {
             return;
         }
         s.queued_bytes += len;
-        s.queue.push_back(o);
+        // An offline session's stored message leaves RAM at once.
+        let spill = s.conn.is_none() && o.id != 0;
+        s.queue.push_back(Queued::Ram(o));
+        if spill {
+            s.spill();
+        }
     }
 
     /// Encode one PUBLISH for `conn`. Returns false when it was not sent: expired,
@@ -498,12 +503,36 @@ impl Broker {
                 return;
             };
             let Some(conn) = s.conn else { return };
-            let head_qos0 = s.queue.front().is_some_and(|o| o.qos == QoS::AtMostOnce);
+            let head_qos0 = s.queue.front().is_some_and(|q| q.qos() == QoS::AtMostOnce);
             if !head_qos0 && !s.window_open() {
                 return;
             }
-            let Some(o) = s.pop_queued() else {
+            let Some(q) = s.pop_queued() else {
                 s.dropping = false;
+                return;
+            };
+            let o = match q {
+                Queued::Ram(o) => o,
+                // Back from the log: only its index entry was in RAM.
+                Queued::Disk(d) => match out.load(d.id) {
+                    Some(m) => Outgoing {
+                        msg: Arc::new(super::durable::message_from(m, now)),
+                        qos: d.qos,
+                        retain: d.retain,
+                        subscription_ids: d.subscription_ids.into_vec(),
+                        id: d.id,
+                    },
+                    None => {
+                        warn!(
+                            "Stored message {} for {} could not be read back: skipped.",
+                            d.id, s.client_id
+                        );
+                        self.persist_done(skey, d.id, out);
+                        continue;
+                    }
+                },
+            };
+            let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
             if o.qos == QoS::AtMostOnce {

@@ -26,6 +26,57 @@ pub struct Outgoing {
     pub id: u64,
 }
 
+/// A message waiting in a session's queue: in memory, or (for an offline
+/// session with persistence on) only on disk, with a small index entry here.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    /// Held in RAM.
+    Ram(Outgoing),
+    /// In the persistence log only; loaded back when it is sent.
+    Disk(Spilled),
+}
+
+/// What RAM keeps of a message that lives in the persistence log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spilled {
+    /// Its number in the log.
+    pub id: u64,
+    /// Payload bytes (for `max_queued_bytes`).
+    pub len: u32,
+    /// Delivery QoS.
+    pub qos: QoS,
+    /// RETAIN flag to send.
+    pub retain: bool,
+    /// Subscription identifiers to send.
+    pub subscription_ids: Box<[u32]>,
+}
+
+impl Queued {
+    /// Payload bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Queued::Ram(o) => o.msg.payload.len(),
+            Queued::Disk(d) => d.len as usize,
+        }
+    }
+
+    /// Delivery QoS.
+    pub fn qos(&self) -> QoS {
+        match self {
+            Queued::Ram(o) => o.qos,
+            Queued::Disk(d) => d.qos,
+        }
+    }
+
+    /// Stored in the log (a number is assigned).
+    pub fn id(&self) -> u64 {
+        match self {
+            Queued::Ram(o) => o.id,
+            Queued::Disk(d) => d.id,
+        }
+    }
+}
+
 /// A QoS 1/2 delivery sent and not yet completed.
 #[derive(Debug, Clone)]
 pub struct Inflight {
@@ -71,7 +122,7 @@ pub struct Session {
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
     pub inflight: VecDeque<Inflight>,
     /// Messages waiting for room in the in-flight window or for the client to return.
-    pub queue: VecDeque<Outgoing>,
+    pub queue: VecDeque<Queued>,
     /// Payload bytes in `queue`.
     pub queued_bytes: usize,
     /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
@@ -149,10 +200,29 @@ impl Session {
     }
 
     /// Take the next queued message.
-    pub fn pop_queued(&mut self) -> Option<Outgoing> {
-        let o = self.queue.pop_front()?;
-        self.queued_bytes -= o.msg.payload.len();
-        Some(o)
+    pub fn pop_queued(&mut self) -> Option<Queued> {
+        let q = self.queue.pop_front()?;
+        self.queued_bytes -= q.len();
+        Some(q)
+    }
+
+    /// The client went away: queued messages that are in the persistence log
+    /// leave RAM, keeping only their index entry.
+    pub fn spill(&mut self) {
+        for q in self.queue.iter_mut() {
+            if let Queued::Ram(o) = q {
+                if o.id != 0 {
+                    *q = Queued::Disk(Spilled {
+                        id: o.id,
+                        len: u32::try_from(o.msg.payload.len()).unwrap_or(u32::MAX),
+                        qos: o.qos,
+                        retain: o.retain,
+                        subscription_ids: std::mem::take(&mut o.subscription_ids)
+                            .into_boxed_slice(),
+                    });
+                }
+            }
+        }
     }
 }
 

@@ -65,6 +65,9 @@ pub enum Record<'a> {
         /// Packet identifier.
         packet_id: u16,
     },
+    /// Compaction only: copy message `id`'s queue record from the old log (the
+    /// broker no longer holds its content in RAM).
+    Keep(u64),
     /// The PUBREL for it came.
     RelDone {
         /// Session.
@@ -371,6 +374,9 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             w.u8(REL_HOLD);
             w.str(client_id);
             w.u16(packet_id);
+        }
+        Record::Keep(_) => {
+            // Never encoded: `Store::compact` copies the old record instead.
         }
         Record::RelDone {
             client_id,

@@ -232,6 +232,8 @@ pub struct Store {
     /// The last write or sync failed: the broker must not acknowledge what it
     /// cannot keep.
     failing: bool,
+    /// Where each live queued message's record starts (so RAM need not hold it).
+    offsets: HashMap<u64, u64>,
 }
 
 impl Store {
@@ -255,6 +257,7 @@ impl Store {
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(io)?;
         let mut state = Recovered::default();
+        let mut offsets = HashMap::new();
         let mut good = MAGIC.len() as u64;
         if data.is_empty() {
             file.write_all(MAGIC).map_err(io)?;
@@ -290,6 +293,15 @@ impl Store {
                 })();
                 match outcome {
                     Ok((rec, used)) => {
+                        match &rec {
+                            Owned::Queue { id, .. } => {
+                                offsets.insert(*id, pos as u64);
+                            }
+                            Owned::Done { id, .. } => {
+                                offsets.remove(id);
+                            }
+                            _ => {}
+                        }
                         state.apply(rec);
                         pos += used;
                         records += 1;
@@ -340,6 +352,7 @@ impl Store {
                 last_sync: Instant::now(),
                 unsynced: false,
                 failing: false,
+                offsets,
             },
             state,
         ))
@@ -347,7 +360,61 @@ impl Store {
 
     /// Add a record to this turn's batch.
     pub fn append(&mut self, rec: &Record<'_>) {
+        match rec {
+            Record::Queue { id, .. } => {
+                self.offsets.insert(*id, self.size + self.buf.len() as u64);
+            }
+            Record::Done { id, .. } => {
+                self.offsets.remove(id);
+            }
+            Record::Keep(_) => return,
+            _ => {}
+        }
         frame(rec, &mut self.buf);
+    }
+
+    /// The raw frame (header and body) of the record at `offset`, from the file
+    /// or from this turn's unwritten batch.
+    fn frame_at(&self, offset: u64) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let read = |at: u64, n: usize| -> Option<Vec<u8>> {
+            if at >= self.size {
+                let start = usize::try_from(at - self.size).ok()?;
+                return self
+                    .buf
+                    .get(start..start.checked_add(n)?)
+                    .map(<[u8]>::to_vec);
+            }
+            let mut v = vec![0u8; n];
+            self.file.read_exact_at(&mut v, at).ok()?;
+            Some(v)
+        };
+        let head = read(offset, FRAME)?;
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        if len > MAX_RECORD {
+            return None;
+        }
+        read(offset, FRAME + len)
+    }
+
+    /// Read back the message of queue record `id` (a message that RAM does not
+    /// hold). `None` if it is unknown or its record does not check out.
+    pub fn load(&self, id: u64) -> Option<StoredMessage> {
+        let frame = self.frame_at(*self.offsets.get(&id)?)?;
+        let (head, body) = frame.split_at(FRAME);
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if crc32(body) != crc {
+            return None;
+        }
+        match record::decode(body)? {
+            Owned::Queue { msg, .. } => Some(msg),
+            _ => None,
+        }
+    }
+
+    /// Number of queued messages whose records are indexed.
+    pub fn indexed(&self) -> usize {
+        self.offsets.len()
     }
 
     /// True when the last write failed (new QoS 1/2 messages for durable
@@ -402,10 +469,57 @@ impl Store {
         let started = Instant::now();
         let tmp = self.path.with_extension("compact");
         let io = |e| PersistError::Io(tmp.clone(), e);
-        let mut data = MAGIC.to_vec();
-        dump(&mut |rec| frame(rec, &mut data));
-        let mut f = File::create(&tmp).map_err(io)?;
-        f.write_all(&data).map_err(io)?;
+        // Read and write: queued messages are read back from this file later.
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io)?;
+        // Streamed through a small buffer, so compaction needs no RAM in
+        // proportion to the state (a gateway may have 64 MB in all).
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &mut f);
+        let mut offsets = HashMap::new();
+        let mut written = 0u64;
+        let mut failure: Option<std::io::Error> = None;
+        {
+            let old = &*self;
+            let mut scratch = Vec::new();
+            let mut put = |bytes: &[u8], written: &mut u64| {
+                if failure.is_none() {
+                    match out.write_all(bytes) {
+                        Ok(()) => *written += bytes.len() as u64,
+                        Err(e) => failure = Some(e),
+                    }
+                }
+            };
+            put(MAGIC, &mut written);
+            dump(&mut |rec| {
+                scratch.clear();
+                match rec {
+                    Record::Keep(id) => {
+                        // Content held only on disk: copy its old record as it is.
+                        match old.offsets.get(id).and_then(|&o| old.frame_at(o)) {
+                            Some(fr) => scratch = fr,
+                            None => return,
+                        }
+                        offsets.insert(*id, written);
+                    }
+                    Record::Queue { id, .. } => {
+                        offsets.insert(*id, written);
+                        frame(rec, &mut scratch);
+                    }
+                    _ => frame(rec, &mut scratch),
+                }
+                put(&scratch, &mut written);
+            });
+        }
+        if let Some(e) = failure {
+            return Err(io(e));
+        }
+        out.flush().map_err(io)?;
+        drop(out);
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(|e| PersistError::Io(self.path.clone(), e))?;
         if let Some(dir) = self.path.parent() {
@@ -415,8 +529,9 @@ impl Store {
         }
         f.seek(SeekFrom::End(0)).map_err(io)?;
         self.file = f;
-        self.size = data.len() as u64;
+        self.size = written;
         self.base = self.size;
+        self.offsets = offsets;
         // Records appended this turn describe changes already in the dump.
         self.buf.clear();
         self.unsynced = false;

@@ -116,6 +116,10 @@ impl Output for Io {
         }
     }
 
+    fn load(&mut self, id: u64) -> Option<crate::persist::StoredMessage> {
+        self.store.as_ref()?.load(id)
+    }
+
     fn persistence_failing(&self) -> bool {
         self.store.as_ref().is_some_and(|s| s.failing())
     }
