@@ -323,3 +323,50 @@ fn offline_queue_lives_in_the_log() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A will waiting for its Will Delay Interval survives a `kill -9`: after the
+/// restart it is published when the delay has passed (3.1.3.2.2).
+#[test]
+fn delayed_will_survives_a_restart() {
+    use midge::protocol::{Connect, Properties, Will};
+    let dir = temp_dir("persist-will");
+    let mut b = start(&dir, "");
+    let mut c = Client::open(b.port, ProtocolVersion::V5);
+    c.send(&Packet::Connect(Connect {
+        version: ProtocolVersion::V5,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties {
+            session_expiry_interval: Some(300),
+            ..Properties::default()
+        },
+        client_id: "will-holder",
+        will: Some(Will {
+            topic: "wills/holder",
+            payload: b"gone for good",
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Properties {
+                will_delay_interval: Some(1),
+                ..Properties::default()
+            },
+        }),
+        username: None,
+        password: None,
+    }));
+    assert!(matches!(c.recv(), Packet::ConnAck(_)));
+    c.drop_connection();
+    b.wait_log("Client will-holder closed its connection.");
+    // Bounce the broker within the delay: the will must come after the restart.
+    b.ping_log();
+    b.signal("KILL");
+    b.wait_exit();
+    let b = start(&dir, "");
+    let mut w = Client::connect(b.port, "will-watcher");
+    w.subscribe("wills/#", QoS::AtLeastOnce);
+    match w.try_recv(std::time::Duration::from_secs(5)) {
+        Some(Ok(Packet::Publish(m))) => assert_eq!(m.payload, b"gone for good"),
+        other => panic!("expected the will after the restart, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -174,7 +174,9 @@ impl Broker {
         s.version = version;
         s.conn = Some(conn);
         s.serial = serial;
-        // The new connection's will replaces any earlier one [MQTT-3.1.3-9].
+        // The new connection's will replaces any earlier one [MQTT-3.1.3-9]; a
+        // stored will still waiting for its delay is cancelled.
+        let had_pending = session_present && s.will.is_some();
         s.will = connect.will.as_ref().map(|w| PendingWill {
             msg: Arc::new(Message::from_will(w, now)),
             delay: w.properties.will_delay_interval.unwrap_or(0),
@@ -281,6 +283,9 @@ impl Broker {
         }
         if self.durable(skey) {
             self.persist_session(skey, out);
+        }
+        if had_pending {
+            self.persist_will(skey, None, out);
         }
         if session_present {
             self.resend_inflight(now, conn, skey, out);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::message::{ForwardedProperties, Message};
 use super::output::TimerKind;
-use super::session::{Inflight, Outgoing, Queued, Session, Spilled};
+use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, Spilled};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
 use crate::persist::{Record, Recovered, StoredMessage, StoredSubscription};
@@ -196,6 +196,26 @@ impl Broker {
         });
     }
 
+    /// The pending will of a disconnected durable session (`None`: gone).
+    pub(super) fn persist_will(
+        &self,
+        skey: usize,
+        will: Option<&PendingWill>,
+        out: &mut impl Output,
+    ) {
+        if !self.persistence {
+            return;
+        }
+        let Some(s) = self.sessions.get(skey) else {
+            return;
+        };
+        out.persist(&Record::Will {
+            client_id: &s.client_id,
+            delay: will.map_or(0, |w| w.delay),
+            msg: will.map(|w| &*w.msg),
+        });
+    }
+
     /// Every durable fact, for compaction.
     pub fn dump(&self, w: &mut dyn FnMut(&Record<'_>)) {
         self.retained.for_each(|_, m| w(&Record::RetainSet(m)));
@@ -234,6 +254,13 @@ impl Broker {
                     packet_id,
                 });
             }
+            if let (None, Some(will)) = (s.conn, &s.will) {
+                w(&Record::Will {
+                    client_id: &s.client_id,
+                    delay: will.delay,
+                    msg: Some(&will.msg),
+                });
+            }
         }
     }
 
@@ -252,6 +279,11 @@ impl Broker {
             let mut s = Session::new(&rs.client_id, version, serial);
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
             s.awaiting_rel = rs.awaiting_rel;
+            let will_delay = rs.will.as_ref().map(|(d, _)| *d);
+            s.will = rs.will.map(|(delay, m)| PendingWill {
+                msg: Arc::new(message_from(m, now)),
+                delay,
+            });
             for (id, m) in rs.messages {
                 let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
@@ -301,6 +333,16 @@ impl Broker {
                         s.subscriptions.push(sub.filter.as_str().into());
                     }
                 }
+            }
+            if let Some(delay) = will_delay {
+                // The restart counts as the disconnection: the delay starts now.
+                out.set_timer(
+                    now + Duration::from_secs(u64::from(delay)),
+                    Timer {
+                        kind: TimerKind::WillDelay(skey),
+                        serial,
+                    },
+                );
             }
             if let Some(d) = self.sessions.get(skey).and_then(|s| s.expiry) {
                 out.set_timer(

@@ -429,6 +429,7 @@ impl Broker {
                     return;
                 }
                 if let Some(w) = s.will.take() {
+                    self.persist_will(skey, None, out);
                     self.publish_will(now, w.msg, out);
                 }
             }
@@ -535,6 +536,11 @@ impl Broker {
             } else {
                 // 3.1.3.2.2: published after the delay unless the client comes back.
                 let at = now + Duration::from_secs(u64::from(w.delay));
+                let pending = w.clone();
+                if self.persistence && !session_ends {
+                    // Survives a restart during the delay.
+                    self.persist_will(skey, Some(&pending), out);
+                }
                 out.set_timer(
                     at,
                     Timer {
@@ -613,7 +619,7 @@ impl Broker {
             if max_q != 0 && s.queue.len() > max_q {
                 return Err(format!("{}: queue over max_queued_messages", s.client_id));
             }
-            let bytes: usize = s.queue.iter().map(|q| q.len()).sum();
+            let bytes: usize = s.queue.iter().map(|q| q.payload_len()).sum();
             if bytes != s.queued_bytes {
                 return Err(format!("{}: queued byte count off", s.client_id));
             }

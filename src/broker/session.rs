@@ -53,7 +53,7 @@ pub struct Spilled {
 
 impl Queued {
     /// Payload bytes.
-    pub fn len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         match self {
             Queued::Ram(o) => o.msg.payload.len(),
             Queued::Disk(d) => d.len as usize,
@@ -202,7 +202,7 @@ impl Session {
     /// Take the next queued message.
     pub fn pop_queued(&mut self) -> Option<Queued> {
         let q = self.queue.pop_front()?;
-        self.queued_bytes -= q.len();
+        self.queued_bytes -= q.payload_len();
         Some(q)
     }
 

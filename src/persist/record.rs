@@ -65,6 +65,16 @@ pub enum Record<'a> {
         /// Packet identifier.
         packet_id: u16,
     },
+    /// The will a disconnected session holds during its Will Delay Interval
+    /// (`None`: there is none any more).
+    Will {
+        /// Session.
+        client_id: &'a str,
+        /// Will Delay Interval, seconds.
+        delay: u32,
+        /// The will message.
+        msg: Option<&'a Message>,
+    },
     /// Compaction only: copy message `id`'s queue record from the old log (the
     /// broker no longer holds its content in RAM).
     Keep(u64),
@@ -114,6 +124,7 @@ pub(super) const INFLIGHT: u8 = 6;
 pub(super) const DONE: u8 = 7;
 pub(super) const REL_HOLD: u8 = 8;
 pub(super) const REL_DONE: u8 = 9;
+pub(super) const WILL: u8 = 10;
 
 /// Little-endian writer helpers.
 pub(super) struct W<'b>(pub &'b mut Vec<u8>);
@@ -375,6 +386,22 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             w.str(client_id);
             w.u16(packet_id);
         }
+        Record::Will {
+            client_id,
+            delay,
+            msg,
+        } => {
+            w.u8(WILL);
+            w.str(client_id);
+            w.u32(delay);
+            match msg {
+                Some(m) => {
+                    w.u8(1);
+                    put_message(&mut w, m);
+                }
+                None => w.u8(0),
+            }
+        }
         Record::Keep(_) => {
             // Never encoded: `Store::compact` copies the old record instead.
         }
@@ -426,6 +453,11 @@ pub(super) enum Owned {
     RelDone {
         client_id: String,
         packet_id: u16,
+    },
+    Will {
+        client_id: String,
+        delay: u32,
+        msg: Option<StoredMessage>,
     },
 }
 
@@ -494,6 +526,20 @@ pub(super) fn decode(body: &[u8]) -> Option<Owned> {
             client_id: r.string()?,
             packet_id: r.u16()?,
         },
+        WILL => {
+            let client_id = r.string()?;
+            let delay = r.u32()?;
+            let msg = match r.u8()? {
+                0 => None,
+                1 => Some(get_message(&mut r)?),
+                _ => return None,
+            };
+            Owned::Will {
+                client_id,
+                delay,
+                msg,
+            }
+        }
         _ => return None,
     };
     r.done().then_some(rec)

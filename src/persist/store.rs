@@ -65,6 +65,8 @@ pub struct RecoveredSession {
     pub messages: BTreeMap<u64, RecoveredMessage>,
     /// Incoming QoS 2 ids awaiting PUBREL.
     pub awaiting_rel: Vec<u16>,
+    /// A will waiting for its delay: (delay seconds, message).
+    pub will: Option<(u32, StoredMessage)>,
 }
 
 /// A message queued for or in flight to a session.
@@ -174,6 +176,15 @@ impl Recovered {
             } => {
                 if let Some(s) = self.sessions.get_mut(&client_id) {
                     s.awaiting_rel.retain(|&p| p != packet_id);
+                }
+            }
+            Owned::Will {
+                client_id,
+                delay,
+                msg,
+            } => {
+                if let Some(s) = self.sessions.get_mut(&client_id) {
+                    s.will = msg.map(|m| (delay, m));
                 }
             }
         }

@@ -220,6 +220,15 @@ impl BrokerProcess {
         }
     }
 
+    /// Round trip through the broker's loop: a fresh client connects and
+    /// disconnects, so everything the broker was doing before has been done
+    /// (and its records committed).
+    pub fn ping_log(&self) {
+        let mut c = Client::connect(self.port, "ping-log");
+        c.ping();
+        c.disconnect();
+    }
+
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
