@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use midge::broker::{Broker, BrokerConfig, ConnId, Output, Timer};
+use midge::persist::{Record, StoredMessage};
 use midge::protocol::{
     decode, encode, Connect, DecodeError, DecodeLimits, Decoded, Disconnect, Packet, PacketId,
     PacketType, Properties, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling,
@@ -218,6 +219,9 @@ struct Recorder {
     /// `max_inflight_messages` (0 = unlimited).
     max_inflight: usize,
     timers: Vec<(Instant, Timer)>,
+    /// With persistence on: the queue records kept, as a log would, so that
+    /// messages spilled from RAM for offline sessions can be read back.
+    stored: std::collections::HashMap<u64, StoredMessage>,
 }
 
 impl Output for Recorder {
@@ -330,6 +334,41 @@ impl Output for Recorder {
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
         self.timers.push((at, timer));
+    }
+
+    fn persist(&mut self, record: &Record<'_>) {
+        match *record {
+            Record::Queue { id, msg, .. } => {
+                assert!(id != 0, "stored message without a number");
+                self.stored.insert(
+                    id,
+                    StoredMessage {
+                        topic: msg.topic.to_string(),
+                        payload: msg.payload.to_vec(),
+                        qos: msg.qos as u8,
+                        retain: msg.retain,
+                        properties: msg.properties.as_deref().cloned(),
+                        received_unix_ms: std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                    },
+                );
+            }
+            Record::Done { id, .. } => {
+                self.stored.remove(&id);
+            }
+            Record::Keep(_) => panic!("Keep is for compaction dumps only"),
+            _ => {}
+        }
+    }
+
+    fn load(&mut self, id: u64) -> Option<StoredMessage> {
+        let m = self.stored.get(&id).cloned();
+        assert!(
+            m.is_some(),
+            "broker asked for stored message {id}, never stored or already done"
+        );
+        m
     }
 }
 
@@ -701,9 +740,15 @@ fuzz_target!(|input: Input| {
             resumed: false,
             max_inflight,
             timers: Vec::new(),
+            stored: Default::default(),
         },
         now: Instant::now(),
     };
+    // Persistence on for half the inputs (a spare bit): exercises durable
+    // sessions, spilling offline queues and reading them back.
+    if input.config.max_pending_bytes % 2 == 1 {
+        sim.broker.enable_persistence(0);
+    }
     for op in input.ops.iter().take(512) {
         sim.run(op);
     }
