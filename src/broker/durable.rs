@@ -109,8 +109,13 @@ impl Broker {
             out.persist(&Record::SessionDelete(&s.client_id));
             return;
         }
+        self.session_record(skey, s, |r| out.persist(r));
+    }
+
+    /// The `SessionPut` record describing session `s`, handed to `f`.
+    fn session_record(&self, skey: usize, s: &Session, f: impl FnOnce(&Record<'_>)) {
         let subscriptions = self.stored_subscriptions(skey, s);
-        out.persist(&Record::SessionPut {
+        f(&Record::SessionPut {
             client_id: &s.client_id,
             level: s.version.level(),
             expiry: s
@@ -223,15 +228,7 @@ impl Broker {
             if s.expiry == Some(Duration::ZERO) {
                 continue;
             }
-            let subscriptions = self.stored_subscriptions(skey, s);
-            w(&Record::SessionPut {
-                client_id: &s.client_id,
-                level: s.version.level(),
-                expiry: s
-                    .expiry
-                    .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
-                subscriptions: &subscriptions,
-            });
+            self.session_record(skey, s, |r| w(r));
             for i in s.inflight.iter().filter(|i| i.out.id != 0) {
                 write_queue(w, &s.client_id, &i.out);
                 w(&Record::Inflight {
