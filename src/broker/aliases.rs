@@ -6,13 +6,17 @@
 
 use std::collections::HashMap;
 
-/// Both directions' alias tables for one connection.
+/// Both directions' alias tables for one connection: one pointer until a
+/// client uses aliases (most never do, and every connection carries this).
 #[derive(Debug, Default)]
-pub struct TopicAliases {
+pub struct TopicAliases(Option<Box<Tables>>);
+
+#[derive(Debug, Default)]
+struct Tables {
     /// Inbound: alias - 1 -> topic, grown on demand up to the announced maximum.
     inbound: Vec<Option<Box<str>>>,
     /// Outbound: topic -> alias; `None` until the client accepts aliases.
-    outbound: Option<Box<Outbound>>,
+    outbound: Option<Outbound>,
 }
 
 #[derive(Debug)]
@@ -55,32 +59,35 @@ impl TopicAliases {
         }
         let i = usize::from(alias - 1);
         if topic.is_empty() {
-            return match self.inbound.get(i) {
+            return match self.0.as_ref().and_then(|t| t.inbound.get(i)) {
                 Some(Some(t)) => Inbound::Topic(t),
                 _ => Inbound::Unknown,
             };
         }
-        if self.inbound.len() <= i {
-            self.inbound.resize(i + 1, None);
+        let inbound = &mut self.0.get_or_insert_with(Box::default).inbound;
+        if inbound.len() <= i {
+            inbound.resize(i + 1, None);
         }
-        self.inbound[i] = Some(topic.into());
+        inbound[i] = Some(topic.into());
         Inbound::Topic(topic)
     }
 
     /// The client accepts up to `max` aliases from us (CONNECT's Topic Alias Maximum).
     pub fn accept_outbound(&mut self, max: u16) {
-        self.outbound = (max > 0).then(|| {
-            Box::new(Outbound {
+        if max > 0 {
+            self.0.get_or_insert_with(Box::default).outbound = Some(Outbound {
                 max,
                 map: HashMap::new(),
-            })
-        });
+            });
+        } else if let Some(t) = self.0.as_mut() {
+            t.outbound = None;
+        }
     }
 
     /// Decide how to send `topic`: aliases are handed out first come, first
     /// served until the client's maximum; later topics go out in full.
     pub fn outbound(&mut self, topic: &str) -> SendAs {
-        let Some(out) = self.outbound.as_mut() else {
+        let Some(out) = self.0.as_mut().and_then(|t| t.outbound.as_mut()) else {
             return SendAs::Plain;
         };
         if let Some(&a) = out.map.get(topic) {
@@ -97,7 +104,7 @@ impl TopicAliases {
 
     /// Forget an alias handed out for a packet that was not sent after all.
     pub fn forget(&mut self, topic: &str) {
-        if let Some(out) = self.outbound.as_mut() {
+        if let Some(out) = self.0.as_mut().and_then(|t| t.outbound.as_mut()) {
             out.map.remove(topic);
         }
     }

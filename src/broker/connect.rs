@@ -141,7 +141,7 @@ impl Broker {
         }
 
         // Take over a connection holding the same client id [MQTT-3.1.4-2].
-        let existing = self.by_client_id.get(&client_id).copied();
+        let existing = self.by_client_id.get(&*client_id).copied();
         if let Some(skey) = existing {
             if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn) {
                 info!("Client {client_id} already connected, closing old connection.");
@@ -211,6 +211,8 @@ impl Broker {
             c.session = Some(skey);
             c.version = version;
             c.keep_alive = keep_alive;
+            // Logged below for the last time: from now on the client id names it.
+            c.peer = Box::default();
             c.aliases.accept_outbound(accept_aliases);
         }
         self.stats.clients_connected += 1;
@@ -261,7 +263,10 @@ impl Broker {
             version.level(),
             u8::from(connect.clean_start)
         );
-        if keep_alive > 0 {
+        // One timer per connection: the CONNECT timeout, still pending, fires
+        // before the keep-alive deadline when the grace is longer, and is turned
+        // into the keep-alive check then (see `handle_timer`).
+        if keep_alive > 0 && keep_alive_grace(keep_alive) < self.config.connect_timeout {
             let c_serial = self.conns.get(&conn).map_or(0, |c| c.serial);
             out.set_timer(
                 now + keep_alive_grace(keep_alive),
@@ -310,7 +315,8 @@ impl Broker {
         let skey = self
             .sessions
             .insert(Session::new(client_id, version, serial));
-        self.by_client_id.insert(client_id.into(), skey);
+        let id = Arc::clone(&self.sessions[skey].client_id);
+        self.by_client_id.insert(id, skey);
         skey
     }
 

@@ -311,7 +311,9 @@ impl Broker {
                 }
             }
             let skey = self.sessions.insert(s);
-            self.by_client_id.insert(rs.client_id.as_str().into(), skey);
+            if let Some(s) = self.sessions.get(skey) {
+                self.by_client_id.insert(Arc::clone(&s.client_id), skey);
+            }
             for sub in rs.subscriptions {
                 let subscription = Subscription {
                     options: options_from(sub.options),

@@ -161,7 +161,7 @@ pub struct Broker {
     config: BrokerConfig,
     conns: HashMap<ConnId, Conn>,
     sessions: Slab<Session>,
-    by_client_id: HashMap<Box<str>, usize>,
+    by_client_id: HashMap<Arc<str>, usize>,
     subscriptions: SubscriptionIndex<usize>,
     shared: shared::SharedSubscriptions,
     retained: RetainedStore<Arc<Message>>,
@@ -384,7 +384,25 @@ impl Broker {
                 let Some(c) = self.conns.get(&conn) else {
                     return;
                 };
-                if c.serial == timer.serial && c.session.is_none() {
+                if c.serial != timer.serial {
+                    return;
+                }
+                if c.session.is_some() {
+                    // Connected since: this timer carries on as its keep-alive
+                    // check (armed here instead of at CONNECT: one entry per
+                    // connection in the wheel, not two).
+                    if c.keep_alive > 0
+                        && keep_alive_grace(c.keep_alive) >= self.config.connect_timeout
+                    {
+                        let t = Timer {
+                            kind: TimerKind::KeepAlive(conn),
+                            serial: timer.serial,
+                        };
+                        self.handle_timer(now, t, out);
+                    }
+                    return;
+                }
+                {
                     info!(
                         "Client connection from {} timed out before CONNECT.",
                         c.peer
@@ -580,8 +598,8 @@ impl Broker {
         for f in s.subscriptions.iter() {
             self.unsubscribe_filter(f, skey);
         }
-        if self.by_client_id.get(&s.client_id) == Some(&skey) {
-            self.by_client_id.remove(&s.client_id);
+        if self.by_client_id.get(&*s.client_id) == Some(&skey) {
+            self.by_client_id.remove(&*s.client_id);
         }
         if let Some(w) = s.will {
             self.publish_will(now, w.msg, out);
@@ -628,7 +646,7 @@ impl Broker {
                     return Err(format!("{}: connection does not point back", s.client_id));
                 }
             }
-            if self.by_client_id.get(&s.client_id) != Some(&key) {
+            if self.by_client_id.get(&*s.client_id) != Some(&key) {
                 return Err(format!("{}: not in the client id map", s.client_id));
             }
             for f in s.subscriptions.iter() {

@@ -106,7 +106,8 @@ pub struct PendingWill {
 #[derive(Debug)]
 pub struct Session {
     /// Client identifier.
-    pub client_id: Box<str>,
+    /// (Shared with the broker's client-id map: one allocation per client.)
+    pub client_id: Arc<str>,
     /// Protocol version of the last connection.
     pub version: ProtocolVersion,
     /// The connection attached now, if any.

@@ -175,12 +175,21 @@ fn persistent_session_queues_and_resends() {
 fn keep_alive_timer_rearms_lazily_and_expires() {
     let (mut b, mut r, now) = setup();
     connect(&mut b, &mut r, now, 1, "ka", true);
+    // One timer per connection: the CONNECT timeout turns into the keep-alive
+    // check when it fires on a connected client.
     let (at, timer) = *r
         .timers
         .iter()
-        .rev()
-        .find(|(_, t)| matches!(t.kind, TimerKind::KeepAlive(_)))
-        .expect("keep-alive timer");
+        .find(|(_, t)| matches!(t.kind, TimerKind::ConnectTimeout(_)))
+        .expect("connect timer");
+    assert!(!r
+        .timers
+        .iter()
+        .any(|(_, t)| matches!(t.kind, TimerKind::KeepAlive(_))));
+    r.timers.clear();
+    b.handle_timer(at, timer, &mut r);
+    let (at, timer) = r.timers[0];
+    assert!(matches!(timer.kind, TimerKind::KeepAlive(_)));
     assert_eq!(at, now + Duration::from_secs(90));
     // Activity at +30 s: the timer at +90 s re-arms for +120 s.
     b.handle_packet(now + Duration::from_secs(30), 1, Packet::PingReq, &mut r);
@@ -189,6 +198,7 @@ fn keep_alive_timer_rearms_lazily_and_expires() {
     assert_eq!(r.timers.len(), 1);
     assert!(r.closed.is_empty());
     let (at2, t2) = r.timers[0];
+    assert_eq!(at2, now + Duration::from_secs(120));
     b.handle_timer(at2, t2, &mut r);
     assert_eq!(r.closed, vec![1]);
     b.check_invariants().expect("invariants");

@@ -19,7 +19,9 @@ pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS handshake in progress (`None` only transiently while it advances).
-    Handshaking(Option<MidHandshakeSslStream<TcpStream>>),
+    /// Boxed: it is large and short-lived, and every connection pays for the
+    /// largest variant.
+    Handshaking(Option<Box<MidHandshakeSslStream<TcpStream>>>),
     /// TLS established.
     Tls(Box<SslStream<TcpStream>>),
 }
@@ -39,7 +41,7 @@ impl Stream {
     pub fn accept_tls(acceptor: &SslAcceptor, tcp: TcpStream) -> Result<Stream, String> {
         match acceptor.accept(tcp) {
             Ok(s) => Ok(Stream::Tls(Box::new(s))),
-            Err(HandshakeError::WouldBlock(mid)) => Ok(Stream::Handshaking(Some(mid))),
+            Err(HandshakeError::WouldBlock(mid)) => Ok(Stream::Handshaking(Some(Box::new(mid)))),
             Err(HandshakeError::SetupFailure(e)) => Err(e.to_string()),
             Err(HandshakeError::Failure(mid)) => Err(mid.error().to_string()),
         }
@@ -53,13 +55,13 @@ impl Stream {
         let Some(mid) = slot.take() else {
             return Handshake::Failed("handshake state lost".into());
         };
-        match mid.handshake() {
+        match (*mid).handshake() {
             Ok(s) => {
                 *self = Stream::Tls(Box::new(s));
                 Handshake::Done
             }
             Err(HandshakeError::WouldBlock(mid)) => {
-                *slot = Some(mid);
+                *slot = Some(Box::new(mid));
                 Handshake::Pending
             }
             Err(HandshakeError::SetupFailure(e)) => Handshake::Failed(e.to_string()),
@@ -74,6 +76,17 @@ impl Stream {
             Stream::Handshaking(m) => m.as_mut().map(|m| m.get_mut()),
             Stream::Tls(s) => Some(s.get_mut()),
         }
+    }
+
+    /// The peer's address, for logs (looked up when needed rather than stored
+    /// with every connection).
+    pub fn peer(&self) -> String {
+        let addr = match self {
+            Stream::Plain(t) => t.peer_addr().ok(),
+            Stream::Handshaking(m) => m.as_ref().and_then(|m| m.get_ref().peer_addr().ok()),
+            Stream::Tls(s) => s.get_ref().peer_addr().ok(),
+        };
+        addr.map_or_else(|| "?".to_string(), super::listener::peer_name)
     }
 
     /// True while the TLS handshake runs.
@@ -128,8 +141,6 @@ pub struct Connection {
     pub serial: u64,
     /// The last write stopped short: the peer is not keeping up.
     pub blocked: bool,
-    /// Peer address, for logs.
-    pub peer: Box<str>,
     /// Index of the config listener it came in on.
     pub listener: usize,
 }
@@ -159,7 +170,6 @@ impl Connection {
             closing: false,
             serial: 0,
             blocked: false,
-            peer: "".into(),
             listener: 0,
         }
     }

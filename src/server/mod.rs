@@ -310,7 +310,6 @@ impl Server {
             };
             let mut conn = Connection::new(stream);
             conn.want_write = listener.tls.is_some();
-            conn.peer = peer.as_str().into();
             conn.listener = config_index;
             self.io.add(conn);
             debug!("New connection from {peer} on listener {config_index}.");
@@ -334,7 +333,7 @@ impl Server {
         match conn.stream.handshake() {
             Handshake::Pending => true,
             Handshake::Failed(e) => {
-                info!("TLS handshake with {} failed: {e}.", conn.peer);
+                info!("TLS handshake with {} failed: {e}.", conn.stream.peer());
                 self.lost(key, now);
                 false
             }
@@ -366,7 +365,7 @@ impl Server {
                 let id = tls::identity(s.ssl(), subject);
                 debug!(
                     "TLS client {} presents {:?} ({}).",
-                    conn.peer,
+                    conn.stream.peer(),
                     id,
                     s.ssl().version_str()
                 );
@@ -374,7 +373,7 @@ impl Server {
             } else {
                 debug!(
                     "TLS connection from {} ({}).",
-                    conn.peer,
+                    conn.stream.peer(),
                     s.ssl().version_str()
                 );
             }
