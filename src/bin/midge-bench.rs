@@ -170,6 +170,8 @@ struct Stats {
     delivered: u64,
     /// Deliveries per publisher (all subscribers together).
     delivered_from: Vec<u64>,
+    /// Deliveries per subscriber connection (fan-out paces by the slowest).
+    delivered_to: HashMap<usize, u64>,
     dups: u64,
     latencies_us: Vec<u32>,
     /// (subscriber, publisher) -> bitset of received sequence numbers.
@@ -374,6 +376,7 @@ fn run(o: &Opts) -> Result<(), String> {
         sent: 0,
         delivered: 0,
         delivered_from: vec![0; publishers as usize],
+        delivered_to: HashMap::new(),
         dups: 0,
         latencies_us: Vec::new(),
         seen: HashMap::new(),
@@ -499,11 +502,22 @@ fn run(o: &Opts) -> Result<(), String> {
                 // ahead of its subscribers, so the test measures what the broker
                 // sustains rather than how deep its queues are (an unpaced
                 // publisher only fills max_queued_messages and loses the rest).
-                let from = c
-                    .publisher
-                    .and_then(|p| stats.delivered_from.get(p as usize))
-                    .copied()
-                    .unwrap_or(0);
+                // Fan-out: by the slowest subscriber, so none falls behind
+                // by more than the window (an average would hide one that does).
+                let progress = if o.scenario == "fanout" {
+                    let slowest = stats.delivered_to.values().copied().min().unwrap_or(0);
+                    if stats.delivered_to.len() < o.clients {
+                        0
+                    } else {
+                        slowest
+                    }
+                } else {
+                    c.publisher
+                        .and_then(|p| stats.delivered_from.get(p as usize))
+                        .copied()
+                        .unwrap_or(0)
+                        / expected_factor
+                };
                 let window = if o.qos == QoS::AtMostOnce {
                     1000
                 } else {
@@ -511,7 +525,7 @@ fn run(o: &Opts) -> Result<(), String> {
                 };
                 while budget > 0
                     && c.pending() < MAX_PENDING
-                    && c.seq < from / expected_factor + window
+                    && c.seq < progress + window
                     && (o.qos == QoS::AtMostOnce || c.unacked < o.inflight)
                     && per_pub_target.is_none_or(|n| c.seq < n)
                 {
@@ -682,6 +696,7 @@ fn pump(
                             u64::from_be_bytes(p.payload[12..20].try_into().unwrap_or([0; 8]));
                         let lat = now_ns(base).saturating_sub(sent) / 1000;
                         stats.latencies_us.push(lat.min(u64::from(u32::MAX)) as u32);
+                        *stats.delivered_to.entry(i).or_default() += 1;
                         if let Some(d) = stats.delivered_from.get_mut(publisher as usize) {
                             *d += 1;
                         }
