@@ -245,7 +245,7 @@ impl Broker {
                     Queued::Disk(d) => w(&Record::Keep(d.id)),
                 }
             }
-            for &packet_id in &s.awaiting_rel {
+            for &packet_id in s.awaiting_rel.iter() {
                 w(&Record::RelHold {
                     client_id: &s.client_id,
                     packet_id,
@@ -275,7 +275,9 @@ impl Broker {
             let serial = self.serial();
             let mut s = Session::new(&rs.client_id, version, serial);
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
-            s.awaiting_rel = rs.awaiting_rel;
+            if !rs.awaiting_rel.is_empty() {
+                s.awaiting_rel = rs.awaiting_rel.into();
+            }
             let will_delay = rs.will.as_ref().map(|(d, _)| *d);
             s.will = rs.will.map(|(delay, m)| PendingWill {
                 msg: Arc::new(message_from(m, now)),

@@ -509,6 +509,7 @@ impl Broker {
             }
             let Some(q) = s.pop_queued() else {
                 s.dropping = false;
+                s.release_idle();
                 return;
             };
             let o = match q {
@@ -762,6 +763,7 @@ impl Broker {
         let mut comp = PubResp::success(r.packet_id);
         if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == r.packet_id) {
             s.awaiting_rel.swap_remove(pos);
+            s.awaiting_rel.release_if_empty();
             self.persist_rel(skey, r.packet_id, false, out);
         } else if version.is_v5() {
             // 4.3.3: PUBREL for an id we do not hold: 0x92.

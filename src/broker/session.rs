@@ -102,6 +102,79 @@ pub struct PendingWill {
     pub delay: u32,
 }
 
+/// A collection that costs one pointer until something is put in it: most
+/// sessions (idle, QoS 0) never queue or hold a message in flight, and every
+/// session carries three of these. Reads of an empty one see a shared empty
+/// collection; the first write allocates.
+#[derive(Debug, Default)]
+pub struct Lazy<T: 'static>(Option<Box<T>>);
+
+/// A shared empty value for [`Lazy`]'s reads.
+pub trait Empty: Default + 'static {
+    /// The empty value.
+    fn empty() -> &'static Self;
+    /// Holds nothing.
+    fn holds_nothing(&self) -> bool;
+}
+
+impl Empty for VecDeque<Inflight> {
+    fn empty() -> &'static Self {
+        static E: VecDeque<Inflight> = VecDeque::new();
+        &E
+    }
+    fn holds_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Empty for VecDeque<Queued> {
+    fn empty() -> &'static Self {
+        static E: VecDeque<Queued> = VecDeque::new();
+        &E
+    }
+    fn holds_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl Empty for Vec<PacketId> {
+    fn empty() -> &'static Self {
+        static E: Vec<PacketId> = Vec::new();
+        &E
+    }
+    fn holds_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T: Empty> std::ops::Deref for Lazy<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_deref().unwrap_or_else(|| T::empty())
+    }
+}
+
+impl<T: Empty> std::ops::DerefMut for Lazy<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+}
+
+impl<T: Empty> From<T> for Lazy<T> {
+    fn from(v: T) -> Self {
+        Lazy(Some(Box::new(v)))
+    }
+}
+
+impl<T: Empty> Lazy<T> {
+    /// Give the memory back once the collection is empty again.
+    pub fn release_if_empty(&mut self) {
+        if self.0.as_deref().is_some_and(T::holds_nothing) {
+            self.0 = None;
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -121,13 +194,13 @@ pub struct Session {
     /// the session ends).
     pub subscriptions: Vec<Box<str>>,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
-    pub inflight: VecDeque<Inflight>,
+    pub inflight: Lazy<VecDeque<Inflight>>,
     /// Messages waiting for room in the in-flight window or for the client to return.
-    pub queue: VecDeque<Queued>,
+    pub queue: Lazy<VecDeque<Queued>>,
     /// Payload bytes in `queue`.
     pub queued_bytes: usize,
     /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
-    pub awaiting_rel: Vec<PacketId>,
+    pub awaiting_rel: Lazy<Vec<PacketId>>,
     /// Next packet id to try.
     next_packet_id: PacketId,
     /// Will of the current or last connection.
@@ -156,10 +229,10 @@ impl Session {
             serial,
             expiry: Some(Duration::ZERO),
             subscriptions: Vec::new(),
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
+            inflight: Lazy::default(),
+            queue: Lazy::default(),
             queued_bytes: 0,
-            awaiting_rel: Vec::new(),
+            awaiting_rel: Lazy::default(),
             next_packet_id: 1,
             will: None,
             send_window: usize::MAX,
@@ -205,6 +278,13 @@ impl Session {
         let q = self.queue.pop_front()?;
         self.queued_bytes -= q.payload_len();
         Some(q)
+    }
+
+    /// Return the memory of flows that are over (an idle session holds none).
+    pub fn release_idle(&mut self) {
+        self.inflight.release_if_empty();
+        self.queue.release_if_empty();
+        self.awaiting_rel.release_if_empty();
     }
 
     /// The client went away: queued messages that are in the persistence log
