@@ -10,15 +10,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use midge::protocol::{Packet, ProtocolVersion, QoS, ReasonCode};
 
-/// Resident set size of a process, in kB, from /proc/PID/status.
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+    proc_status_kb(pid, "VmRSS:")
 }
 
 /// One subscriber stops reading while a publisher sends 100,000 QoS 0 and QoS 1

@@ -264,13 +264,7 @@ fn clean_sessions_and_qos0_write_nothing() {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+    proc_status_kb(pid, "VmRSS:")
 }
 
 /// With persistence, messages queued for an offline session live in the log:

@@ -53,6 +53,17 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// A `kB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`).
+pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
 /// A fresh, unique temporary directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -232,6 +243,17 @@ impl BrokerProcess {
     /// The broker's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Resident set size now, in kB (`VmRSS` of /proc/PID/status).
+    pub fn rss_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmRSS:")
+    }
+
+    /// Peak resident set size since start, in kB (`VmHWM`): catches a spike
+    /// that was freed again before the test looked.
+    pub fn peak_rss_kb(&self) -> u64 {
+        proc_status_kb(self.pid(), "VmHWM:")
     }
 
     /// True while the process runs.
