@@ -351,6 +351,16 @@ impl Client {
         }
     }
 
+    /// Wrap a socket that already completed CONNECT (from [`Client::into_stream`]).
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Client {
+        stream.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
+        Client {
+            stream,
+            version,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connect with v3.1.1 defaults and expect a successful CONNACK.
     pub fn connect(port: u16, client_id: &str) -> Client {
         Self::connect_v(port, ProtocolVersion::V311, client_id)
