@@ -122,6 +122,8 @@ impl Broker {
                 .expiry
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
             subscriptions: &subscriptions,
+            username: s.username.as_deref(),
+            listener: u32::try_from(s.listener).unwrap_or(u32::MAX),
         });
     }
 
@@ -275,6 +277,10 @@ impl Broker {
             let serial = self.serial();
             let mut s = Session::new(&rs.client_id, version, serial);
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
+            // The identity its ACL checks use, as when it was stored: without it
+            // a restart would judge the session as anonymous (issue 11).
+            s.username = rs.username.map(Into::into);
+            s.listener = usize::try_from(rs.listener).unwrap_or(usize::MAX);
             if !rs.awaiting_rel.is_empty() {
                 s.awaiting_rel = rs.awaiting_rel.into();
             }

@@ -22,6 +22,11 @@ pub enum Record<'a> {
         expiry: Option<u32>,
         /// Its subscriptions.
         subscriptions: &'a [StoredSubscription],
+        /// The identity its ACL checks use: the user name (or TLS certificate
+        /// name) it authenticated with.
+        username: Option<&'a str>,
+        /// Number of the listener (in config order) whose rules apply to it.
+        listener: u32,
     },
     /// A session ended.
     SessionDelete(&'a str),
@@ -326,6 +331,8 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             level,
             expiry,
             subscriptions,
+            username,
+            listener,
         } => {
             w.u8(SESSION_PUT);
             w.str(client_id);
@@ -337,6 +344,10 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
                 w.u8(s.options);
                 w.opt_u32(s.identifier);
             }
+            // Appended last: a record written before these existed ends here
+            // and decodes as an anonymous session of listener 0.
+            w.opt_str(username);
+            w.u32(listener);
         }
         Record::SessionDelete(c) => {
             w.u8(SESSION_DELETE);
@@ -426,6 +437,8 @@ pub(super) enum Owned {
         level: u8,
         expiry: Option<u32>,
         subscriptions: Vec<StoredSubscription>,
+        username: Option<String>,
+        listener: u32,
     },
     SessionDelete(String),
     Queue {
@@ -480,11 +493,19 @@ pub(super) fn decode(body: &[u8]) -> Option<Owned> {
                     identifier: r.opt_u32()?,
                 });
             }
+            // Logs written before sessions kept their identity stop here.
+            let (username, listener) = if r.done() {
+                (None, 0)
+            } else {
+                (r.opt_string()?, r.u32()?)
+            };
             Owned::SessionPut {
                 client_id,
                 level,
                 expiry,
                 subscriptions,
+                username,
+                listener,
             }
         }
         SESSION_DELETE => Owned::SessionDelete(r.string()?),
@@ -543,4 +564,65 @@ pub(super) fn decode(body: &[u8]) -> Option<Owned> {
         _ => return None,
     };
     r.done().then_some(rec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_put(username: Option<&str>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode(
+            &Record::SessionPut {
+                client_id: "c",
+                level: 5,
+                expiry: Some(60),
+                subscriptions: &[StoredSubscription {
+                    filter: "a/#".into(),
+                    options: 1,
+                    identifier: Some(7),
+                }],
+                username,
+                listener: 3,
+            },
+            &mut buf,
+        );
+        buf
+    }
+
+    #[test]
+    fn session_identity_round_trips() {
+        for user in [Some("alice"), None] {
+            match decode(&session_put(user)) {
+                Some(Owned::SessionPut {
+                    username, listener, ..
+                }) => assert_eq!((username.as_deref(), listener), (user, 3)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn session_records_without_identity_still_decode() {
+        // A record from a log written before the identity was stored: it ends
+        // after the subscriptions (opt_str None = 1 byte, listener = 4 bytes).
+        let mut old = session_put(None);
+        old.truncate(old.len() - 5);
+        match decode(&old) {
+            Some(Owned::SessionPut {
+                username,
+                listener,
+                subscriptions,
+                ..
+            }) => {
+                assert_eq!((username, listener), (None, 0));
+                assert_eq!(subscriptions[0].identifier, Some(7));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A cut inside the new fields is damage, not an old record.
+        let mut torn = session_put(Some("alice"));
+        torn.truncate(torn.len() - 2);
+        assert_eq!(decode(&torn), None);
+    }
 }

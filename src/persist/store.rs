@@ -61,6 +61,10 @@ pub struct RecoveredSession {
     pub expiry: Option<u32>,
     /// Subscriptions.
     pub subscriptions: Vec<StoredSubscription>,
+    /// User name (or certificate name) its ACL checks use; `None` = anonymous.
+    pub username: Option<String>,
+    /// Listener number (config order) whose rules apply to it.
+    pub listener: u32,
     /// Messages by number (the order they were queued in).
     pub messages: BTreeMap<u64, RecoveredMessage>,
     /// Incoming QoS 2 ids awaiting PUBREL.
@@ -109,12 +113,16 @@ impl Recovered {
                 level,
                 expiry,
                 subscriptions,
+                username,
+                listener,
             } => {
                 let s = self.sessions.entry(client_id.clone()).or_default();
                 s.client_id = client_id;
                 s.level = level;
                 s.expiry = expiry;
                 s.subscriptions = subscriptions;
+                s.username = username;
+                s.listener = listener;
             }
             Owned::SessionDelete(c) => {
                 self.sessions.remove(&c);
@@ -610,6 +618,8 @@ mod tests {
                     options: 1,
                     identifier: None,
                 }],
+                username: Some("alice"),
+                listener: 2,
             });
             s.append(&Record::Queue {
                 client_id: "c",
@@ -635,6 +645,11 @@ mod tests {
         assert_eq!(r.retained["a/b"].payload, b"hello");
         let c = &r.sessions["c"];
         assert_eq!(c.subscriptions[0].filter, "a/#");
+        assert_eq!(
+            (c.username.as_deref(), c.listener),
+            (Some("alice"), 2),
+            "the session's identity survives (issue 11)"
+        );
         assert_eq!(c.messages[&7].sent, Some((3, false)));
         assert_eq!(r.last_id, 7);
         let _ = std::fs::remove_dir_all(&d);
