@@ -27,7 +27,11 @@
 //! state, measured in the README).
 //!
 //! Messages queued for offline sessions are kept in RAM as well as in the log.
+//!
+//! Every file operation goes through the [`fs::Fs`] seam, so tests can run the
+//! log on an in-memory file system that fails syncs or loses power.
 
+pub mod fs;
 mod record;
 mod store;
 

@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::fs::{Fs, LogFile, RealFs};
 use super::record::{self, Owned, Record, StoredMessage, StoredSubscription};
 
 const MAGIC: &[u8; 8] = b"midge\0\0\x01";
@@ -238,7 +237,8 @@ fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
 /// The open log.
 pub struct Store {
     path: PathBuf,
-    file: File,
+    fs: Box<dyn Fs>,
+    file: Box<dyn LogFile>,
     /// Records of this loop turn, not yet written.
     buf: Vec<u8>,
     /// Bytes in the file.
@@ -262,25 +262,36 @@ impl Store {
         policy: SyncPolicy,
         recover: bool,
     ) -> Result<(Store, Recovered), PersistError> {
+        Self::open_in(Box::new(RealFs), path, policy, recover)
+    }
+
+    /// [`Store::open`] on the file system `fs` (tests pass an in-memory one).
+    pub fn open_in(
+        fs: Box<dyn Fs>,
+        path: &Path,
+        policy: SyncPolicy,
+        recover: bool,
+    ) -> Result<(Store, Recovered), PersistError> {
         let io = |e| PersistError::Io(path.to_path_buf(), e);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
+            fs.create_dir_all(dir).map_err(io)?;
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io)?;
+        let mut file = fs.open(path, false).map_err(io)?;
+        let len = usize::try_from(file.size().map_err(io)?).map_err(|_| {
+            io(std::io::Error::other(
+                "the log is larger than the address space",
+            ))
+        })?;
+        let mut data = vec![0u8; len];
+        file.read_exact_at(&mut data, 0).map_err(io)?;
         let mut state = Recovered::default();
         let mut offsets = HashMap::new();
         let mut good = MAGIC.len() as u64;
         if data.is_empty() {
-            file.write_all(MAGIC).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            file.append(MAGIC).map_err(io)?;
+            file.sync().map_err(io)?;
+            // A new file's name survives a power cut only once its directory is synced.
+            fs.sync_dir_of(path).map_err(io)?;
         } else if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
             return Err(PersistError::Corrupt(
                 path.to_path_buf(),
@@ -345,8 +356,8 @@ impl Store {
                         } else {
                             return Err(PersistError::Corrupt(path.to_path_buf(), pos as u64, why));
                         }
-                        file.set_len(pos as u64).map_err(io)?;
-                        file.sync_all().map_err(io)?;
+                        file.truncate(pos as u64).map_err(io)?;
+                        file.sync().map_err(io)?;
                         break;
                     }
                 }
@@ -359,10 +370,10 @@ impl Store {
                 path.display()
             );
         }
-        file.seek(SeekFrom::Start(good)).map_err(io)?;
         Ok((
             Store {
                 path: path.to_path_buf(),
+                fs,
                 file,
                 buf: Vec::new(),
                 size: good,
@@ -395,7 +406,6 @@ impl Store {
     /// The raw frame (header and body) of the record at `offset`, from the file
     /// or from this turn's unwritten batch.
     fn frame_at(&self, offset: u64) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
         let read = |at: u64, n: usize| -> Option<Vec<u8>> {
             if at >= self.size {
                 let start = usize::try_from(at - self.size).ok()?;
@@ -447,12 +457,11 @@ impl Store {
     /// and are retried next turn; the error is returned for logging.
     pub fn commit(&mut self, now: Instant) -> Result<(), PersistError> {
         if !self.buf.is_empty() {
-            let r = self.file.write_all(&self.buf);
+            let r = self.file.append(&self.buf);
             if let Err(e) = r {
                 self.failing = true;
                 // Partial writes leave a torn record; rewind to the last good end.
-                let _ = self.file.set_len(self.size);
-                let _ = self.file.seek(SeekFrom::Start(self.size));
+                let _ = self.file.truncate(self.size);
                 return Err(PersistError::Io(self.path.clone(), e));
             }
             self.size += self.buf.len() as u64;
@@ -464,7 +473,7 @@ impl Store {
             SyncPolicy::Periodic(every) => now.duration_since(self.last_sync) >= every,
         };
         if self.unsynced && due {
-            if let Err(e) = self.file.sync_data() {
+            if let Err(e) = self.file.sync() {
                 self.failing = true;
                 return Err(PersistError::Io(self.path.clone(), e));
             }
@@ -489,31 +498,30 @@ impl Store {
         let tmp = self.path.with_extension("compact");
         let io = |e| PersistError::Io(tmp.clone(), e);
         // Read and write: queued messages are read back from this file later.
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io)?;
+        let mut f = self.fs.open(&tmp, true).map_err(io)?;
         // Streamed through a small buffer, so compaction needs no RAM in
         // proportion to the state (a gateway may have 64 MB in all).
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, &mut f);
+        const CHUNK: usize = 64 * 1024;
+        let mut out = Vec::with_capacity(CHUNK);
         let mut offsets = HashMap::new();
         let mut written = 0u64;
         let mut failure: Option<std::io::Error> = None;
         {
             let old = &*self;
             let mut scratch = Vec::new();
-            let mut put = |bytes: &[u8], written: &mut u64| {
+            let mut put = |bytes: &[u8], written: &mut u64, out: &mut Vec<u8>| {
                 if failure.is_none() {
-                    match out.write_all(bytes) {
-                        Ok(()) => *written += bytes.len() as u64,
-                        Err(e) => failure = Some(e),
+                    out.extend_from_slice(bytes);
+                    *written += bytes.len() as u64;
+                    if out.len() >= CHUNK {
+                        if let Err(e) = f.append(out) {
+                            failure = Some(e);
+                        }
+                        out.clear();
                     }
                 }
             };
-            put(MAGIC, &mut written);
+            put(MAGIC, &mut written, &mut out);
             dump(&mut |rec| {
                 scratch.clear();
                 match rec {
@@ -531,22 +539,18 @@ impl Store {
                     }
                     _ => frame(rec, &mut scratch),
                 }
-                put(&scratch, &mut written);
+                put(&scratch, &mut written, &mut out);
             });
         }
         if let Some(e) = failure {
             return Err(io(e));
         }
-        out.flush().map_err(io)?;
-        drop(out);
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(|e| PersistError::Io(self.path.clone(), e))?;
-        if let Some(dir) = self.path.parent() {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        f.seek(SeekFrom::End(0)).map_err(io)?;
+        f.append(&out).map_err(io)?;
+        f.sync().map_err(io)?;
+        self.fs
+            .rename(&tmp, &self.path)
+            .map_err(|e| PersistError::Io(self.path.clone(), e))?;
+        let _ = self.fs.sync_dir_of(&self.path);
         self.file = f;
         self.size = written;
         self.base = self.size;
@@ -638,8 +642,8 @@ mod tests {
             s.commit(Instant::now()).expect("commit");
         }
         // A crash mid-write: half a record at the end.
-        let mut f = OpenOptions::new().append(true).open(&path).expect("append");
-        f.write_all(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
+        let mut f = RealFs.open(&path, false).expect("append");
+        f.append(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
         drop(f);
         let (_s, r) = Store::open(&path, SyncPolicy::Always, false).expect("reopen");
         assert_eq!(r.retained["a/b"].payload, b"hello");
