@@ -90,7 +90,13 @@ fn write_n(port: u16, topic: &str, n: u16) {
     let (mut w, (r, _)) = login(port, ProtocolVersion::V311, "writer", "writer", true);
     assert_eq!(r, ReasonCode::SUCCESS);
     for i in 1..=n {
-        w.publish(topic, format!("m{i}").as_bytes(), QoS::AtLeastOnce, false, i);
+        w.publish(
+            topic,
+            format!("m{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            i,
+        );
     }
     w.disconnect();
 }
@@ -104,7 +110,11 @@ fn drain(c: &mut Client) -> Vec<String> {
         match c.recv() {
             Packet::Publish(p) => {
                 c.ack(&p);
-                got.push(format!("{}:{}", p.topic, String::from_utf8_lossy(p.payload)));
+                got.push(format!(
+                    "{}:{}",
+                    p.topic,
+                    String::from_utf8_lossy(p.payload)
+                ));
             }
             Packet::PingResp => return got,
             other => panic!("unexpected {other:?}"),
