@@ -150,6 +150,8 @@ pub struct Config {
     /// No listener was configured: midge listens on loopback only (set by the
     /// command line; anonymous clients are then allowed, as in mosquitto 2).
     pub local_only: bool,
+    /// `sys_interval` seconds between `$SYS` refreshes (default 10; 0 = no `$SYS`).
+    pub sys_interval: u64,
 }
 
 impl Default for Config {
@@ -186,6 +188,7 @@ impl Default for Config {
             autosave_interval: 1800,
             persistence_sync_periodic: false,
             persistence_recover: false,
+            sys_interval: 10,
         }
     }
 }
@@ -271,6 +274,7 @@ impl Config {
             max_topic_alias: self.max_topic_alias,
             outgoing_topic_aliases: self.outgoing_topic_aliases,
             response_information: self.response_information.clone(),
+            sys_interval: Duration::from_secs(self.sys_interval),
             ..defaults
         }
     }
@@ -309,7 +313,6 @@ const NOT_YET: &[&str] = &[
     "psk_hint",
     "set_tcp_nodelay",
     "socket_domain",
-    "sys_interval",
     "topic",
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
@@ -582,6 +585,7 @@ impl Parser<'_> {
                 c.connect_timeout = Duration::from_secs(line.number(1, 3600)?);
             }
             "max_topic_alias" => c.max_topic_alias = line.number(0, u16::MAX)?,
+            "sys_interval" => c.sys_interval = line.number(0, 65_535)?,
             "outgoing_topic_aliases" => c.outgoing_topic_aliases = line.boolean()?,
             "response_information" => c.response_information = Some(line.one()?.to_string()),
             d if NOT_YET
@@ -721,7 +725,8 @@ mod tests {
              queue_qos0_messages true\nmessage_size_limit 1000\nmax_packet_size 2048\n\
              max_keepalive 120\nallow_zero_length_clientid false\n\
              persistent_client_expiration 2d\nretain_available false\nretry_interval 20\n\
-             log_type error\nlog_type all\nlog_dest stdout\npid_file /run/midge.pid\n",
+             log_type error\nlog_type all\nlog_dest stdout\npid_file /run/midge.pid\n\
+             sys_interval 0\n",
         )
         .expect("parse");
         assert_eq!(
@@ -752,6 +757,7 @@ mod tests {
         let b = c.broker_config();
         assert_eq!(b.max_packet_size, 2048);
         assert!(!b.retain_available);
+        assert_eq!(b.sys_interval, Duration::ZERO);
     }
 
     #[test]
@@ -796,8 +802,8 @@ mod tests {
             "t.conf:1: `listener` expects a port from 0 to 65535, got `99999`"
         );
         assert_eq!(
-            err("sys_interval 10"),
-            "t.conf:1: `sys_interval` is not supported by midge yet"
+            err("sys_interval -1"),
+            "t.conf:1: `sys_interval` expects a number from 0 to 65535, got `-1`"
         );
         assert!(err("persistence_sync sometimes").contains("always or periodic"));
         assert_eq!(

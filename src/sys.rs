@@ -1,5 +1,5 @@
-//! Process-level chores that need libc: the open-file limit, daemonising and the
-//! pid file. Nothing here knows about MQTT.
+//! Process-level chores: the open-file limit, daemonising, the pid file and
+//! systemd's notification protocol. Nothing here knows about MQTT.
 
 use std::io;
 use std::path::Path;
@@ -57,4 +57,41 @@ pub fn daemonize() -> io::Result<()> {
 /// Write our process id to `path`.
 pub fn write_pid_file(path: &Path) -> io::Result<()> {
     std::fs::write(path, format!("{}\n", std::process::id()))
+}
+
+/// Tell the service manager about a state change (`READY=1`, `STOPPING=1`,
+/// `WATCHDOG=1`): one datagram to `$NOTIFY_SOCKET`, as sd_notify(3) does,
+/// without libsystemd. A name starting with `@` is an abstract socket.
+/// Returns Ok(false) when no manager asked for notifications.
+pub fn sd_notify(state: &str) -> io::Result<bool> {
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let socket = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str());
+    match bytes.split_first() {
+        None => return Ok(false),
+        Some((b'@', name)) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            socket.send_to_addr(state.as_bytes(), &addr)?;
+        }
+        Some(_) => {
+            socket.send_to(state.as_bytes(), Path::new(&target))?;
+        }
+    }
+    Ok(true)
+}
+
+/// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC` (systemd's
+/// `WatchdogSec`), when it is set for this process (`$WATCHDOG_PID` absent or
+/// ours), as sd_watchdog_enabled(3) advises.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    if let Some(pid) = std::env::var_os("WATCHDOG_PID") {
+        if pid.to_str()?.parse::<u32>().ok()? != std::process::id() {
+            return None;
+        }
+    }
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }

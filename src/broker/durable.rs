@@ -225,7 +225,12 @@ impl Broker {
 
     /// Every durable fact, for compaction.
     pub fn dump(&self, w: &mut dyn FnMut(&Record<'_>)) {
-        self.retained.for_each(|_, m| w(&Record::RetainSet(m)));
+        self.retained.for_each(|topic, m| {
+            // The `$SYS` tree is the broker's own and rebuilt at every start.
+            if !topic.starts_with("$SYS/") {
+                w(&Record::RetainSet(m))
+            }
+        });
         for (skey, s) in self.sessions.iter() {
             if s.expiry == Some(Duration::ZERO) {
                 continue;

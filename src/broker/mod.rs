@@ -14,6 +14,7 @@ pub mod retained;
 pub mod session;
 pub mod shared;
 mod subscribe;
+mod sys_tree;
 pub mod topic_index;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use slab::Slab;
 
-pub use output::{ConnId, Output, Timer};
+pub use output::{ConnId, IoCounters, Output, Timer};
 
 use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use message::Message;
@@ -74,6 +75,8 @@ pub struct BrokerConfig {
     /// Response Information prefix for clients that request it
     /// (`response_information`); the client id is appended.
     pub response_information: Option<String>,
+    /// Time between `$SYS` refreshes (`sys_interval`); zero = no `$SYS` tree.
+    pub sys_interval: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -97,6 +100,7 @@ impl Default for BrokerConfig {
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
+            sys_interval: Duration::from_secs(10),
         }
     }
 }
@@ -112,6 +116,24 @@ pub struct Stats {
     pub messages_sent: u64,
     /// Messages dropped for a subscriber (queue full, socket backed up, too large).
     pub messages_dropped: u64,
+    /// Of `messages_dropped`: QoS 0 to a client whose socket stopped taking data.
+    pub dropped_backlog: u64,
+    /// Of `messages_dropped`: over `max_queued_messages` / `max_queued_bytes`.
+    pub dropped_queue_full: u64,
+    /// Of `messages_dropped`: larger than the client's Maximum Packet Size.
+    pub dropped_too_large: u64,
+    /// MQTT packets of every type received from clients.
+    pub packets_received: u64,
+    /// Payload bytes of PUBLISH packets received.
+    pub publish_bytes_received: u64,
+    /// Payload bytes of PUBLISH packets sent.
+    pub publish_bytes_sent: u64,
+    /// Sockets accepted.
+    pub sockets_opened: u64,
+    /// CONNECT packets received.
+    pub connects: u64,
+    /// Disconnected sessions removed because they expired.
+    pub clients_expired: u64,
 }
 
 /// A connection as the broker sees it.
@@ -174,6 +196,8 @@ pub struct Broker {
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
     scratch: Vec<publish::Hit>,
+    /// The `$SYS` publisher's state, once started (`sys_interval` > 0).
+    sys_tree: Option<Box<sys_tree::SysTree>>,
 }
 
 impl Broker {
@@ -193,6 +217,7 @@ impl Broker {
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
+            sys_tree: None,
         }
     }
 
@@ -246,6 +271,7 @@ impl Broker {
         out: &mut impl Output,
     ) {
         let serial = self.serial();
+        self.stats.sockets_opened += 1;
         self.conns.insert(
             conn,
             Conn {
@@ -281,6 +307,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
+        self.stats.packets_received += 1;
         c.last_seen = now;
         if c.refusal.is_some() {
             // Waiting to be refused: nothing else is processed.
@@ -289,7 +316,10 @@ impl Broker {
         let Some(skey) = c.session.filter(|s| self.sessions.contains(*s)) else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             match packet {
-                Packet::Connect(connect) => self.handle_connect(now, conn, connect, out),
+                Packet::Connect(connect) => {
+                    self.stats.connects += 1;
+                    self.handle_connect(now, conn, connect, out)
+                }
                 other => {
                     debug!(
                         "Connection from {} sent {:?} before CONNECT: closing.",
@@ -451,12 +481,14 @@ impl Broker {
                     self.publish_will(now, w.msg, out);
                 }
             }
+            TimerKind::SysTree => self.sys_tree_tick(now, out),
             TimerKind::SessionExpiry(skey) => {
                 let Some(s) = self.sessions.get(skey) else {
                     return;
                 };
                 if s.serial == timer.serial && s.conn.is_none() {
                     debug!("Session of {} expired.", s.client_id);
+                    self.stats.clients_expired += 1;
                     self.remove_session(now, skey, out);
                 }
             }

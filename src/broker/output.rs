@@ -37,6 +37,21 @@ pub(crate) enum TimerKind {
     /// Send a delayed CONNACK refusal (failed password: the attacker waits,
     /// the loop does not).
     Refuse(ConnId),
+    /// Time to refresh the `$SYS` tree (every `sys_interval`).
+    SysTree,
+}
+
+/// What the I/O layer counts for `$SYS` (the broker never sees raw bytes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    /// Bytes read from client sockets.
+    pub bytes_received: u64,
+    /// Bytes of packets queued to client sockets.
+    pub bytes_sent: u64,
+    /// Packets queued to client sockets.
+    pub packets_sent: u64,
+    /// Size of the persistence log, when persistence is on.
+    pub persistence_log_bytes: Option<u64>,
 }
 
 /// Actions the broker asks of the I/O layer.
@@ -67,5 +82,9 @@ pub trait Output {
     /// durable state must be refused rather than acknowledged.
     fn persistence_failing(&self) -> bool {
         false
+    }
+    /// Byte and packet counts since start, read when the `$SYS` tree is refreshed.
+    fn io_counters(&self) -> IoCounters {
+        IoCounters::default()
     }
 }

@@ -39,6 +39,7 @@ impl Broker {
         out: &mut impl Output,
     ) {
         self.stats.messages_received += 1;
+        self.stats.publish_bytes_received += p.payload.len() as u64;
         let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
             return;
         };
@@ -344,6 +345,7 @@ impl Broker {
                 // than buffer without bound.
                 if out.pending_bytes(conn) > max_pending {
                     self.stats.messages_dropped += 1;
+                    self.stats.dropped_backlog += 1;
                     s.dropped += 1;
                     if !s.dropping {
                         s.dropping = true;
@@ -400,6 +402,7 @@ impl Broker {
         let len = o.msg.payload.len();
         if (max_n != 0 && s.queue.len() >= max_n) || (max_b != 0 && s.queued_bytes + len > max_b) {
             self.stats.messages_dropped += 1;
+            self.stats.dropped_queue_full += 1;
             s.dropped += 1;
             if !s.dropping {
                 s.dropping = true;
@@ -487,10 +490,12 @@ impl Broker {
                     }
                 }
                 self.stats.messages_dropped += 1;
+                self.stats.dropped_too_large += 1;
                 return false;
             }
         }
         self.stats.messages_sent += 1;
+        self.stats.publish_bytes_sent += o.msg.payload.len() as u64;
         out.send(conn, version, &packet);
         true
     }

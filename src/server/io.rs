@@ -7,7 +7,7 @@ use std::time::Instant;
 use log::warn;
 use slab::Slab;
 
-use crate::broker::{ConnId, Output, Timer};
+use crate::broker::{ConnId, IoCounters, Output, Timer};
 use crate::protocol::{encode, Packet, ProtocolVersion};
 
 use super::connection::Connection;
@@ -23,6 +23,8 @@ pub enum Due {
     Broker(Timer),
     /// A closed connection's time to drain is up (key, serial).
     Linger(ConnId, u64),
+    /// Time to tell systemd's watchdog we are alive.
+    Watchdog,
 }
 
 /// Connections, timers and the list of connections with output this turn.
@@ -37,6 +39,8 @@ pub struct Io {
     next_serial: u64,
     /// The persistence log, when `persistence true`.
     pub store: Option<crate::persist::Store>,
+    /// Bytes and packets moved, for `$SYS` (plain additions on the hot path).
+    pub counters: IoCounters,
 }
 
 impl Io {
@@ -48,6 +52,7 @@ impl Io {
             dirty: Vec::new(),
             next_serial: 0,
             store: None,
+            counters: IoCounters::default(),
         }
     }
 
@@ -85,10 +90,15 @@ impl Output for Io {
         if c.closing {
             return;
         }
-        if let Err(e) = encode(packet, version, &mut c.wbuf) {
-            warn!("Dropping an outgoing packet for connection {conn}: {e}.");
-            return;
-        }
+        let n = match encode(packet, version, &mut c.wbuf) {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("Dropping an outgoing packet for connection {conn}: {e}.");
+                return;
+            }
+        };
+        self.counters.packets_sent += 1;
+        self.counters.bytes_sent += n as u64;
         // A big burst within one turn (fan-out of a large batch) is written as it
         // grows rather than held to the end of the turn: memory stays bounded and
         // a fast reader is never mistaken for a slow one.
@@ -122,5 +132,12 @@ impl Output for Io {
 
     fn persistence_failing(&self) -> bool {
         self.store.as_ref().is_some_and(|s| s.failing())
+    }
+
+    fn io_counters(&self) -> IoCounters {
+        IoCounters {
+            persistence_log_bytes: self.store.as_ref().map(|s| s.size()),
+            ..self.counters
+        }
     }
 }

@@ -92,6 +92,8 @@ struct Server {
     /// `accept` failed for lack of descriptors: retry soon.
     accept_paused: bool,
     fired: Vec<Due>,
+    /// Interval of `WATCHDOG=1` notifications, when systemd's watchdog is on.
+    watchdog: Option<Duration>,
 }
 
 impl Server {
@@ -162,6 +164,9 @@ impl Server {
             )
             .map_err(ServerError::Io)?;
 
+        // Listeners are bound: the first `$SYS` values are retained for whoever
+        // subscribes first.
+        broker.start_sys_tree(Instant::now(), &mut io);
         let max_packet_size = broker.config().max_packet_size;
         Ok(Server {
             config: config.clone(),
@@ -176,11 +181,17 @@ impl Server {
             again: Vec::new(),
             accept_paused: false,
             fired: Vec::new(),
+            watchdog: crate::sys::watchdog_interval(),
         })
     }
 
     fn run(mut self) -> Result<(), ServerError> {
         let mut events = Events::with_capacity(1024);
+        // Listeners are bound and listening: tell systemd (Type=notify).
+        notify("READY=1");
+        if let Some(every) = self.watchdog {
+            self.io.wheel.insert(Instant::now() + every, Due::Watchdog);
+        }
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -224,6 +235,7 @@ impl Server {
             self.run_timers(now);
             self.flush_all(now);
             if shutdown {
+                notify("STOPPING=1");
                 info!(
                     "Shutting down: closing {} connection(s).",
                     self.io.conns.len()
@@ -419,6 +431,7 @@ impl Server {
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => return self.lost(key, now),
                 Ok(n) => {
+                    self.io.counters.bytes_received += n as u64;
                     if !self.process(key, n, now) {
                         return;
                     }
@@ -525,6 +538,12 @@ impl Server {
         for due in std::mem::take(&mut self.fired) {
             match due {
                 Due::Broker(timer) => self.broker.handle_timer(now, timer, &mut self.io),
+                Due::Watchdog => {
+                    notify("WATCHDOG=1");
+                    if let Some(every) = self.watchdog {
+                        self.io.wheel.insert(now + every, Due::Watchdog);
+                    }
+                }
                 Due::Linger(key, serial) => {
                     if self
                         .io
@@ -615,6 +634,13 @@ impl Server {
             Ok(()) => conn.want_write = want,
             Err(e) => warn!("Unable to update interest of connection {key}: {e}."),
         }
+    }
+}
+
+/// sd_notify, with a failure logged (the broker runs on without the manager).
+fn notify(state: &str) {
+    if let Err(e) = crate::sys::sd_notify(state) {
+        warn!("Unable to notify systemd ({state}): {e}.");
     }
 }
 
