@@ -3,25 +3,40 @@ CARGO ?= cargo
 PORT ?= 1883
 FUZZ_SECONDS ?= 60
 
-.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench
+# `make install` locations (DESTDIR for staging, as packagers expect).
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR ?= $(PREFIX)/bin
+# /etc for PREFIX=/usr, PREFIX/etc otherwise.
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+DOCDIR ?= $(PREFIX)/share/doc/midge
+# The binary to install; the default is built first.
+MIDGE_BIN ?= target/release/midge
+
+.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench setup install
 
 all: build
 
 build:
+	@scripts/setup.sh build
 	$(CARGO) build
 
 # Size-tuned release build (see [profile.release] in Cargo.toml).
 release:
+	@scripts/setup.sh build
 	$(CARGO) build --release
 	@ls -l target/release/midge
 
 # A broker on PORT (default 1883), loopback only, verbose.
 run:
+	@scripts/setup.sh build
 	$(CARGO) run --release -- -p $(PORT) -v
 
 # Every test: unit, integration (the real binary over TCP), interop (mosquitto
 # clients and paho-mqtt), then lint and formatting checks.
 test:
+	@scripts/setup.sh test
 	$(CARGO) test --all-targets
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
@@ -51,6 +66,30 @@ fuzz:
 # A short run of every target, as CI does.
 fuzz-smoke:
 	scripts/fuzz.sh 20
+
+# Install what `make test` needs and lacks (OpenSSL headers, pkg-config,
+# mosquitto and its clients, openssl, paho-mqtt >= 2); `scripts/setup.sh --check`
+# only says what is missing.
+setup:
+	scripts/setup.sh test
+
+# The binary, the systemd unit (pointing at BINDIR and SYSCONFDIR), an example
+# configuration (also as SYSCONFDIR/midge/midge.conf unless one exists).
+install:
+	@if [ "$(MIDGE_BIN)" = target/release/midge ]; then $(MAKE) -s release; fi
+	install -D -m 0755 $(MIDGE_BIN) $(DESTDIR)$(BINDIR)/midge
+	install -d $(DESTDIR)$(UNITDIR)
+	sed -e 's|/usr/bin/midge|$(BINDIR)/midge|' -e 's|/etc/midge/|$(SYSCONFDIR)/midge/|' \
+		-e 's|/usr/share/doc/midge|$(DOCDIR)|' \
+		contrib/midge.service >$(DESTDIR)$(UNITDIR)/midge.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/midge.service
+	install -D -m 0644 contrib/midge.conf $(DESTDIR)$(DOCDIR)/midge.conf.example
+	install -D -m 0644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/midge/midge.conf ]; then \
+		echo "keeping $(DESTDIR)$(SYSCONFDIR)/midge/midge.conf"; \
+	else \
+		install -D -m 0644 contrib/midge.conf $(DESTDIR)$(SYSCONFDIR)/midge/midge.conf; \
+	fi
 
 clean:
 	$(CARGO) clean

@@ -399,6 +399,8 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
         max_topic_alias: u16::from(s.max_inflight >> 5),
         outgoing_topic_aliases: s.message_size_limit & 0x80 != 0,
         response_information: (s.message_size_limit & 0x40 != 0).then(|| "resp/".to_owned()),
+        // The $SYS tree is started by the server only; the fuzzer never does.
+        sys_interval: Duration::ZERO,
     }
 }
 
