@@ -809,3 +809,18 @@ fn authentication_method_is_refused_with_0x8c() {
     assert_eq!(a.reason, ReasonCode::BAD_AUTHENTICATION_METHOD);
     assert!(c.expect_closed().is_none());
 }
+
+/// [MQTT-3.3.4-6] a PUBLISH from a client carrying a Subscription Identifier is
+/// a protocol error: DISCONNECT 0x82, and the message is not delivered.
+#[test]
+fn publish_with_subscription_identifier_is_a_protocol_error() {
+    let b = BrokerProcess::start("");
+    let mut sub = Client::connect_v(b.port, V5, "subid-watch");
+    sub.subscribe("subid/t", QoS::AtMostOnce);
+    let mut c = Client::connect_v(b.port, V5, "subid-pub");
+    let mut p = publish("subid/t", b"x", QoS::AtMostOnce, false, 0);
+    p.properties.subscription_identifiers = vec![7];
+    c.send(&Packet::Publish(p));
+    closed_with(&mut c, ReasonCode::PROTOCOL_ERROR);
+    sub.ping();
+}

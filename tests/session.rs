@@ -168,3 +168,23 @@ fn queued_messages_beyond_max_queued_messages_are_dropped_and_logged() {
     }
     s.ping();
 }
+
+/// A clean session taken over while connected by a CleanSession=0 connection
+/// is not resumed: it ended with its connection, so session present is 0
+/// [MQTT-3.2.2-2] and its subscriptions are gone [MQTT-3.1.2-6].
+#[test]
+fn clean_session_taken_over_is_not_resumed() {
+    let b = BrokerProcess::start("");
+    for version in [ProtocolVersion::V311, ProtocolVersion::V5] {
+        let id = format!("takeover-clean-{}", version.level());
+        let mut first = Client::connect_v(b.port, version, &id);
+        first.subscribe("tc/t", QoS::AtLeastOnce);
+        let (mut second, (_, present)) = Client::connect_with(b.port, &persistent(version, &id));
+        assert!(!present, "v{}: session present", version.level());
+        let mut publ = Client::connect(b.port, "tc-pub");
+        publ.publish("tc/t", b"x", QoS::AtLeastOnce, false, 1);
+        // Nothing arrives before the PINGRESP: no subscription was kept.
+        second.ping();
+        publ.disconnect();
+    }
+}

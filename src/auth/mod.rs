@@ -14,6 +14,14 @@ pub use passwd::{PasswordFile, PasswordHash};
 
 use crate::config::Config;
 
+/// Topics only the broker writes: `$SYS` and below. Refused to every client's
+/// PUBLISH and will, whatever the ACL grants (mosquitto does the same).
+pub fn broker_only(topic: &str) -> bool {
+    topic
+        .strip_prefix("$SYS")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 /// The rules for clients of one listener.
 #[derive(Debug, Clone)]
 pub struct ListenerSecurity {
@@ -41,6 +49,20 @@ impl ListenerSecurity {
         }
     }
 
+    /// Nobody may connect or touch anything: the rules for a listener number
+    /// that has none (a session restored from a log written under another
+    /// configuration, say) must not be more generous than any configured one.
+    pub fn closed() -> Self {
+        ListenerSecurity {
+            allow_anonymous: false,
+            passwords: None,
+            // An ACL without rules grants nothing.
+            acl: Some(Arc::new(Acl::default())),
+            use_identity_as_username: false,
+            use_subject_as_username: false,
+        }
+    }
+
     /// ACL check; without an ACL everything is allowed.
     pub fn may(&self, client_id: &str, user: Option<&str>, topic: &str, access: Access) -> bool {
         self.acl
@@ -60,22 +82,45 @@ impl ListenerSecurity {
 #[derive(Debug, Clone)]
 pub struct Security {
     listeners: Vec<Arc<ListenerSecurity>>,
+    /// Rules for a listener number without its own: closed, except in
+    /// [`Security::allow_all`].
     fallback: Arc<ListenerSecurity>,
+    /// `per_listener_settings`: each listener has its own users.
+    per_listener: bool,
 }
 
 impl Default for Security {
+    /// No listeners, and nothing allowed.
     fn default() -> Self {
         Security {
             listeners: Vec::new(),
-            fallback: Arc::new(ListenerSecurity::open()),
+            fallback: Arc::new(ListenerSecurity::closed()),
+            per_listener: false,
         }
     }
 }
 
 impl Security {
-    /// The rules for listener `index`.
+    /// No rules at all: every client on every listener may do anything. For a
+    /// broker used as a library and for tests; the server always installs
+    /// [`Security::load`]'s rules before the first client connects.
+    pub fn allow_all() -> Self {
+        Security {
+            listeners: Vec::new(),
+            fallback: Arc::new(ListenerSecurity::open()),
+            per_listener: false,
+        }
+    }
+
+    /// The rules for listener `index`; a number without rules gets closed ones.
     pub fn listener(&self, index: usize) -> &Arc<ListenerSecurity> {
         self.listeners.get(index).unwrap_or(&self.fallback)
+    }
+
+    /// Do the same user names mean the same users on listeners `a` and `b`?
+    /// Yes, unless `per_listener_settings` gives each its own password file.
+    pub fn same_users(&self, a: usize, b: usize) -> bool {
+        !self.per_listener || a == b
     }
 
     /// Read the password and ACL files `config` names. mosquitto 2 semantics:
@@ -126,7 +171,58 @@ impl Security {
         }
         Ok(Security {
             listeners,
-            fallback: Arc::new(ListenerSecurity::open()),
+            fallback: Arc::new(ListenerSecurity::closed()),
+            per_listener: config.per_listener_settings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener number the configuration does not have gets no access (it
+    /// used to fall back to allow-everything: issue 10).
+    #[test]
+    fn unknown_listener_is_closed() {
+        let mut config = Config::default();
+        config
+            .listeners
+            .push(crate::config::ListenerConfig::new(1883, None));
+        config.auth.allow_anonymous = Some(true);
+        let sec = Security::load(&config).expect("load");
+        assert!(sec.listener(0).allow_anonymous);
+        assert!(sec.listener(0).may("c", None, "a/b", Access::Write));
+        let other = sec.listener(7);
+        assert!(!other.allow_anonymous);
+        assert!(!other.may("c", None, "a/b", Access::Read));
+        assert!(!other.may("c", Some("alice"), "a/b", Access::Write));
+        assert!(!other.may_subscribe("c", None, "#"));
+        assert!(!Security::default()
+            .listener(0)
+            .may("c", None, "t", Access::Read));
+        assert!(Security::allow_all()
+            .listener(3)
+            .may("c", None, "t", Access::Read));
+    }
+
+    #[test]
+    fn sys_is_the_brokers() {
+        for t in ["$SYS", "$SYS/broker/uptime", "$SYS/", "$SYS/x/y"] {
+            assert!(broker_only(t), "{t}");
+        }
+        for t in ["$SYSTEM/x", "SYS/x", "a/$SYS", "$share/g/t", "$sys/x"] {
+            assert!(!broker_only(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn per_listener_settings_separate_users() {
+        let mut config = Config::default();
+        assert!(Security::load(&config).expect("load").same_users(0, 1));
+        config.per_listener_settings = true;
+        let sec = Security::load(&config).expect("load");
+        assert!(sec.same_users(1, 1));
+        assert!(!sec.same_users(0, 1));
     }
 }

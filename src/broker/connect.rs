@@ -4,13 +4,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use log::info;
+use log::{info, warn};
 
 use super::message::Message;
 use super::output::TimerKind;
 use super::session::{PendingWill, Session};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
+use crate::logging::LogStr;
 use crate::protocol::{
     encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
@@ -89,7 +90,10 @@ impl Broker {
             _ => Err(ReasonCode::NOT_AUTHORIZED),
         };
         let verdict = verdict.and_then(|()| match &connect.will {
-            Some(w) if !sec.may(&client_id, username.as_deref(), w.topic, Access::Write) => {
+            Some(w)
+                if crate::auth::broker_only(w.topic)
+                    || !sec.may(&client_id, username.as_deref(), w.topic, Access::Write) =>
+            {
                 Err(ReasonCode::NOT_AUTHORIZED)
             }
             _ => Ok(()),
@@ -148,10 +152,14 @@ impl Broker {
                 self.end(now, old, End::TakenOver, out);
             }
         }
-        // Clean start discards the old session [MQTT-3.1.2-4]; otherwise resume it.
+        // Clean start discards the old session [MQTT-3.1.2-4]; otherwise resume
+        // it, if there is one to resume and it is this user's.
         let mut session_present = false;
+        let resumable = existing.is_some_and(|skey| {
+            !connect.clean_start && self.resumable(skey, &client_id, username.as_deref(), listener)
+        });
         let skey = match existing {
-            Some(skey) if !connect.clean_start && self.sessions.contains(skey) => {
+            Some(skey) if resumable => {
                 session_present = true;
                 skey
             }
@@ -295,6 +303,44 @@ impl Broker {
         if session_present {
             self.resend_inflight(now, conn, skey, out);
         }
+    }
+
+    /// May a CONNECT as `username` on `listener` resume session `skey`?
+    ///
+    /// Only a session that outlives its connection: one that ends with it (a
+    /// clean session taken over while connected) is not there to resume
+    /// [MQTT-3.1.2-6] [MQTT-3.2.2-2]. And only by the user that owns it: a
+    /// persistent session belongs to the identity that created it (user name or
+    /// certificate name; with `per_listener_settings`, on the same listener's
+    /// users). Another user with the same client id starts a fresh session and
+    /// the old one is discarded, as with clean start: its subscriptions and
+    /// queued messages never reach a different user. (mosquitto hands the
+    /// session over and drops the queued messages the new user may not read;
+    /// midge does not hand over the subscriptions either.)
+    fn resumable(
+        &self,
+        skey: usize,
+        client_id: &str,
+        username: Option<&str>,
+        listener: usize,
+    ) -> bool {
+        let Some(s) = self.sessions.get(skey) else {
+            return false;
+        };
+        if s.expiry == Some(Duration::ZERO) {
+            return false;
+        }
+        let same_user =
+            s.username.as_deref() == username && self.security.same_users(s.listener, listener);
+        if !same_user {
+            warn!(
+                "Client {} (user {}) did not resume the session of user {}: a new session replaces it.",
+                LogStr(client_id),
+                LogStr(username.unwrap_or("<none>")),
+                LogStr(s.username.as_deref().unwrap_or("<none>"))
+            );
+        }
+        same_user
     }
 
     /// CONNACK with a refusal, then close [MQTT-3.2.2-5].

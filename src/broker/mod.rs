@@ -211,7 +211,9 @@ impl Broker {
             subscriptions: SubscriptionIndex::new(),
             shared: shared::SharedSubscriptions::default(),
             retained: RetainedStore::new(),
-            security: crate::auth::Security::default(),
+            // No rules until `set_security` (library use, tests); the server
+            // installs the configured ones before the first client.
+            security: crate::auth::Security::allow_all(),
             persistence: false,
             next_message_id: 0,
             next_serial: 0,

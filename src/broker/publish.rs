@@ -13,6 +13,7 @@ use super::message::Message;
 use super::session::{Inflight, Outgoing, Queued};
 use super::{Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
+use crate::logging::LogStr;
 use crate::persist::Record;
 use crate::protocol::{
     encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
@@ -43,6 +44,16 @@ impl Broker {
         let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
             return;
         };
+        if !p.properties.subscription_identifiers.is_empty() {
+            // [MQTT-3.3.4-6] a client's PUBLISH must not carry a Subscription
+            // Identifier: protocol error (DISCONNECT 0x82).
+            return self.end(
+                now,
+                conn,
+                End::ProtocolError(ReasonCode::PROTOCOL_ERROR),
+                out,
+            );
+        }
         // Topic aliases (3.3.2.3.4): resolve before anything looks at the topic.
         let mut alias_topic: Option<Box<str>> = None;
         if version.is_v5() {
@@ -164,7 +175,9 @@ impl Broker {
             return;
         }
         let limit = self.config.message_size_limit;
-        let allowed = self.may(skey, p.topic, Access::Write);
+        // `$SYS/...` is the broker's own: no client writes there, whatever the
+        // ACL says (as mosquitto; [MQTT-4.7.2-1] makes `$` topics the server's).
+        let allowed = !crate::auth::broker_only(p.topic) && self.may(skey, p.topic, Access::Write);
         let reason = if !allowed {
             // ACL: not delivered, not retained; QoS 1/2 still acknowledged
             // (v5 with 0x87) so the client's flow goes on.
@@ -305,8 +318,21 @@ impl Broker {
         self.shared.matching_groups(&msg.topic, &mut groups);
         for gid in groups {
             let sessions = &self.sessions;
+            let security = &self.security;
             let online = |k: usize| sessions.get(k).is_some_and(|s| s.conn.is_some());
-            let Some((session, sub)) = self.shared.pick(gid, online) else {
+            // Read access decides the member, not only the delivery: a member
+            // that may not read the topic must not swallow the group's copy.
+            let may_read = |k: usize| {
+                sessions.get(k).is_some_and(|s| {
+                    security.listener(s.listener).may(
+                        &s.client_id,
+                        s.username.as_deref(),
+                        &msg.topic,
+                        Access::Read,
+                    )
+                })
+            };
+            let Some((session, sub)) = self.shared.pick(gid, online, may_read) else {
                 continue;
             };
             matched += 1;
@@ -538,6 +564,14 @@ impl Broker {
                     }
                 },
             };
+            // Read access is checked again as the message leaves the queue: the
+            // rules may have changed since it was queued (SIGHUP), and a restored
+            // session's messages were queued before the restart.
+            if !self.may(skey, &o.msg.topic, Access::Read) {
+                self.drop_unreadable(skey, &o);
+                self.persist_done(skey, o.id, out);
+                continue;
+            }
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
@@ -608,6 +642,10 @@ impl Broker {
                     &Packet::PubRel(PubResp::success(i.packet_id)),
                 );
                 true
+            } else if !self.may(skey, &i.out.msg.topic, Access::Read) {
+                // Re-checked like the queue (see `pump`).
+                self.drop_unreadable(skey, &i.out);
+                false
             } else {
                 // An expired or now too large message is dropped from the flow.
                 self.send_publish(now, skey, conn, &i.out, i.packet_id, true, out)
@@ -619,6 +657,21 @@ impl Broker {
             } else {
                 self.persist_done(skey, i.out.id, out);
             }
+        }
+    }
+
+    /// A queued or in-flight message its session may no longer read: counted
+    /// and logged (at debug: one line per message would let a revoked reader's
+    /// backlog flood the log); the caller drops it from the flow.
+    fn drop_unreadable(&mut self, skey: usize, o: &Outgoing) {
+        self.stats.messages_dropped += 1;
+        if let Some(s) = self.sessions.get_mut(skey) {
+            s.dropped += 1;
+            debug!(
+                "Denied queued message on {} for {}: no read access.",
+                LogStr(&o.msg.topic),
+                LogStr(&s.client_id)
+            );
         }
     }
 

@@ -122,11 +122,15 @@ impl SharedSubscriptions {
         self.index.for_each_match(topic, |_, g, _| out.push(g));
     }
 
-    /// Choose the member of group `gid` to receive the next message.
+    /// Choose the member of group `gid` to receive the next message, round
+    /// robin: the next one that is online and `may_read` the message, else the
+    /// next one that may read it (its queue keeps it), else none: a member
+    /// that may not read the message never costs the group its copy (4.8.2).
     pub fn pick(
         &mut self,
         gid: usize,
         online: impl Fn(usize) -> bool,
+        may_read: impl Fn(usize) -> bool,
     ) -> Option<(usize, Subscription)> {
         let group = self.groups.get_mut(gid)?;
         let n = group.members.len();
@@ -134,10 +138,11 @@ impl SharedSubscriptions {
             return None;
         }
         let start = group.next % n;
-        let chosen = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| online(group.members[i].0))
-            .unwrap_or(start);
+        let members = &group.members;
+        let order = || (0..n).map(move |k| (start + k) % n);
+        let chosen = order()
+            .find(|&i| online(members[i].0) && may_read(members[i].0))
+            .or_else(|| order().find(|&i| may_read(members[i].0)))?;
         group.next = (chosen + 1) % n;
         group.members.get(chosen).copied()
     }
@@ -165,13 +170,32 @@ mod tests {
         s.matching_groups("t/x", &mut groups);
         assert_eq!(groups.len(), 1);
         let picks: Vec<usize> = (0..6)
-            .map(|_| s.pick(groups[0], |_| true).map(|m| m.0).unwrap_or(0))
+            .map(|_| {
+                s.pick(groups[0], |_| true, |_| true)
+                    .map(|m| m.0)
+                    .unwrap_or(0)
+            })
             .collect();
         assert_eq!(picks, vec![1, 2, 3, 1, 2, 3]);
         let picks: Vec<usize> = (0..3)
-            .map(|_| s.pick(groups[0], |k| k != 2).map(|m| m.0).unwrap_or(0))
+            .map(|_| {
+                s.pick(groups[0], |k| k != 2, |_| true)
+                    .map(|m| m.0)
+                    .unwrap_or(0)
+            })
             .collect();
         assert_eq!(picks, vec![1, 3, 1]);
+        // Members 1 and 3 may not read the message: 2 gets every copy, online
+        // or not; nobody readable: no copy at all.
+        let picks: Vec<usize> = (0..3)
+            .map(|_| {
+                s.pick(groups[0], |k| k != 2, |k| k == 2)
+                    .map(|m| m.0)
+                    .unwrap_or(0)
+            })
+            .collect();
+        assert_eq!(picks, vec![2, 2, 2], "a member that may read it");
+        assert!(s.pick(groups[0], |_| true, |_| false).is_none());
         for k in 1..=3 {
             assert!(s.unsubscribe("$share/g/t/#", k));
         }

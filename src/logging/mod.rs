@@ -1,6 +1,10 @@
 //! Log set-up: mosquitto-like lines, `{unix seconds}: {message}`, through
 //! `env_logger`. `-v` turns on debug lines; `RUST_LOG` overrides everything.
 
+mod text;
+
+pub use text::LogStr;
+
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
