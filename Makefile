@@ -2,6 +2,9 @@
 CARGO ?= cargo
 PORT ?= 1883
 FUZZ_SECONDS ?= 60
+# Debian puts the mosquitto broker in /usr/sbin, off a normal user's PATH; the
+# set-up check and the tests that run it look for it on PATH.
+export PATH := $(PATH):/usr/sbin
 
 # `make install` locations (DESTDIR for staging, as packagers expect).
 PREFIX ?= /usr/local

@@ -287,3 +287,55 @@ fn sys_interval_zero_disables_the_tree_and_its_timer() {
     assert_eq!(switches(&b), before, "idle broker woke up");
     assert!(switches(&ticking) >= ticking_before + 2);
 }
+
+/// With persistence, midge adds the log's size and the queued messages that
+/// live on disk only; the tree itself is never logged, so a restart with
+/// `sys_interval 0` has no stale `$SYS` copies.
+#[test]
+fn persistence_figures_and_no_stale_tree_after_restart() {
+    let dir = temp_dir("sys-persist");
+    let config = |port: u16, interval: u32| {
+        format!(
+            "listener {port} 127.0.0.1\npersistence true\npersistence_location {}\nsys_interval {interval}\n",
+            dir.display()
+        )
+    };
+    let port = common::free_port();
+    let mut b = BrokerProcess::start_with_config(port, &config(port, 1), &[]);
+    // An offline persistent session subscribed to the uptime at QoS 1: each
+    // refresh queues one message for it, on disk.
+    let mut o = common::ConnectOptions::new(ProtocolVersion::V311, "keeper");
+    o.clean = false;
+    let (mut keeper, _) = Client::connect_with(b.port, &o);
+    keeper.subscribe("$SYS/broker/uptime", QoS::AtLeastOnce);
+    keeper.disconnect();
+    let mut m = Client::connect(b.port, "monitor");
+    m.subscribe("$SYS/broker/persistence/#", QoS::AtMostOnce);
+    let deadline = Instant::now() + TIMEOUT * 2;
+    let mut log_bytes = None;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no queued count; log {log_bytes:?}"
+        );
+        let p = m.recv_publish();
+        let v = text(&p);
+        match &*p.topic {
+            "$SYS/broker/persistence/log/bytes" => log_bytes = v.parse::<u64>().ok(),
+            "$SYS/broker/persistence/queued/count" if v != "0" => break,
+            _ => {}
+        }
+    }
+    assert!(log_bytes.is_some_and(|n| n > 0), "{log_bytes:?}");
+    m.disconnect();
+    b.signal("TERM");
+    b.wait_exit();
+
+    let port = common::free_port();
+    let b = BrokerProcess::start_with_config(port, &config(port, 0), &[]);
+    let mut c = Client::connect(b.port, "after");
+    subscribe_all(&mut c, &["marker", "$SYS/#"]);
+    c.publish("marker", b"m", QoS::AtMostOnce, false, 0);
+    assert_eq!(c.recv_publish().topic, "marker", "stale $SYS after restart");
+    let _ = std::fs::remove_dir_all(&dir);
+}

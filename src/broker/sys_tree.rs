@@ -271,6 +271,72 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::{BrokerConfig, ConnId};
+    use crate::persist::Record;
+    use crate::protocol::{Packet, ProtocolVersion};
+
+    /// Keeps the timers and the retained topics written to the log.
+    #[derive(Default)]
+    struct Out {
+        timers: Vec<(Instant, Timer)>,
+        logged_retained: Vec<String>,
+    }
+
+    impl Output for Out {
+        fn send(&mut self, _: ConnId, _: ProtocolVersion, _: &Packet<'_>) {}
+        fn pending_bytes(&self, _: ConnId) -> usize {
+            0
+        }
+        fn close(&mut self, _: ConnId) {}
+        fn set_timer(&mut self, at: Instant, timer: Timer) {
+            self.timers.push((at, timer));
+        }
+        fn persist(&mut self, record: &Record<'_>) {
+            if let Record::RetainSet(m) = record {
+                self.logged_retained.push(m.topic.to_string());
+            }
+        }
+    }
+
+    #[test]
+    fn the_tree_is_retained_in_ram_only_and_refreshed_on_the_wheel() {
+        let now = Instant::now();
+        let mut b = Broker::new(BrokerConfig::default());
+        b.enable_persistence(0);
+        let mut out = Out::default();
+        b.start_sys_tree(now, &mut out);
+        assert!(b.retained_count() > 30, "{}", b.retained_count());
+        let next = now + Duration::from_secs(10);
+        assert_eq!(out.timers.len(), 1);
+        assert_eq!(out.timers[0].0, next);
+        assert!(matches!(out.timers[0].1.kind, TimerKind::SysTree));
+        // Neither as it is published nor when the log is compacted.
+        let mut dumped = Vec::new();
+        b.dump(&mut |r| {
+            if let Record::RetainSet(m) = r {
+                dumped.push(m.topic.to_string());
+            }
+        });
+        assert_eq!(out.logged_retained, Vec::<String>::new());
+        assert_eq!(dumped, Vec::<String>::new());
+        let timer = out.timers[0].1;
+        b.handle_timer(next, timer, &mut out);
+        assert_eq!(out.timers.len(), 2);
+        assert_eq!(out.timers[1].0, next + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn sys_interval_zero_publishes_nothing_and_arms_nothing() {
+        let config = BrokerConfig {
+            sys_interval: Duration::ZERO,
+            ..BrokerConfig::default()
+        };
+        let mut b = Broker::new(config);
+        let mut out = Out::default();
+        b.start_sys_tree(Instant::now(), &mut out);
+        assert_eq!(b.retained_count(), 0);
+        assert!(out.timers.is_empty());
+    }
 
     #[test]
     fn first_refresh_publishes_every_load_at_zero() {

@@ -6,7 +6,9 @@
 //! accept, read and decode (packets go to the broker as they are decoded, output
 //! is appended to each connection's write buffer); run due timers; then flush
 //! every connection that got output, one `write` each. An idle broker has no
-//! deadline in the wheel and sleeps until a socket or a signal wakes it.
+//! deadline in the wheel but the `$SYS` refresh (every `sys_interval`, none with
+//! 0) and systemd's watchdog (when asked for), and sleeps until a socket or a
+//! signal wakes it.
 
 mod connection;
 mod io;
