@@ -320,7 +320,7 @@ fn persistence_figures_and_no_stale_tree_after_restart() {
         );
         let p = m.recv_publish();
         let v = text(&p);
-        match &*p.topic {
+        match p.topic {
             "$SYS/broker/persistence/log/bytes" => log_bytes = v.parse::<u64>().ok(),
             "$SYS/broker/persistence/queued/count" if v != "0" => break,
             _ => {}
