@@ -339,3 +339,35 @@ fn persistence_figures_and_no_stale_tree_after_restart() {
     assert_eq!(c.recv_publish().topic, "marker", "stale $SYS after restart");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A session kept while its client is away counts in `clients/disconnected`;
+/// when it expires it moves to `clients/expired`.
+#[test]
+fn disconnected_then_expired_clients() {
+    let b = BrokerProcess::start("sys_interval 1");
+    let mut o = common::ConnectOptions::new(ProtocolVersion::V5, "short-lived");
+    o.session_expiry = Some(3);
+    let (c, _) = Client::connect_with(b.port, &o);
+    c.disconnect();
+    let mut m = Client::connect(b.port, "watcher");
+    subscribe_all(
+        &mut m,
+        &[
+            "$SYS/broker/clients/disconnected",
+            "$SYS/broker/clients/expired",
+        ],
+    );
+    let mut saw_disconnected = false;
+    let deadline = Instant::now() + TIMEOUT * 2;
+    loop {
+        assert!(Instant::now() < deadline, "no expiry counted");
+        let p = m.recv_publish();
+        let v = text(&p);
+        match p.topic {
+            "$SYS/broker/clients/disconnected" if v == "1" => saw_disconnected = true,
+            "$SYS/broker/clients/expired" if v == "1" => break,
+            _ => {}
+        }
+    }
+    assert!(saw_disconnected, "the kept session was never counted");
+}
