@@ -81,6 +81,16 @@ pub enum LogDest {
     Stderr,
 }
 
+/// The largest packet the protocol can express: remaining length 268,435,455
+/// plus a five-byte fixed header (`max_packet_size 0`).
+pub const PROTOCOL_MAX_PACKET: usize = 268_435_460;
+/// `max_packet_size` when the file does not set it: what a gateway can afford
+/// per connection, not the protocol's 256 MB.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1 << 20;
+/// `max_connect_packet_size` default: a CONNECT needs a few hundred bytes (its
+/// will payload and password are at most 64 KiB each, and rare).
+pub const DEFAULT_MAX_CONNECT_PACKET_SIZE: usize = 64 << 10;
+
 /// The whole configuration, with mosquitto's defaults.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -98,8 +108,17 @@ pub struct Config {
     pub queue_qos0_messages: bool,
     /// `message_size_limit` in bytes (default 0 = no limit).
     pub message_size_limit: usize,
-    /// `max_packet_size` in bytes (default 0 = the protocol maximum).
+    /// `max_packet_size` in bytes (default 1 MiB; 0 = the protocol maximum).
     pub max_packet_size: usize,
+    /// `max_connect_packet_size` in bytes (midge; default 64 KiB; 0 = as
+    /// `max_packet_size`): the largest packet accepted before CONNECT completes.
+    pub max_connect_packet_size: usize,
+    /// `max_user_properties` (midge; default 256; 0 = no limit): user properties
+    /// (and subscription identifiers) in one property list of a packet.
+    pub max_user_properties: usize,
+    /// `max_filters_per_packet` (midge; default 1000; 0 = no limit): topic
+    /// filters in one SUBSCRIBE or UNSUBSCRIBE.
+    pub max_filters_per_packet: usize,
     /// `max_keepalive` seconds (default 65535).
     pub max_keepalive: u16,
     /// `allow_zero_length_clientid` (default true).
@@ -164,7 +183,10 @@ impl Default for Config {
             max_queued_bytes: 0,
             queue_qos0_messages: false,
             message_size_limit: 0,
-            max_packet_size: 0,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            max_connect_packet_size: DEFAULT_MAX_CONNECT_PACKET_SIZE,
+            max_user_properties: 256,
+            max_filters_per_packet: 1000,
             max_keepalive: 65_535,
             allow_zero_length_clientid: true,
             persistent_client_expiration: None,
@@ -259,7 +281,7 @@ impl Config {
             queue_qos0_messages: self.queue_qos0_messages,
             message_size_limit: self.message_size_limit,
             max_packet_size: if self.max_packet_size == 0 {
-                defaults.max_packet_size
+                PROTOCOL_MAX_PACKET
             } else {
                 self.max_packet_size
             },
@@ -442,6 +464,15 @@ impl Parser<'_> {
                 }
                 c.max_packet_size = n;
             }
+            "max_connect_packet_size" => {
+                let n: usize = line.number(0, 268_435_460)?;
+                if n != 0 && n < 20 {
+                    return Err(line.error("`max_connect_packet_size` must be 0 or at least 20"));
+                }
+                c.max_connect_packet_size = n;
+            }
+            "max_user_properties" => c.max_user_properties = line.number(0, usize::MAX)?,
+            "max_filters_per_packet" => c.max_filters_per_packet = line.number(0, usize::MAX)?,
             "max_keepalive" => c.max_keepalive = line.number(0, u16::MAX)?,
             "allow_zero_length_clientid" => c.allow_zero_length_clientid = line.boolean()?,
             "persistent_client_expiration" => {
@@ -714,7 +745,11 @@ mod tests {
         let b = c.broker_config();
         assert_eq!(b.max_inflight_messages, 20);
         assert_eq!(b.max_queued_messages, 1000);
-        assert_eq!(b.max_packet_size, 268_435_460);
+        assert_eq!(b.max_packet_size, 1 << 20);
+        assert_eq!(c.max_connect_packet_size, 64 << 10);
+        // An explicit 0 is the protocol maximum.
+        let c = parse("max_packet_size 0\n").expect("parse");
+        assert_eq!(c.broker_config().max_packet_size, 268_435_460);
     }
 
     #[test]
@@ -723,6 +758,7 @@ mod tests {
             "listener 1883\nlistener 8883 127.0.0.1\nmax_connections 100\n\
              max_inflight_messages 5\nmax_queued_messages 7\nmax_queued_bytes 4096\n\
              queue_qos0_messages true\nmessage_size_limit 1000\nmax_packet_size 2048\n\
+             max_connect_packet_size 512\nmax_user_properties 9\nmax_filters_per_packet 7\n\
              max_keepalive 120\nallow_zero_length_clientid false\n\
              persistent_client_expiration 2d\nretain_available false\nretry_interval 20\n\
              log_type error\nlog_type all\nlog_dest stdout\npid_file /run/midge.pid\n\
@@ -743,6 +779,9 @@ mod tests {
         assert!(c.queue_qos0_messages);
         assert_eq!(c.message_size_limit, 1000);
         assert_eq!(c.max_packet_size, 2048);
+        assert_eq!(c.max_connect_packet_size, 512);
+        assert_eq!(c.max_user_properties, 9);
+        assert_eq!(c.max_filters_per_packet, 7);
         assert_eq!(c.max_keepalive, 120);
         assert!(!c.allow_zero_length_clientid);
         assert_eq!(
@@ -822,6 +861,7 @@ mod tests {
         assert!(err("persistent_client_expiration 5").contains("a number and a unit"));
         assert!(err("persistent_client_expiration xd").contains("a number and a unit"));
         assert!(err("max_packet_size 10").contains("at least 20"));
+        assert!(err("max_connect_packet_size 19").contains("at least 20"));
     }
 
     #[test]

@@ -91,10 +91,7 @@ fn a_stopped_subscriber_costs_bounded_memory_and_nobody_else_loses() {
 fn fast_reader(mut stream: TcpStream, n: usize, progress: std::sync::mpsc::Sender<usize>) -> usize {
     use midge::protocol::{decode, encode, DecodeLimits, Decoded, PubResp};
     use std::io::Write;
-    let limits = DecodeLimits {
-        version: ProtocolVersion::V311,
-        max_packet_size: 1 << 20,
-    };
+    let limits = DecodeLimits::new(ProtocolVersion::V311, 1 << 20);
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");

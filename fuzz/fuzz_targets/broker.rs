@@ -245,10 +245,7 @@ impl Output for Recorder {
                 );
             }
         }
-        let limits = DecodeLimits {
-            version,
-            max_packet_size: usize::MAX,
-        };
+        let limits = DecodeLimits::new(version, usize::MAX);
         match decode(&wire, &limits) {
             Ok(Decoded::Packet(q, used)) => {
                 assert_eq!(used, n);
@@ -479,10 +476,7 @@ impl Sim {
         if !c.open {
             return;
         }
-        let limits = DecodeLimits {
-            version: c.version.unwrap_or(ProtocolVersion::V311),
-            max_packet_size: self.broker.config().max_packet_size,
-        };
+        let limits = DecodeLimits::new(c.version.unwrap_or(ProtocolVersion::V311), self.broker.config().max_packet_size);
         match decode(wire, &limits) {
             Ok(Decoded::Packet(p, _)) => {
                 if let Packet::Connect(connect) = &p {

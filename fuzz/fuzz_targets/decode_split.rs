@@ -29,10 +29,7 @@ fn limits(b: u8) -> DecodeLimits {
         // 2..=126 bytes: small enough that the fuzzer meets the limit often.
         2 + usize::from((b >> 2) & 0x1F) * 4
     };
-    DecodeLimits {
-        version,
-        max_packet_size,
-    }
+    DecodeLimits::new(version, max_packet_size)
 }
 
 /// Decode packets from `buf[*pos..]` until the buffer runs dry or an error.

@@ -60,10 +60,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let version = VERSIONS[usize::from(*b0 % 3)];
-    let limits = DecodeLimits {
-        version,
-        max_packet_size: 1 << 20,
-    };
+    let limits = DecodeLimits::new(version, 1 << 20);
     let Ok(Decoded::Packet(p, _)) = decode(bytes, &limits) else {
         return;
     };

@@ -381,10 +381,7 @@ fn run(o: &Opts) -> Result<(), String> {
         latencies_us: Vec::new(),
         seen: HashMap::new(),
     };
-    let limits = DecodeLimits {
-        version: v,
-        max_packet_size: 1 << 28,
-    };
+    let limits = DecodeLimits::new(v, 1 << 28);
     let base = Instant::now();
     let mut scratch = vec![0u8; 1 << 16];
     // Phase 1: everyone connected and subscribed.

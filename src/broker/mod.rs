@@ -87,7 +87,7 @@ impl Default for BrokerConfig {
             max_queued_bytes: 0,
             queue_qos0_messages: false,
             message_size_limit: 0,
-            max_packet_size: 268_435_460,
+            max_packet_size: crate::config::DEFAULT_MAX_PACKET_SIZE,
             max_keepalive: 65_535,
             allow_zero_length_clientid: true,
             persistent_client_expiration: None,
@@ -240,6 +240,11 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.identity = identity.map(Into::into);
         }
+    }
+
+    /// True once `conn`'s CONNECT has been accepted (a session is attached).
+    pub fn is_connected(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.session.is_some())
     }
 
     /// Counters since start.

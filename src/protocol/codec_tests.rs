@@ -13,10 +13,7 @@ use super::reason::ReasonCode;
 const VERSIONS: [ProtocolVersion; 3] = [V31, V311, V5];
 
 fn limits(version: ProtocolVersion) -> DecodeLimits {
-    DecodeLimits {
-        version,
-        max_packet_size: 1 << 20,
-    }
+    DecodeLimits::new(version, 1 << 20)
 }
 
 fn user() -> Vec<(&'static str, &'static str)> {
@@ -484,10 +481,7 @@ fn large_remaining_length_round_trips() {
             payload: &payload,
         });
         let bytes = encode_ok(&p, V311);
-        let l = DecodeLimits {
-            version: V311,
-            max_packet_size: 4 << 20,
-        };
+        let l = DecodeLimits::new(V311, 4 << 20);
         assert!(
             matches!(decode(&bytes[..5], &l), Ok(Decoded::NeedMore(Some(n))) if n == bytes.len())
         );

@@ -26,6 +26,28 @@ pub struct DecodeLimits {
     /// The largest total packet size (fixed header included) accepted. Checked as
     /// soon as the fixed header is complete, before the body is buffered.
     pub max_packet_size: usize,
+    /// The connection has not sent CONNECT yet: any other packet type is refused
+    /// from its first byte [MQTT-3.1.0-1], before its length is even known.
+    pub expect_connect: bool,
+    /// Most repeated properties (user properties and subscription identifiers)
+    /// in one property list. Bounds what a packet decodes to whatever its size.
+    pub max_user_properties: usize,
+    /// Most topic filters in one SUBSCRIBE or UNSUBSCRIBE.
+    pub max_topic_filters: usize,
+}
+
+impl DecodeLimits {
+    /// Limits for a peer past CONNECT with no count limits: what a client (or a
+    /// test) decoding a server's packets uses.
+    pub fn new(version: ProtocolVersion, max_packet_size: usize) -> Self {
+        DecodeLimits {
+            version,
+            max_packet_size,
+            expect_connect: false,
+            max_user_properties: usize::MAX,
+            max_topic_filters: usize::MAX,
+        }
+    }
 }
 
 /// The result of a decode attempt that found no error.
@@ -49,6 +71,11 @@ pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<Decoded<'a>, D
     let Some(&first) = buf.first() else {
         return Ok(Decoded::NeedMore(None));
     };
+    // [MQTT-3.1.0-1] Before CONNECT nothing else is read: not even the length,
+    // so a hostile header never makes the caller buffer a body.
+    if limits.expect_connect && first >> 4 != PacketType::Connect as u8 {
+        return Err(DecodeError::NotConnect(first >> 4));
+    }
     let ptype = packet_type(first, limits.version)?;
     let Some((remaining, len_bytes)) = parse_remaining_length(buf.get(1..).unwrap_or(&[]))? else {
         return Ok(Decoded::NeedMore(None));
@@ -64,7 +91,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<Decoded<'a>, D
     let Some(body) = buf.get(1 + len_bytes..total) else {
         return Ok(Decoded::NeedMore(Some(total)));
     };
-    let packet = decode_body(ptype, first & 0x0F, body, limits.version)?;
+    let packet = decode_body(ptype, first & 0x0F, body, limits)?;
     Ok(Decoded::Packet(packet, total))
 }
 
@@ -104,13 +131,14 @@ fn packet_type(first: u8, version: ProtocolVersion) -> Result<PacketType, Decode
 }
 
 /// Decode a complete body of type `t`; every byte must belong to a field.
-fn decode_body(
+fn decode_body<'a>(
     t: PacketType,
     flags: u8,
-    body: &[u8],
-    version: ProtocolVersion,
-) -> Result<Packet<'_>, DecodeError> {
-    let mut r = Reader::new(body, t);
+    body: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<Packet<'a>, DecodeError> {
+    let version = limits.version;
+    let mut r = Reader::new(body, t).with_max_repeats(limits.max_user_properties);
     let packet = match t {
         PacketType::Connect => Packet::Connect(connect(&mut r)?),
         PacketType::ConnAck => Packet::ConnAck(connack(&mut r, version)?),
@@ -119,9 +147,13 @@ fn decode_body(
         PacketType::PubRec => Packet::PubRec(pub_resp(&mut r, version)?),
         PacketType::PubRel => Packet::PubRel(pub_resp(&mut r, version)?),
         PacketType::PubComp => Packet::PubComp(pub_resp(&mut r, version)?),
-        PacketType::Subscribe => Packet::Subscribe(subscribe(&mut r, version)?),
+        PacketType::Subscribe => {
+            Packet::Subscribe(subscribe(&mut r, version, limits.max_topic_filters)?)
+        }
         PacketType::SubAck => Packet::SubAck(suback(&mut r, version)?),
-        PacketType::Unsubscribe => Packet::Unsubscribe(unsubscribe(&mut r, version)?),
+        PacketType::Unsubscribe => {
+            Packet::Unsubscribe(unsubscribe(&mut r, version, limits.max_topic_filters)?)
+        }
         PacketType::UnsubAck => Packet::UnsubAck(unsuback(&mut r, version)?),
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
@@ -404,6 +436,7 @@ fn topic_filter<'a>(r: &mut Reader<'a>) -> Result<&'a str, DecodeError> {
 fn subscribe<'a>(
     r: &mut Reader<'a>,
     version: ProtocolVersion,
+    max_filters: usize,
 ) -> Result<Subscribe<'a>, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = props(r, version)?;
@@ -413,6 +446,9 @@ fn subscribe<'a>(
     }
     let mut filters = Vec::new();
     while !r.is_empty() {
+        if filters.len() == max_filters {
+            return Err(DecodeError::TooManyTopicFilters(PacketType::Subscribe));
+        }
         let filter = topic_filter(r)?;
         let options = subscription_options(r.u8()?, version)?;
         filters.push((filter, options));
@@ -428,6 +464,7 @@ fn subscribe<'a>(
 fn unsubscribe<'a>(
     r: &mut Reader<'a>,
     version: ProtocolVersion,
+    max_filters: usize,
 ) -> Result<Unsubscribe<'a>, DecodeError> {
     let packet_id = packet_id(r)?;
     let properties = props(r, version)?;
@@ -437,6 +474,9 @@ fn unsubscribe<'a>(
     }
     let mut filters = Vec::new();
     while !r.is_empty() {
+        if filters.len() == max_filters {
+            return Err(DecodeError::TooManyTopicFilters(PacketType::Unsubscribe));
+        }
         filters.push(topic_filter(r)?);
     }
     Ok(Unsubscribe {
@@ -528,10 +568,7 @@ mod tests {
     use crate::protocol::packet::ProtocolVersion::{V31, V311, V5};
 
     fn limits(version: ProtocolVersion) -> DecodeLimits {
-        DecodeLimits {
-            version,
-            max_packet_size: 1 << 20,
-        }
+        DecodeLimits::new(version, 1 << 20)
     }
 
     fn dec(bytes: &[u8], version: ProtocolVersion) -> Result<Packet<'_>, DecodeError> {
@@ -713,10 +750,7 @@ mod tests {
             Ok(Decoded::NeedMore(Some(131)))
         ));
         // A hostile length is refused from the header alone, before any body.
-        let small = DecodeLimits {
-            version: V311,
-            max_packet_size: 100,
-        };
+        let small = DecodeLimits::new(V311, 100);
         assert_eq!(
             decode(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F], &small).unwrap_err(),
             DecodeError::PacketTooLarge {
@@ -725,10 +759,7 @@ mod tests {
             }
         );
         // Exactly at the limit is fine; one more is not.
-        let at = DecodeLimits {
-            version: V311,
-            max_packet_size: 4,
-        };
+        let at = DecodeLimits::new(V311, 4);
         assert!(matches!(
             decode(&[0x40, 0x02, 0x00, 0x01], &at),
             Ok(Decoded::Packet(..))
@@ -815,5 +846,122 @@ mod tests {
         );
         // DUP with QoS 1 is fine.
         assert!(dec(&[0x3A, 0x05, 0x00, 0x01, b'a', 0x00, 0x01], V311).is_ok());
+    }
+
+    /// Before CONNECT only CONNECT is read, and nothing of anything else: one
+    /// byte decides [MQTT-3.1.0-1].
+    #[test]
+    fn first_packet_must_be_connect() {
+        let l = DecodeLimits {
+            expect_connect: true,
+            ..limits(V311)
+        };
+        assert_eq!(decode(&[0x30], &l).unwrap_err(), DecodeError::NotConnect(3));
+        assert_eq!(decode(&[0x00], &l).unwrap_err(), DecodeError::NotConnect(0));
+        assert_eq!(
+            DecodeError::NotConnect(3).reason_code(),
+            ReasonCode::PROTOCOL_ERROR
+        );
+        assert!(matches!(decode(&[0x10], &l), Ok(Decoded::NeedMore(None))));
+        assert!(matches!(
+            decode(CONNECT_311, &l),
+            Ok(Decoded::Packet(Packet::Connect(_), _))
+        ));
+    }
+
+    /// A v5 PUBLISH to "a" whose properties are `n` empty user properties.
+    fn publish_with_user_properties(n: usize) -> Vec<u8> {
+        let mut props = Vec::new();
+        for _ in 0..n {
+            props.extend_from_slice(&[0x26, 0, 0, 0, 0]);
+        }
+        let mut body = vec![0x00, 0x01, b'a'];
+        let mut len = props.len();
+        loop {
+            let b = (len & 0x7F) as u8;
+            len >>= 7;
+            body.push(if len > 0 { b | 0x80 } else { b });
+            if len == 0 {
+                break;
+            }
+        }
+        body.extend_from_slice(&props);
+        let mut packet = vec![0x30];
+        let mut len = body.len();
+        loop {
+            let b = (len & 0x7F) as u8;
+            len >>= 7;
+            packet.push(if len > 0 { b | 0x80 } else { b });
+            if len == 0 {
+                break;
+            }
+        }
+        packet.extend_from_slice(&body);
+        packet
+    }
+
+    /// Repeated properties decode to a list entry each (larger than their five
+    /// wire bytes): their number per property list is capped.
+    #[test]
+    fn user_properties_are_counted() {
+        let l = DecodeLimits {
+            max_user_properties: 3,
+            ..limits(V5)
+        };
+        let ok = publish_with_user_properties(3);
+        match decode(&ok, &l) {
+            Ok(Decoded::Packet(Packet::Publish(p), _)) => {
+                assert_eq!(p.properties.user_properties.len(), 3)
+            }
+            other => panic!("{other:?}"),
+        }
+        let over = publish_with_user_properties(4);
+        assert_eq!(
+            decode(&over, &l).unwrap_err(),
+            DecodeError::TooManyProperties(PacketType::Publish)
+        );
+        assert_eq!(
+            DecodeError::TooManyProperties(PacketType::Publish).reason_code(),
+            ReasonCode::QUOTA_EXCEEDED
+        );
+        // Subscription identifiers count too (a PUBLISH may repeat them):
+        // two identifiers and one user property.
+        let two_ids = [
+            0x30, 0x0D, 0x00, 0x01, b'a', 0x09, 0x0B, 0x01, 0x0B, 0x02, 0x26, 0, 0, 0, 0,
+        ];
+        assert!(decode(&two_ids, &l).is_ok());
+        let l2 = DecodeLimits {
+            max_user_properties: 2,
+            ..limits(V5)
+        };
+        assert_eq!(
+            decode(&two_ids, &l2).unwrap_err(),
+            DecodeError::TooManyProperties(PacketType::Publish)
+        );
+    }
+
+    #[test]
+    fn topic_filters_are_counted() {
+        let l = DecodeLimits {
+            max_topic_filters: 2,
+            ..limits(V311)
+        };
+        // SUBSCRIBE id 1: "a" QoS 0, "b" QoS 1, then "c".
+        let two = [0x82, 0x0A, 0x00, 0x01, 0, 1, b'a', 0, 0, 1, b'b', 1];
+        assert!(matches!(decode(&two, &l), Ok(Decoded::Packet(..))));
+        let three = [
+            0x82, 0x0E, 0x00, 0x01, 0, 1, b'a', 0, 0, 1, b'b', 1, 0, 1, b'c', 0,
+        ];
+        assert_eq!(
+            decode(&three, &l).unwrap_err(),
+            DecodeError::TooManyTopicFilters(PacketType::Subscribe)
+        );
+        let unsub = [0xA2, 0x0B, 0x00, 0x01, 0, 1, b'a', 0, 1, b'b', 0, 1, b'c'];
+        assert_eq!(
+            decode(&unsub, &l).unwrap_err(),
+            DecodeError::TooManyTopicFilters(PacketType::Unsubscribe)
+        );
+        let unsub_two = [0xA2, 0x08, 0x00, 0x01, 0, 1, b'a', 0, 1, b'b'];
+        assert!(matches!(decode(&unsub_two, &l), Ok(Decoded::Packet(..))));
     }
 }

@@ -58,6 +58,14 @@ pub enum DecodeError {
     InvalidPropertyValue(u8),
     /// A reason code that the packet type may not carry.
     InvalidReasonCode(PacketType, u8),
+    /// The connection's first packet is not CONNECT [MQTT-3.1.0-1] (the packet
+    /// type nibble), known from the first byte.
+    NotConnect(u8),
+    /// More user properties (and subscription identifiers) in one property list
+    /// than the configured limit.
+    TooManyProperties(PacketType),
+    /// More topic filters in one SUBSCRIBE or UNSUBSCRIBE than the configured limit.
+    TooManyTopicFilters(PacketType),
 }
 
 impl DecodeError {
@@ -71,7 +79,12 @@ impl DecodeError {
             DecodeError::DuplicateProperty(_)
             | DecodeError::ZeroPacketId(_)
             | DecodeError::InvalidPropertyValue(_)
-            | DecodeError::InvalidPacketType(_) => ReasonCode::PROTOCOL_ERROR,
+            | DecodeError::InvalidPacketType(_)
+            | DecodeError::NotConnect(_) => ReasonCode::PROTOCOL_ERROR,
+            // An administrative limit, not a malformed packet (3.14.2.1: 0x97).
+            DecodeError::TooManyProperties(_) | DecodeError::TooManyTopicFilters(_) => {
+                ReasonCode::QUOTA_EXCEEDED
+            }
             _ => ReasonCode::MALFORMED_PACKET,
         }
     }
@@ -116,6 +129,16 @@ impl std::fmt::Display for DecodeError {
             }
             DecodeError::InvalidReasonCode(t, c) => {
                 write!(f, "reason code 0x{c:02X} not valid in {t:?}")
+            }
+            DecodeError::NotConnect(t) => match PacketType::from_nibble(*t) {
+                Some(t) => write!(f, "first packet is {t:?}, not CONNECT"),
+                None => write!(f, "first packet has invalid type {t}, not CONNECT"),
+            },
+            DecodeError::TooManyProperties(t) => {
+                write!(f, "{t:?} carries more user properties than allowed")
+            }
+            DecodeError::TooManyTopicFilters(t) => {
+                write!(f, "{t:?} carries more topic filters than allowed")
             }
         }
     }

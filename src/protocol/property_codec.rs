@@ -63,6 +63,9 @@ pub(crate) fn read_properties<'a>(
     let mut props = Properties::default();
     // One bit per identifier seen; identifiers are all below 64.
     let mut seen: u64 = 0;
+    // Repeated properties decode to one list entry each: their number is what
+    // could make a packet decode to more memory than it occupies on the wire.
+    let mut repeats = 0usize;
     while !pr.is_empty() {
         // The identifier is formally a variable byte integer, but every defined one
         // is below 0x80, so a byte with the top bit set is unknown whatever follows.
@@ -76,6 +79,15 @@ pub(crate) fn read_properties<'a>(
             return Err(DecodeError::DuplicateProperty(raw));
         }
         seen |= bit;
+        if matches!(
+            id,
+            PropertyId::UserProperty | PropertyId::SubscriptionIdentifier
+        ) {
+            if repeats == pr.max_repeats() {
+                return Err(DecodeError::TooManyProperties(ptype));
+            }
+            repeats += 1;
+        }
         read_value(&mut pr, id, raw, &mut props)?;
     }
     Ok(props)

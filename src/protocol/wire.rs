@@ -37,12 +37,31 @@ pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
     ptype: PacketType,
+    /// Most repeated properties one property list may hold (see
+    /// [`super::DecodeLimits::max_user_properties`]).
+    max_repeats: usize,
 }
 
 impl<'a> Reader<'a> {
     /// A cursor at the start of `buf`, reporting errors against `ptype`.
     pub(crate) fn new(buf: &'a [u8], ptype: PacketType) -> Self {
-        Reader { buf, pos: 0, ptype }
+        Reader {
+            buf,
+            pos: 0,
+            ptype,
+            max_repeats: usize::MAX,
+        }
+    }
+
+    /// The same cursor, allowing at most `n` repeated properties per property list.
+    pub(crate) fn with_max_repeats(mut self, n: usize) -> Self {
+        self.max_repeats = n;
+        self
+    }
+
+    /// Most repeated properties a property list read through this cursor may hold.
+    pub(crate) fn max_repeats(&self) -> usize {
+        self.max_repeats
     }
 
     /// The packet type errors are reported against.
@@ -85,7 +104,7 @@ impl<'a> Reader<'a> {
     /// A cursor over the next `n` bytes, which this cursor skips (a property block).
     pub(crate) fn sub(&mut self, n: usize) -> Result<Reader<'a>, DecodeError> {
         let bytes = self.take(n)?;
-        Ok(Reader::new(bytes, self.ptype))
+        Ok(Reader::new(bytes, self.ptype).with_max_repeats(self.max_repeats))
     }
 
     /// One byte.

@@ -118,6 +118,18 @@ impl Write for Stream {
     }
 }
 
+/// How far a connection has come towards a session: it decides the decode
+/// limits, as an unauthenticated peer gets far less room than a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Nothing decoded yet: only CONNECT may come [MQTT-3.1.0-1].
+    AwaitingConnect,
+    /// CONNECT decoded, the broker has not accepted it (yet).
+    Connecting,
+    /// The broker accepted CONNECT.
+    Connected,
+}
+
 /// A connection in the server's slab.
 pub struct Connection {
     /// The socket.
@@ -143,6 +155,8 @@ pub struct Connection {
     pub blocked: bool,
     /// Index of the config listener it came in on.
     pub listener: usize,
+    /// Where the MQTT handshake stands (selects the decode limits).
+    pub phase: Phase,
 }
 
 /// What a flush achieved.
@@ -171,6 +185,7 @@ impl Connection {
             serial: 0,
             blocked: false,
             listener: 0,
+            phase: Phase::AwaitingConnect,
         }
     }
 

@@ -28,7 +28,7 @@ use crate::broker::Broker;
 use crate::config::Config;
 use crate::protocol::{decode, DecodeLimits, Decoded, Packet};
 
-use connection::{Connection, Flush, Handshake, Stream};
+use connection::{Connection, Flush, Handshake, Phase, Stream};
 use io::{Due, Io};
 use listener::Listener;
 use signals::{Signal, SignalPipe};
@@ -88,7 +88,7 @@ struct Server {
     scratch: Box<[u8]>,
     signals: SignalPipe,
     max_connections: Option<usize>,
-    max_packet_size: usize,
+    limits: InboundLimits,
     /// Connections left with unread data by the fairness cap.
     again: Vec<usize>,
     /// `accept` failed for lack of descriptors: retry soon.
@@ -169,7 +169,7 @@ impl Server {
         // Listeners are bound: the first `$SYS` values are retained for whoever
         // subscribes first.
         broker.start_sys_tree(Instant::now(), &mut io);
-        let max_packet_size = broker.config().max_packet_size;
+        let limits = InboundLimits::new(config, broker.config().max_packet_size);
         Ok(Server {
             config: config.clone(),
             poll,
@@ -179,7 +179,7 @@ impl Server {
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             signals,
             max_connections: config.max_connections,
-            max_packet_size,
+            limits,
             again: Vec::new(),
             accept_paused: false,
             fired: Vec::new(),
@@ -454,7 +454,7 @@ impl Server {
             io,
             broker,
             scratch,
-            max_packet_size,
+            limits,
             ..
         } = self;
         let Some(conn) = io.conns.get_mut(key) else {
@@ -467,7 +467,8 @@ impl Server {
             carry.extend_from_slice(fresh);
         }
         let mut pos = 0;
-        {
+        // The size of the partial packet left over, when its header says.
+        let need = {
             let data: &[u8] = if from_carry { &carry } else { fresh };
             loop {
                 let Some(conn) = io.conns.get_mut(key) else {
@@ -476,20 +477,22 @@ impl Server {
                 if conn.closing {
                     return false;
                 }
-                let limits = DecodeLimits {
-                    version: conn.version,
-                    max_packet_size: *max_packet_size,
-                };
-                match decode(&data[pos..], &limits) {
+                if conn.phase == Phase::Connecting && broker.is_connected(key) {
+                    conn.phase = Phase::Connected;
+                }
+                match decode(&data[pos..], &limits.for_conn(conn)) {
                     Ok(Decoded::Packet(packet, used)) => {
                         pos += used;
                         if let Packet::Connect(c) = &packet {
                             // The decoder must know the level for every later packet.
                             conn.version = c.version;
+                            if conn.phase == Phase::AwaitingConnect {
+                                conn.phase = Phase::Connecting;
+                            }
                         }
                         broker.handle_packet(now, key, packet, io);
                     }
-                    Ok(Decoded::NeedMore(_)) => break,
+                    Ok(Decoded::NeedMore(n)) => break n,
                     Err(e) => {
                         debug!("Bad packet on connection {key}: {e}.");
                         broker.handle_decode_error(now, key, &e, io);
@@ -500,14 +503,21 @@ impl Server {
                     }
                 }
             }
-        }
+        };
         let Some(conn) = io.conns.get_mut(key) else {
             return false;
         };
         if from_carry {
             carry.drain(..pos);
             conn.rbuf = carry;
-        } else {
+        }
+        // A partial packet of known size gets exactly its size, once: growing by
+        // doubling would hold up to twice what the peer sent.
+        if let Some(total) = need {
+            let len = conn.rbuf.len();
+            conn.rbuf.reserve_exact(total.saturating_sub(len));
+        }
+        if !from_carry {
             conn.rbuf.extend_from_slice(&fresh[pos..]);
         }
         conn.trim_read_buffer();
@@ -643,6 +653,51 @@ impl Server {
 fn notify(state: &str) {
     if let Err(e) = crate::sys::sd_notify(state) {
         warn!("Unable to notify systemd ({state}): {e}.");
+    }
+}
+
+/// What the decoder allows a connection, by how far it has come.
+struct InboundLimits {
+    /// `max_packet_size` (the protocol maximum for `0`).
+    max_packet_size: usize,
+    /// Before CONNECT is accepted: `max_connect_packet_size`, never above
+    /// `max_packet_size`.
+    max_connect_packet_size: usize,
+    max_user_properties: usize,
+    max_filters: usize,
+}
+
+impl InboundLimits {
+    fn new(config: &Config, max_packet_size: usize) -> Self {
+        let unlimited = |n: usize| if n == 0 { usize::MAX } else { n };
+        InboundLimits {
+            max_packet_size,
+            max_connect_packet_size: match config.max_connect_packet_size {
+                0 => max_packet_size,
+                n => n.min(max_packet_size),
+            },
+            max_user_properties: unlimited(config.max_user_properties),
+            max_filters: unlimited(config.max_filters_per_packet),
+        }
+    }
+
+    /// The limits for `conn`'s next packet. Until the broker has accepted a
+    /// CONNECT, a peer is unauthenticated: its packets are held to the small
+    /// CONNECT size, so what it makes the server buffer stays small (mosquitto
+    /// CVE-2023-0809 is this class).
+    fn for_conn(&self, conn: &Connection) -> DecodeLimits {
+        let max_packet_size = if conn.phase == Phase::Connected {
+            self.max_packet_size
+        } else {
+            self.max_connect_packet_size
+        };
+        DecodeLimits {
+            version: conn.version,
+            max_packet_size,
+            expect_connect: conn.phase == Phase::AwaitingConnect,
+            max_user_properties: self.max_user_properties,
+            max_topic_filters: self.max_filters,
+        }
     }
 }
 

@@ -53,6 +53,14 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// The broker binary under test: this build's, or `MIDGE_TEST_BIN` (to run a
+/// test against an older release and see it fail there).
+pub fn midge_bin() -> PathBuf {
+    std::env::var_os("MIDGE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_midge")))
+}
+
 /// A `kB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`).
 pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
@@ -86,7 +94,7 @@ impl BrokerProcess {
             let dir = temp_dir("broker");
             let conf_path = dir.join("midge.conf");
             std::fs::write(&conf_path, config).expect("write config");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+            let mut cmd = Command::new(midge_bin());
             cmd.arg("-c").arg(&conf_path).arg("-v");
             match Self::try_spawn(cmd, port, dir) {
                 Ok(b) => return b,
@@ -108,7 +116,7 @@ impl BrokerProcess {
             format!("allow_anonymous true\n{config}")
         };
         std::fs::write(&conf_path, config).expect("write config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+        let mut cmd = Command::new(midge_bin());
         cmd.arg("-c").arg(&conf_path).arg("-v").args(args);
         Self::spawn(cmd, port, dir)
     }
@@ -116,7 +124,7 @@ impl BrokerProcess {
     /// Start midge with command-line arguments only (no config file).
     pub fn start_with_args(port: u16, args: &[&str]) -> BrokerProcess {
         let dir = temp_dir("broker");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_midge"));
+        let mut cmd = Command::new(midge_bin());
         cmd.args(args);
         Self::spawn(cmd, port, dir)
     }
@@ -438,10 +446,7 @@ impl Client {
     pub fn try_recv(&mut self, timeout: Duration) -> Option<Result<Packet<'static>, String>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let limits = DecodeLimits {
-                version: self.version,
-                max_packet_size: 1 << 28,
-            };
+            let limits = DecodeLimits::new(self.version, 1 << 28);
             match decode(&self.buf, &limits) {
                 Ok(Decoded::Packet(_, used)) => {
                     let bytes: Vec<u8> = self.buf.drain(..used).collect();
