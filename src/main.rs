@@ -39,9 +39,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     midge::logging::init(opts.verbose, &config);
-    info!("{} starting", cli::version());
+    info!(target: midge::logging::NOTICE, "{} starting", cli::version());
     if let Some(f) = &opts.config_file {
-        info!("Config loaded from {}.", f.display());
+        info!(target: midge::logging::NOTICE, "Config loaded from {}.", f.display());
     } else {
         info!("Using default config.");
     }
@@ -74,7 +74,7 @@ fn main() -> ExitCode {
     }
     match result {
         Ok(()) => {
-            info!("{} terminating", cli::version());
+            info!(target: midge::logging::NOTICE, "{} terminating", cli::version());
             ExitCode::SUCCESS
         }
         Err(e) => {

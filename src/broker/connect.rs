@@ -11,7 +11,7 @@ use super::output::TimerKind;
 use super::session::{PendingWill, Session};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
-use crate::logging::LogStr;
+use crate::logging::{LogStr, NOTICE};
 use crate::protocol::{
     encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
 };
@@ -35,7 +35,7 @@ impl Broker {
             return;
         };
         if let Err(reason) = super::auth::authenticate(&connect) {
-            info!("Client connection from {peer} refused: {}.", reason.name());
+            info!(target: NOTICE, "Client connection from {peer} refused: {}.", reason.name());
             self.refuse(conn, version, reason, out);
             return;
         }
@@ -52,7 +52,7 @@ impl Broker {
                     ProtocolVersion::V5 => true,
                 };
             if !allowed {
-                info!("Client connection from {peer} refused: empty client id.");
+                info!(target: NOTICE, "Client connection from {peer} refused: empty client id.");
                 self.refuse(conn, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, out);
                 return;
             }
@@ -101,9 +101,11 @@ impl Broker {
         if let Err(reason) = verdict {
             // Who and from where, never the password.
             info!(
-                "Client {client_id} from {peer} refused: {} (user {}).",
+                target: NOTICE,
+                "Client {} from {peer} refused: {} (user {}).",
+                LogStr(&client_id),
                 reason.name(),
-                username.as_deref().unwrap_or("<none>")
+                LogStr(username.as_deref().unwrap_or("<none>"))
             );
             // A wrong password is answered after a delay held by the wheel:
             // guessing costs the attacker time, not the broker.
@@ -136,7 +138,9 @@ impl Broker {
                 server_keep_alive = Some(max_ka);
             } else {
                 info!(
-                    "Client {client_id} from {peer} refused: keep-alive {} over max_keepalive {max_ka}.",
+                    target: NOTICE,
+                    "Client {} from {peer} refused: keep-alive {} over max_keepalive {max_ka}.",
+                    LogStr(&client_id),
                     connect.keep_alive
                 );
                 self.refuse(conn, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, out);
@@ -148,7 +152,11 @@ impl Broker {
         let existing = self.by_client_id.get(&*client_id).copied();
         if let Some(skey) = existing {
             if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn) {
-                info!("Client {client_id} already connected, closing old connection.");
+                info!(
+                    target: NOTICE,
+                    "Client {} already connected, closing old connection.",
+                    LogStr(&client_id)
+                );
                 self.end(now, old, End::TakenOver, out);
             }
         }
@@ -267,7 +275,9 @@ impl Broker {
         }
         out.send(conn, version, &ack);
         info!(
-            "New client connected from {peer} as {client_id} (p{}, c{}, k{keep_alive}).",
+            target: NOTICE,
+            "New client connected from {peer} as {} (p{}, c{}, k{keep_alive}).",
+            LogStr(&client_id),
             version.level(),
             u8::from(connect.clean_start)
         );

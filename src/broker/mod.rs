@@ -7,6 +7,7 @@ mod aliases;
 mod auth;
 mod connect;
 mod durable;
+mod filter_log;
 pub mod message;
 pub mod output;
 mod publish;
@@ -26,6 +27,7 @@ use slab::Slab;
 
 pub use output::{ConnId, IoCounters, Output, Timer};
 
+use crate::logging::{LogStr, NOTICE};
 use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
 use message::Message;
 use output::TimerKind;
@@ -159,6 +161,8 @@ struct Conn {
     identity: Option<Box<str>>,
     /// A refusal waiting for its delay to pass (version, reason).
     refusal: Option<(ProtocolVersion, ReasonCode)>,
+    /// Complaint lines logged about it (bounded: see `Broker::complain`).
+    complaints: crate::logging::Complaints,
 }
 
 /// Why a connection ends; decides the will, the DISCONNECT and the log line.
@@ -292,6 +296,7 @@ impl Broker {
                 listener,
                 identity: None,
                 refusal: None,
+                complaints: Default::default(),
             },
         );
         out.set_timer(
@@ -494,7 +499,7 @@ impl Broker {
                     return;
                 };
                 if s.serial == timer.serial && s.conn.is_none() {
-                    debug!("Session of {} expired.", s.client_id);
+                    debug!("Session of {} expired.", LogStr(&s.client_id));
                     self.stats.clients_expired += 1;
                     self.remove_session(now, skey, out);
                 }
@@ -511,6 +516,24 @@ impl Broker {
         }
     }
 
+    /// May a complaint about `conn` (a refused filter, a dropped or denied
+    /// publish) at `level` be logged? `Some(suffix)` to append to the line:
+    /// empty, or for the last line of the connection's budget a note that
+    /// further complaints are not logged. Lines that would not be written
+    /// anyway (their type is off) spend nothing.
+    fn complain(&mut self, conn: ConnId, level: log::Level) -> Option<&'static str> {
+        if !log::log_enabled!(target: "midge", level) {
+            return None;
+        }
+        match self.conns.get_mut(&conn)?.complaints.count() {
+            crate::logging::Verdict::Log => Some(""),
+            crate::logging::Verdict::LogLast => {
+                Some(" (further complaints about this connection are not logged)")
+            }
+            crate::logging::Verdict::Quiet => None,
+        }
+    }
+
     /// The client id of `conn` for logs, or its address before CONNECT.
     fn client_name(&self, conn: ConnId) -> String {
         match self.conns.get(&conn) {
@@ -519,7 +542,7 @@ impl Broker {
             }) => self
                 .sessions
                 .get(*s)
-                .map_or_else(String::new, |s| s.client_id.to_string()),
+                .map_or_else(String::new, |s| LogStr(&s.client_id).to_string()),
             Some(c) => format!("<unknown> from {}", c.peer),
             None => String::new(),
         }
@@ -557,8 +580,12 @@ impl Broker {
             return;
         };
         match why {
-            End::Disconnect { with_will: false } => info!("Client {} disconnected.", s.client_id),
-            End::Lost => info!("Client {} closed its connection.", s.client_id),
+            End::Disconnect { with_will: false } => {
+                info!(target: NOTICE, "Client {} disconnected.", LogStr(&s.client_id));
+            }
+            End::Lost => {
+                info!(target: NOTICE, "Client {} closed its connection.", LogStr(&s.client_id))
+            }
             _ => {}
         }
         s.conn = None;
@@ -646,7 +673,7 @@ impl Broker {
     }
 
     fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
-        debug!("Publishing will on {}.", msg.topic);
+        debug!("Publishing will on {}.", LogStr(&msg.topic));
         if msg.retain {
             self.store_retained(&msg, out);
         }

@@ -148,11 +148,13 @@ impl Broker {
         if p.qos != QoS::AtMostOnce && self.persistence && out.persistence_failing() {
             // Do not acknowledge what cannot be kept: v5 is told 0x97, 3.1.1 (which
             // has no way to say no) is disconnected and will re-send.
-            warn!(
-                "Refusing QoS {} PUBLISH from {}: persistence is failing.",
-                p.qos as u8,
-                self.client_name(conn)
-            );
+            if let Some(more) = self.complain(conn, log::Level::Warn) {
+                warn!(
+                    "Refusing QoS {} PUBLISH from {}: persistence is failing{more}.",
+                    p.qos as u8,
+                    self.client_name(conn)
+                );
+            }
             if !version.is_v5() {
                 return self.end(
                     now,
@@ -181,18 +183,22 @@ impl Broker {
         let reason = if !allowed {
             // ACL: not delivered, not retained; QoS 1/2 still acknowledged
             // (v5 with 0x87) so the client's flow goes on.
-            debug!(
-                "Denied PUBLISH from {} to {}.",
-                self.client_name(conn),
-                p.topic
-            );
+            if let Some(more) = self.complain(conn, log::Level::Debug) {
+                debug!(
+                    "Denied PUBLISH from {} to {}{more}.",
+                    self.client_name(conn),
+                    LogStr(p.topic)
+                );
+            }
             ReasonCode::NOT_AUTHORIZED
         } else if limit != 0 && p.payload.len() > limit {
-            warn!(
-                "Dropped too large PUBLISH from {} ({} bytes, message_size_limit {limit}).",
-                self.sessions[skey].client_id,
-                p.payload.len()
-            );
+            if let Some(more) = self.complain(conn, log::Level::Warn) {
+                warn!(
+                    "Dropped too large PUBLISH from {} ({} bytes, message_size_limit {limit}){more}.",
+                    self.client_name(conn),
+                    p.payload.len()
+                );
+            }
             // 0x95 is not a PUBACK/PUBREC reason (3.4.2.1): the size limit is a
             // quota, so 0x97 (found by the broker fuzz target).
             ReasonCode::QUOTA_EXCEEDED
@@ -201,10 +207,12 @@ impl Broker {
         {
             // 3.3.2.3.2: a payload said to be UTF-8 that is not may be refused
             // with 0x99; it is not forwarded.
-            debug!(
-                "Dropped PUBLISH with invalid UTF-8 payload from {}.",
-                self.sessions.get(skey).map_or("", |s| &s.client_id)
-            );
+            if let Some(more) = self.complain(conn, log::Level::Debug) {
+                debug!(
+                    "Dropped PUBLISH with invalid UTF-8 payload from {}{more}.",
+                    self.client_name(conn)
+                );
+            }
             ReasonCode::PAYLOAD_FORMAT_INVALID
         } else {
             let retain = p.retain && self.config.retain_available;
@@ -377,7 +385,7 @@ impl Broker {
                         s.dropping = true;
                         warn!(
                             "Outgoing QoS 0 messages are being dropped for client {}.",
-                            s.client_id
+                            LogStr(&s.client_id)
                         );
                     }
                     return;
@@ -434,7 +442,7 @@ impl Broker {
                 s.dropping = true;
                 warn!(
                     "Outgoing messages are being dropped for client {} (queue full: {} messages, {} bytes).",
-                    s.client_id,
+                    LogStr(&s.client_id),
                     s.queue.len(),
                     s.queued_bytes
                 );
@@ -506,7 +514,8 @@ impl Broker {
             if too_big {
                 debug!(
                     "Message on {} too large for client {}: dropped.",
-                    o.msg.topic, s.client_id
+                    LogStr(&o.msg.topic),
+                    LogStr(&s.client_id)
                 );
                 s.dropped += 1;
                 if new_alias {
@@ -557,7 +566,8 @@ impl Broker {
                     None => {
                         warn!(
                             "Stored message {} for {} could not be read back: skipped.",
-                            d.id, s.client_id
+                            d.id,
+                            LogStr(&s.client_id)
                         );
                         self.persist_done(skey, d.id, out);
                         continue;

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::{debug, info};
-
+use super::filter_log::{FilterLog, Refused};
 use super::message::Message;
 use super::session::Outgoing;
 use super::topic_index::Subscription;
@@ -28,15 +27,17 @@ impl Broker {
             return;
         };
         let version = s.version;
-        info!("Received SUBSCRIBE from {}", s.client_id);
+        let client = Arc::clone(&s.client_id);
+        let mut log = FilterLog::subscribe(&client);
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         // Retained messages go out after the SUBACK.
         let mut retained: Vec<(Arc<Message>, QoS, Option<u32>)> = Vec::new();
         for (filter, options) in &sub.filters {
-            debug!("\t{filter} (QoS {})", options.qos as u8);
+            log.filter(&client, filter, options.qos as u8);
             let max_levels = self.config.max_topic_levels;
             if max_levels != 0 && super::topic_levels(filter) > max_levels {
+                log.refused(Refused::TooDeep);
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             }
@@ -49,10 +50,7 @@ impl Broker {
                 self.subscriptions.get(filter, skey).is_some()
             };
             if max_subs != 0 && held >= max_subs && !replacing {
-                info!(
-                    "Client {} is at max_subscriptions_per_client ({max_subs}).",
-                    self.client_name(conn)
-                );
+                log.refused(Refused::Quota);
                 reasons.push(ReasonCode::QUOTA_EXCEEDED);
                 continue;
             }
@@ -67,10 +65,7 @@ impl Broker {
             });
             if !allowed {
                 // Entirely denied by the ACL: refused up front (3.1.1: 0x80).
-                debug!(
-                    "Denied SUBSCRIBE from {} to {filter}.",
-                    self.client_name(conn)
-                );
+                log.refused(Refused::Denied);
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
@@ -127,6 +122,18 @@ impl Broker {
                 });
             }
         }
+        // One summary line per packet, within the connection's budget.
+        let complaint = if log.refusals() > 0 {
+            self.complain(conn, log::Level::Info)
+        } else {
+            None
+        };
+        log.finish(
+            &client,
+            self.config.max_topic_levels,
+            self.config.max_subscriptions_per_client,
+            complaint,
+        );
         out.send(
             conn,
             version,
@@ -174,8 +181,10 @@ impl Broker {
             return;
         };
         let version = s.version;
+        let mut log = FilterLog::unsubscribe(&s.client_id);
         let mut reasons = Vec::new();
         for filter in &u.filters {
+            log.filter(&s.client_id, filter, 0);
             let existed = s.subscriptions.iter().any(|f| &**f == *filter);
             if existed {
                 s.subscriptions.retain(|f| &**f != *filter);
@@ -186,7 +195,7 @@ impl Broker {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
-        debug!("Received UNSUBSCRIBE from {}", s.client_id);
+        log.finish(&s.client_id, 0, 0, None);
         for filter in &u.filters {
             self.unsubscribe_filter(filter, skey);
         }

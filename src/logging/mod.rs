@@ -1,8 +1,15 @@
-//! Log set-up: mosquitto-like lines, `{unix seconds}: {message}`, through
-//! `env_logger`. `-v` turns on debug lines; `RUST_LOG` overrides everything.
+//! Log set-up: mosquitto-like lines, `{unix seconds}: {message}`, filtered by
+//! mosquitto's log types (`log_type`). Each line has one type, from its level
+//! and target: `error!` is error, `warn!` warning, `debug!`/`trace!` debug, and
+//! `info!` information unless its target is [`NOTICE`], [`SUBSCRIBE`] or
+//! [`UNSUBSCRIBE`]. A line is written when its type is enabled. `-v` enables
+//! every type (as mosquitto's `-v`); `RUST_LOG`, for developers, replaces the
+//! filter with env_logger's.
 
+mod budget;
 mod text;
 
+pub use budget::{Complaints, Verdict};
 pub use text::LogStr;
 
 use std::io::Write;
@@ -10,22 +17,165 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, LogDest};
 
-/// Install the logger. `log_type` in the config picks the level (mosquitto's
-/// types map onto levels: `debug`/`all` -> debug, `none` -> off), `-v` raises it
-/// to debug.
-pub fn init(verbose: bool, config: &Config) {
-    let level = if verbose || config.log_types.iter().any(|t| t == "all" || t == "debug") {
-        log::LevelFilter::Debug
-    } else if !config.log_types.is_empty() && config.log_types.iter().all(|t| t == "none") {
-        log::LevelFilter::Off
-    } else {
-        log::LevelFilter::Info
-    };
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
+/// Target of `info!` lines of type notice (start-up, clients connecting and
+/// leaving).
+pub const NOTICE: &str = "notice";
+/// Target of `info!` lines of type subscribe (one per subscribed filter).
+pub const SUBSCRIBE: &str = "subscribe";
+/// Target of `info!` lines of type unsubscribe.
+pub const UNSUBSCRIBE: &str = "unsubscribe";
+
+/// mosquitto's log types (`websockets` is accepted and has no lines in midge).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogType {
+    /// `error`.
+    Error,
+    /// `warning`.
+    Warning,
+    /// `notice`.
+    Notice,
+    /// `information`.
+    Information,
+    /// `subscribe`.
+    Subscribe,
+    /// `unsubscribe`.
+    Unsubscribe,
+    /// `debug`.
+    Debug,
+}
+
+impl LogType {
+    /// The type of a line with this level and target.
+    pub fn of(level: log::Level, target: &str) -> LogType {
+        match level {
+            log::Level::Error => LogType::Error,
+            log::Level::Warn => LogType::Warning,
+            log::Level::Info => match target {
+                NOTICE => LogType::Notice,
+                SUBSCRIBE => LogType::Subscribe,
+                UNSUBSCRIBE => LogType::Unsubscribe,
+                _ => LogType::Information,
+            },
+            log::Level::Debug | log::Level::Trace => LogType::Debug,
+        }
     }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+/// A set of enabled log types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTypes(u8);
+
+impl LogTypes {
+    /// mosquitto's default when no `log_type` is given: error, warning, notice
+    /// and information.
+    pub const DEFAULT: LogTypes = LogTypes(0b1111);
+    /// Every type (`log_type all`, `-v`).
+    pub const ALL: LogTypes = LogTypes(0b111_1111);
+
+    /// The set `log_type` lines name (names were checked by the config parser;
+    /// unknown ones and `websockets` add nothing). No line: the default. `none`
+    /// alone: nothing.
+    pub fn from_config(names: &[String]) -> LogTypes {
+        if names.is_empty() {
+            return LogTypes::DEFAULT;
+        }
+        let mut set = 0u8;
+        for n in names {
+            set |= match n.as_str() {
+                "all" => LogTypes::ALL.0,
+                "error" => LogType::Error.bit(),
+                "warning" => LogType::Warning.bit(),
+                "notice" => LogType::Notice.bit(),
+                "information" => LogType::Information.bit(),
+                "subscribe" => LogType::Subscribe.bit(),
+                "unsubscribe" => LogType::Unsubscribe.bit(),
+                "debug" => LogType::Debug.bit(),
+                _ => 0,
+            };
+        }
+        LogTypes(set)
+    }
+
+    /// Lines of type `t` are written.
+    pub fn contains(self, t: LogType) -> bool {
+        self.0 & t.bit() != 0
+    }
+
+    /// The most verbose `log` level any enabled type needs (the global filter,
+    /// so disabled `debug!` lines cost a comparison, not a format).
+    fn max_level(self) -> log::LevelFilter {
+        if self.contains(LogType::Debug) {
+            log::LevelFilter::Debug
+        } else if self.0 & 0b11_1100 != 0 {
+            log::LevelFilter::Info
+        } else if self.contains(LogType::Warning) {
+            log::LevelFilter::Warn
+        } else if self.contains(LogType::Error) {
+            log::LevelFilter::Error
+        } else {
+            log::LevelFilter::Off
+        }
+    }
+}
+
+/// The installed logger: the enabled types and where lines go.
+struct Logger {
+    types: LogTypes,
+    dest: LogDest,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        self.types.contains(LogType::of(m.level(), m.target()))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // A log that cannot be written must not stop the broker.
+        let _ = match self.dest {
+            LogDest::Stdout => writeln!(std::io::stdout().lock(), "{secs}: {}", record.args()),
+            LogDest::Stderr => writeln!(std::io::stderr().lock(), "{secs}: {}", record.args()),
+        };
+    }
+
+    fn flush(&self) {
+        let _ = std::io::stdout().flush();
+    }
+}
+
+/// Install the logger for `log_type` (`-v`: every type).
+pub fn init(verbose: bool, config: &Config) {
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        return init_env_logger(&spec, config);
+    }
+    let types = if verbose {
+        LogTypes::ALL
+    } else {
+        LogTypes::from_config(&config.log_types)
+    };
+    let logger = Logger {
+        types,
+        dest: config.log_dest,
+    };
+    // A second init (tests) is harmless.
+    if log::set_boxed_logger(Box::new(logger)).is_ok() {
+        log::set_max_level(types.max_level());
+    }
+}
+
+/// `RUST_LOG` set: env_logger's module filters, same line format.
+fn init_env_logger(spec: &str, config: &Config) {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(spec);
     builder.target(match config.log_dest {
         LogDest::Stdout => env_logger::Target::Stdout,
         LogDest::Stderr => env_logger::Target::Stderr,
@@ -36,6 +186,56 @@ pub fn init(verbose: bool, config: &Config) {
             .map_or(0, |d| d.as_secs());
         writeln!(buf, "{secs}: {}", record.args())
     });
-    // A second init (tests) is harmless.
     let _ = builder.try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Level;
+
+    fn types(names: &[&str]) -> LogTypes {
+        LogTypes::from_config(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn lines_get_their_type_from_level_and_target() {
+        assert_eq!(LogType::of(Level::Error, "midge::x"), LogType::Error);
+        assert_eq!(LogType::of(Level::Warn, NOTICE), LogType::Warning);
+        assert_eq!(LogType::of(Level::Info, "midge::x"), LogType::Information);
+        assert_eq!(LogType::of(Level::Info, NOTICE), LogType::Notice);
+        assert_eq!(LogType::of(Level::Info, SUBSCRIBE), LogType::Subscribe);
+        assert_eq!(LogType::of(Level::Info, UNSUBSCRIBE), LogType::Unsubscribe);
+        assert_eq!(LogType::of(Level::Debug, SUBSCRIBE), LogType::Debug);
+        assert_eq!(LogType::of(Level::Trace, "x"), LogType::Debug);
+    }
+
+    #[test]
+    fn log_type_lines_pick_the_set() {
+        let d = types(&[]);
+        assert_eq!(d, LogTypes::DEFAULT);
+        for t in [
+            LogType::Error,
+            LogType::Warning,
+            LogType::Notice,
+            LogType::Information,
+        ] {
+            assert!(d.contains(t), "{t:?}");
+        }
+        assert!(!d.contains(LogType::Subscribe) && !d.contains(LogType::Debug));
+        let s = types(&["subscribe"]);
+        assert!(s.contains(LogType::Subscribe));
+        assert!(!s.contains(LogType::Information) && !s.contains(LogType::Error));
+        assert_eq!(s.max_level(), log::LevelFilter::Info);
+        assert_eq!(types(&["all"]), LogTypes::ALL);
+        assert_eq!(types(&["none"]).max_level(), log::LevelFilter::Off);
+        assert_eq!(types(&["websockets"]).max_level(), log::LevelFilter::Off);
+        assert_eq!(types(&["error"]).max_level(), log::LevelFilter::Error);
+        assert_eq!(
+            types(&["warning", "debug"]).max_level(),
+            log::LevelFilter::Debug
+        );
+        let eu = types(&["error", "unsubscribe"]);
+        assert!(eu.contains(LogType::Unsubscribe) && !eu.contains(LogType::Warning));
+    }
 }

@@ -154,7 +154,7 @@ impl Server {
                     .register(&mut l.socket, token, Interest::READABLE)
                     .map_err(ServerError::Io)?;
                 let kind = if l.tls.is_some() { " (TLS)" } else { "" };
-                info!("Opening listen socket on {}{kind}.", l.name);
+                info!(target: crate::logging::NOTICE, "Opening listen socket on {}{kind}.", l.name);
                 listeners.push((l, index));
             }
         }
