@@ -140,6 +140,11 @@ pub struct Config {
     pub max_topic_levels: usize,
     /// `max_subscriptions_per_client` (default 10,000; 0 = none).
     pub max_subscriptions_per_client: usize,
+    /// `max_retained_messages` (default 100,000; 0 = none, midge only).
+    pub max_retained_messages: usize,
+    /// `max_retained_bytes` (default 16 MiB; 0 = none, midge only): topic, payload
+    /// and properties of every retained message plus 128 bytes each.
+    pub max_retained_bytes: usize,
     /// `connect_timeout` seconds a socket may take to send CONNECT (default 10).
     pub connect_timeout: Duration,
     /// `max_topic_alias` (default 10): Topic Alias Maximum announced to v5 clients.
@@ -197,6 +202,8 @@ impl Default for Config {
             pid_file: None,
             max_topic_levels: 200,
             max_subscriptions_per_client: 10_000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(10),
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
@@ -292,6 +299,8 @@ impl Config {
             retry_interval: self.retry_interval,
             max_topic_levels: self.max_topic_levels,
             max_subscriptions_per_client: self.max_subscriptions_per_client,
+            max_retained_messages: self.max_retained_messages,
+            max_retained_bytes: self.max_retained_bytes,
             connect_timeout: self.connect_timeout,
             max_topic_alias: self.max_topic_alias,
             outgoing_topic_aliases: self.outgoing_topic_aliases,
@@ -612,6 +621,8 @@ impl Parser<'_> {
             "max_subscriptions_per_client" => {
                 c.max_subscriptions_per_client = line.number(0, usize::MAX)?
             }
+            "max_retained_messages" => c.max_retained_messages = line.number(0, usize::MAX)?,
+            "max_retained_bytes" => c.max_retained_bytes = line.number(0, usize::MAX)?,
             "connect_timeout" => {
                 c.connect_timeout = Duration::from_secs(line.number(1, 3600)?);
             }
@@ -750,6 +761,17 @@ mod tests {
         // An explicit 0 is the protocol maximum.
         let c = parse("max_packet_size 0\n").expect("parse");
         assert_eq!(c.broker_config().max_packet_size, 268_435_460);
+    }
+
+    #[test]
+    fn retained_limits() {
+        let c = Config::default().broker_config();
+        assert_eq!(c.max_retained_messages, 100_000);
+        assert_eq!(c.max_retained_bytes, 16 << 20);
+        let c = parse("max_retained_messages 10\nmax_retained_bytes 0\n").expect("parse");
+        assert_eq!(c.max_retained_messages, 10);
+        assert_eq!(c.max_retained_bytes, 0);
+        assert!(err("\nmax_retained_bytes -1\n").contains("t.conf:2"));
     }
 
     #[test]

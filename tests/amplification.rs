@@ -14,6 +14,8 @@ mod common;
 
 #[path = "amplification/flood.rs"]
 mod flood;
+#[path = "amplification/retained.rs"]
+mod retained;
 
 use std::any::Any;
 use std::time::{Duration, Instant};
@@ -48,6 +50,7 @@ pub struct Pattern {
 fn all_patterns() -> Vec<Pattern> {
     let mut all = Vec::new();
     all.extend(flood::patterns());
+    all.extend(retained::patterns());
     all
 }
 

@@ -398,6 +398,8 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
         response_information: (s.message_size_limit & 0x40 != 0).then(|| "resp/".to_owned()),
         // The $SYS tree is started by the server only; the fuzzer never does.
         sys_interval: Duration::ZERO,
+        max_retained_messages: usize::from((s.message_size_limit >> 2) & 3),
+        max_retained_bytes: [0, 200, 400, 1000][usize::from((s.message_size_limit >> 4) & 3)],
     }
 }
 
@@ -747,5 +749,12 @@ fuzz_target!(|input: Input| {
     }
     for op in input.ops.iter().take(512) {
         sim.run(op);
+        // The server's turn ends with the paced retained replay (bounded here).
+        for _ in 0..4 {
+            if !sim.broker.poll_replay(sim.now, &mut sim.out) {
+                break;
+            }
+        }
+        sim.check(&"poll_replay");
     }
 });

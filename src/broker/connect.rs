@@ -39,6 +39,11 @@ impl Broker {
             self.refuse(conn, version, reason, out);
             return;
         }
+        if let Some(w) = &connect.will {
+            if self.will_topic_too_deep(conn, version, w.topic, &peer, out) {
+                return;
+            }
+        }
 
         // Client identifier rules.
         let mut assigned = None;
@@ -312,6 +317,8 @@ impl Broker {
         }
         if session_present {
             self.resend_inflight(now, conn, skey, out);
+            // Retained replays cut short by the last connection carry on.
+            self.resume_replay(skey);
         }
     }
 
@@ -351,6 +358,36 @@ impl Broker {
             );
         }
         same_user
+    }
+
+    /// `max_topic_levels` applies to a will topic as to any topic it will be
+    /// published on: a deeper one refuses the CONNECT (v5: CONNACK 0x90, "the Will
+    /// Topic Name is not malformed, but is not accepted by this Server", 3.2.2.2);
+    /// 3.1/3.1.1 have no return code for it, so the socket is closed without a
+    /// CONNACK, as mosquitto does with a will topic it rejects. Returns true when
+    /// refused.
+    fn will_topic_too_deep(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        topic: &str,
+        peer: &str,
+        out: &mut impl Output,
+    ) -> bool {
+        let max = self.config.max_topic_levels;
+        if max == 0 || super::topic_levels(topic) <= max {
+            return false;
+        }
+        info!(
+            "Client connection from {peer} refused: will topic deeper than max_topic_levels {max}."
+        );
+        if version.is_v5() {
+            self.refuse(conn, version, ReasonCode::TOPIC_NAME_INVALID, out);
+        } else {
+            self.conns.remove(&conn);
+            out.close(conn);
+        }
+        true
     }
 
     /// CONNACK with a refusal, then close [MQTT-3.2.2-5].

@@ -22,7 +22,88 @@ pub struct ForwardedProperties {
     /// Correlation Data.
     pub correlation_data: Option<Box<[u8]>>,
     /// User Properties, in order.
-    pub user_properties: Vec<(Box<str>, Box<str>)>,
+    pub user_properties: UserProperties,
+}
+
+/// User Properties packed in one allocation: for each pair, the key and then the
+/// value, each as a 2-byte big-endian length and its UTF-8 bytes (the wire form
+/// without the property identifier). A list of thousands of 1-byte properties
+/// costs its wire size, not two allocations per string (issue 10 item 3).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserProperties(Box<[u8]>);
+
+impl UserProperties {
+    /// The pairs, in order.
+    pub fn iter(&self) -> UserPropertiesIter<'_> {
+        UserPropertiesIter(&self.0)
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// No pairs.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bytes held.
+    pub fn byte_len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for UserProperties {
+    /// Pack the pairs. A string over 65,535 bytes cannot come from MQTT (the
+    /// codec's strings have 2-byte lengths): such a pair is left out.
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut buf = Vec::new();
+        for (k, v) in pairs {
+            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u16::try_from(v.len())) else {
+                continue;
+            };
+            buf.extend_from_slice(&kl.to_be_bytes());
+            buf.extend_from_slice(k.as_bytes());
+            buf.extend_from_slice(&vl.to_be_bytes());
+            buf.extend_from_slice(v.as_bytes());
+        }
+        UserProperties(buf.into_boxed_slice())
+    }
+}
+
+impl<'a> IntoIterator for &'a UserProperties {
+    type Item = (&'a str, &'a str);
+    type IntoIter = UserPropertiesIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Iterator over packed [`UserProperties`].
+#[derive(Debug, Clone)]
+pub struct UserPropertiesIter<'a>(&'a [u8]);
+
+impl<'a> UserPropertiesIter<'a> {
+    fn string(&mut self) -> Option<&'a str> {
+        let (len, rest) = self.0.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let (s, rest) = (rest.get(..len)?, rest.get(len..)?);
+        self.0 = rest;
+        // Packed from `&str` only, so always UTF-8; checked rather than trusted.
+        std::str::from_utf8(s).ok()
+    }
+}
+
+impl<'a> Iterator for UserPropertiesIter<'a> {
+    type Item = (&'a str, &'a str);
+    fn next(&mut self) -> Option<Self::Item> {
+        let pair = self.string().zip(self.string());
+        if pair.is_none() {
+            self.0 = &[];
+        }
+        pair
+    }
 }
 
 impl ForwardedProperties {
@@ -33,11 +114,7 @@ impl ForwardedProperties {
             content_type: p.content_type.map(Into::into),
             response_topic: p.response_topic.map(Into::into),
             correlation_data: p.correlation_data.map(Into::into),
-            user_properties: p
-                .user_properties
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
+            user_properties: p.user_properties.iter().copied().collect(),
         };
         (f != ForwardedProperties::default()).then(|| Box::new(f))
     }
@@ -96,6 +173,18 @@ impl Message {
         Some(u32::try_from(secs).unwrap_or(u32::MAX))
     }
 
+    /// Bytes this message counts against `max_retained_bytes`: topic, payload and
+    /// forwarded properties (the allocations' own overhead is not counted).
+    pub fn stored_len(&self) -> usize {
+        let props = self.properties.as_ref().map_or(0, |p| {
+            p.content_type.as_ref().map_or(0, |s| s.len())
+                + p.response_topic.as_ref().map_or(0, |s| s.len())
+                + p.correlation_data.as_ref().map_or(0, |s| s.len())
+                + p.user_properties.byte_len()
+        });
+        self.topic.len() + self.payload.len() + props
+    }
+
     /// True once the Message Expiry Interval has passed: not delivered any more.
     pub fn is_expired(&self, now: Instant) -> bool {
         self.remaining_expiry(now) == Some(0)
@@ -115,11 +204,7 @@ impl Message {
             p.content_type = f.content_type.as_deref();
             p.response_topic = f.response_topic.as_deref();
             p.correlation_data = f.correlation_data.as_deref();
-            p.user_properties = f
-                .user_properties
-                .iter()
-                .map(|(k, v)| (&**k, &**v))
-                .collect();
+            p.user_properties = f.user_properties.iter().collect();
         }
         p
     }
@@ -128,6 +213,20 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_properties_are_packed_in_order() {
+        let list = [("z", "1"), ("", ""), ("a", "2"), ("z", "3")];
+        let packed: UserProperties = list.iter().copied().collect();
+        assert_eq!(packed.iter().collect::<Vec<_>>(), list);
+        assert_eq!(packed.len(), 4);
+        // Two length bytes per string, as on the wire without the identifier.
+        assert_eq!(packed.byte_len(), 8 * 2 + 6);
+        let long = "x".repeat(70_000);
+        let skipped: UserProperties = [("k", long.as_str()), ("a", "b")].into_iter().collect();
+        assert_eq!(skipped.iter().collect::<Vec<_>>(), [("a", "b")]);
+        assert!(UserProperties::default().is_empty());
+    }
 
     #[test]
     fn expiry_counts_down_and_is_forwarded_reduced() {

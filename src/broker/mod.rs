@@ -11,6 +11,7 @@ mod filter_log;
 pub mod message;
 pub mod output;
 mod publish;
+mod replay;
 pub mod retained;
 pub mod session;
 pub mod shared;
@@ -70,6 +71,11 @@ pub struct BrokerConfig {
     pub max_topic_levels: usize,
     /// Most subscriptions one client may hold (`max_subscriptions_per_client`); 0 = no limit.
     pub max_subscriptions_per_client: usize,
+    /// Most retained messages (`max_retained_messages`); 0 = no limit.
+    pub max_retained_messages: usize,
+    /// Most retained bytes (`max_retained_bytes`), counted by
+    /// [`message::Message::stored_len`] plus [`retained::RETAINED_OVERHEAD`] each; 0 = no limit.
+    pub max_retained_bytes: usize,
     /// Topic Alias Maximum announced to MQTT 5 clients (`max_topic_alias`); 0 = none.
     pub max_topic_alias: u16,
     /// Send topic aliases to MQTT 5 clients that accept them (`outgoing_topic_aliases`).
@@ -99,6 +105,8 @@ impl Default for BrokerConfig {
             max_pending_bytes: 1 << 20,
             max_topic_levels: 200,
             max_subscriptions_per_client: 10_000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 16 << 20,
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
@@ -191,6 +199,13 @@ pub struct Broker {
     subscriptions: SubscriptionIndex<usize>,
     shared: shared::SharedSubscriptions,
     retained: RetainedStore<Arc<Message>>,
+    /// A retained store refusal was logged; cleared when the store has room again.
+    retained_full: bool,
+    /// Sessions with retained replays pending (see `replay.rs`); may hold
+    /// duplicates and sessions that are gone, skipped when polled.
+    replaying: Vec<usize>,
+    /// Position in `replaying` where the next turn's replay budget starts.
+    replay_next: usize,
     security: crate::auth::Security,
     /// Durable changes are reported through `Output::persist`.
     persistence: bool,
@@ -207,6 +222,10 @@ pub struct Broker {
 impl Broker {
     /// A broker with no sessions.
     pub fn new(config: BrokerConfig) -> Self {
+        let limits = retained::Limits {
+            max_messages: config.max_retained_messages,
+            max_bytes: config.max_retained_bytes,
+        };
         Broker {
             config,
             conns: HashMap::new(),
@@ -214,7 +233,10 @@ impl Broker {
             by_client_id: HashMap::new(),
             subscriptions: SubscriptionIndex::new(),
             shared: shared::SharedSubscriptions::default(),
-            retained: RetainedStore::new(),
+            retained: RetainedStore::new(limits),
+            retained_full: false,
+            replaying: Vec::new(),
+            replay_next: 0,
             // No rules until `set_security` (library use, tests); the server
             // installs the configured ones before the first client.
             security: crate::auth::Security::allow_all(),
@@ -674,6 +696,8 @@ impl Broker {
 
     fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
         debug!("Publishing will on {}.", LogStr(&msg.topic));
+        // A will the full store cannot keep is still delivered to subscribers:
+        // nobody is left to tell.
         if msg.retain {
             self.store_retained(&msg, out);
         }
@@ -779,3 +803,6 @@ fn connack(session_present: bool, reason: ReasonCode) -> Packet<'static> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod replay_tests;

@@ -219,10 +219,11 @@ impl Broker {
             let mut msg = Message::from_publish(&p, now);
             msg.retain = retain;
             let msg = Arc::new(msg);
-            if retain {
-                self.store_retained(&msg, out);
-            }
-            if self.route(now, msg, Some(skey), out) == 0 {
+            if retain && !self.store_retained(&msg, out) {
+                // The store is full: the message is refused as a whole, as for
+                // `message_size_limit` (v5: 0x97 on the ack).
+                ReasonCode::QUOTA_EXCEEDED
+            } else if self.route(now, msg, Some(skey), out) == 0 {
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
             } else {
                 ReasonCode::SUCCESS
@@ -248,19 +249,52 @@ impl Broker {
     }
 
     /// Keep, replace or clear (empty payload) the retained message of its topic
-    /// [MQTT-3.3.1-5/6/7].
-    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, out: &mut impl Output) {
+    /// [MQTT-3.3.1-5/6/7]. Returns false when the store's limits refuse a new
+    /// topic or a larger replacement (logged once per episode); clearing always
+    /// succeeds.
+    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, out: &mut impl Output) -> bool {
         if msg.payload.is_empty() {
-            self.retained.remove(&msg.topic);
+            if self.retained.remove(&msg.topic).is_some() && self.retained_full {
+                self.retained_full = !self.retained_has_room();
+            }
             if self.persistence {
                 out.persist(&Record::RetainClear(&msg.topic));
             }
-        } else {
-            self.retained.insert(&msg.topic, Arc::clone(msg));
-            if self.persistence {
-                out.persist(&Record::RetainSet(msg));
+            return true;
+        }
+        match self.retained.insert(Arc::clone(msg)) {
+            Ok(_) => {
+                if self.persistence {
+                    out.persist(&Record::RetainSet(msg));
+                }
+                true
+            }
+            Err(full) => {
+                if !self.retained_full {
+                    self.retained_full = true;
+                    let limits = self.retained.limits();
+                    warn!(
+                        "Retained store full ({:?}: {} messages, {} bytes; max_retained_messages {}, max_retained_bytes {}): new retained messages are refused.",
+                        full,
+                        self.retained.len(),
+                        self.retained.bytes(),
+                        limits.max_messages,
+                        limits.max_bytes
+                    );
+                }
+                false
             }
         }
+    }
+
+    /// The store is back under 90% of both limits: the next refusal starts a new
+    /// episode and is logged (the margin keeps a client that clears and sets one
+    /// topic at the limit from writing a line per message).
+    fn retained_has_room(&self) -> bool {
+        let limits = self.retained.limits();
+        let under = |used: usize, max: usize| max == 0 || used < max - max / 10;
+        under(self.retained.len(), limits.max_messages)
+            && under(self.retained.bytes(), limits.max_bytes)
     }
 
     /// Deliver `msg` to every session with a matching subscription; returns how

@@ -1,314 +1,321 @@
-//! The retained message store: at most one message per topic name, found by topic
-//! filter when a client subscribes. It owns a trie of topic levels; it never
-//! validates topics or filters (the codec does) and never decides what to retain.
+//! The retained message store: at most one message per topic name, within the
+//! `max_retained_messages` / `max_retained_bytes` limits, found by topic filter
+//! from a resumable cursor. It never validates topics or filters (the codec does),
+//! never decides what to retain and never sends anything.
 //!
 //! # Design
 //!
-//! * One node per topic level, `HashMap<Box<str>, Node>` of children (absent on
-//!   leaves, so a leaf is two words) and an `Option<V>`. The full topic name is not
-//!   stored: [`RetainedStore::for_each_match`] rebuilds it in one reused `String`
-//!   while it walks, which saves a copy of every topic name.
-//! * Matching walks the trie with the filter: a literal level follows one child,
-//!   `+` every child, a final `#` the whole subtree including the current node
-//!   (`a/#` matches `a` [MQTT-4.7.1-2]). A filter with a literal first level only
-//!   visits the part of the trie under it.
-//! * Every walk (match, insert, remove, drop) is a loop with an explicit stack,
-//!   so a hostile topic with thousands of levels cannot overflow the thread stack.
-//!   Removing a topic prunes the nodes that only existed for it.
+//! * One ordered set entry per message, keyed by the message's own topic string:
+//!   no per-level nodes and no second copy of the topic, so a 200-level topic costs
+//!   its bytes, not 200 hash maps (issue 10 item 3).
+//! * Matching scans the key range of the filter's literal prefix (`a/b/+` scans
+//!   the topics starting with `a/b/`; a filter without wildcards is one lookup),
+//!   testing each topic against the filter.
+//! * The scan resumes after any topic with a budget of work ([`Self::next_match`]),
+//!   so a replay can be spread over loop turns while the store changes under it:
+//!   key order is stable, and each entry carries the sequence number of its last
+//!   store so a replay can skip what was stored after it began.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::fmt;
+use std::ops::Bound;
+use std::sync::Arc;
 
-/// The children of a trie node, by level text.
-type Children<V> = HashMap<Box<str>, Node<V>>;
+use super::message::Message;
+use crate::protocol::topic::matches;
 
-/// One topic level.
-struct Node<V> {
-    /// Never `Some` of an empty map: the last child's removal drops the map.
-    children: Option<Box<Children<V>>>,
-    /// The retained value of the topic ending here.
-    value: Option<V>,
+/// Bytes each retained message counts beyond its topic, payload and properties:
+/// roughly what its `Arc`, its allocations' headers and its place in the set
+/// cost, so `max_retained_bytes` approximates RAM.
+pub const RETAINED_OVERHEAD: usize = 128;
+
+/// What the store needs of a value: the topic it is kept under and the bytes it
+/// counts against `max_retained_bytes`.
+pub trait Retainable {
+    /// The topic name.
+    fn topic(&self) -> &str;
+    /// Bytes counted against the byte limit.
+    fn size(&self) -> usize;
 }
 
-impl<V> Node<V> {
-    fn new() -> Self {
-        Node {
-            children: None,
-            value: None,
-        }
+impl Retainable for Arc<Message> {
+    fn topic(&self) -> &str {
+        &self.topic
     }
-
-    /// The children, or an empty iterator for a leaf.
-    fn children(&self) -> impl Iterator<Item = (&str, &Node<V>)> {
-        self.children
-            .iter()
-            .flat_map(|map| map.iter().map(|(name, node)| (&**name, node)))
-    }
-
-    /// The child named `name`.
-    fn child(&self, name: &str) -> Option<&Node<V>> {
-        self.children.as_ref()?.get(name)
-    }
-
-    /// The child named `name`, mutably.
-    fn child_mut(&mut self, name: &str) -> Option<&mut Node<V>> {
-        self.children.as_mut()?.get_mut(name)
+    fn size(&self) -> usize {
+        self.stored_len() + RETAINED_OVERHEAD
     }
 }
 
-impl<V> Drop for Node<V> {
-    /// Tear the subtree down level by level: the derived drop would recurse once
-    /// per level, and a topic may have tens of thousands of them.
-    fn drop(&mut self) {
-        let Some(children) = self.children.take() else {
-            return;
-        };
-        let mut stack = vec![children];
-        while let Some(mut map) = stack.pop() {
-            for (_, mut child) in map.drain() {
-                if let Some(grandchildren) = child.children.take() {
-                    stack.push(grandchildren);
-                }
-                // `child` now has no children, so its own drop returns at once.
-            }
-        }
+/// One stored value with the sequence number of its store.
+struct Entry<V> {
+    value: V,
+    seq: u64,
+}
+
+impl<V: Retainable> Borrow<str> for Entry<V> {
+    fn borrow(&self) -> &str {
+        self.value.topic()
     }
 }
 
-/// What a stacked node of a match walk still has to do.
-#[derive(Clone, Copy)]
-enum Visit {
-    /// The node matched the filter's levels before this index.
-    Level(usize),
-    /// The node is under a final `#`: report it and everything below.
-    Subtree,
+impl<V: Retainable> PartialEq for Entry<V> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value.topic() == other.value.topic()
+    }
 }
 
-/// A node waiting on the match walk's stack.
-struct Frame<'a, V> {
-    node: &'a Node<V>,
-    /// The node's level text.
-    name: &'a str,
-    /// Number of levels from the root (the root is 0).
-    depth: usize,
-    /// Length of the parent's topic name in the path buffer.
-    parent_len: usize,
-    visit: Visit,
+impl<V: Retainable> Eq for Entry<V> {}
+
+impl<V: Retainable> PartialOrd for Entry<V> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<V: Retainable> Ord for Entry<V> {
+    // Ordered as its `Borrow<str>` form, as BTreeSet lookups by `&str` require.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.value.topic().cmp(other.value.topic())
+    }
+}
+
+/// Why a new value was not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `max_retained_messages` reached (only a new topic is refused).
+    Messages,
+    /// `max_retained_bytes` would be exceeded.
+    Bytes,
+}
+
+/// Limits of the store; 0 = none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Most retained messages.
+    pub max_messages: usize,
+    /// Most bytes of retained messages (as [`Retainable::size`] counts them).
+    pub max_bytes: usize,
+}
+
+/// One step of a resumable scan ([`RetainedStore::next_match`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step<'a, V> {
+    /// The next matching value; resume after its topic.
+    Match(&'a V),
+    /// The budget ran out after visiting this value (which did not match);
+    /// resume after its topic.
+    Paused(&'a V),
+    /// Nothing matches after the resume point.
+    End,
 }
 
 /// Retained values of type `V` (the broker stores `Arc<Message>`), keyed by topic name.
 pub struct RetainedStore<V> {
-    /// The empty prefix; never holds a value (a topic has at least one level).
-    root: Node<V>,
-    /// Number of values in the trie.
-    len: usize,
+    set: BTreeSet<Entry<V>>,
+    /// Sum of the values' sizes.
+    bytes: usize,
+    /// Sequence number of the last store.
+    seq: u64,
+    limits: Limits,
 }
 
 impl<V> fmt::Debug for RetainedStore<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not the derived recursive dump: the trie may be very deep.
         f.debug_struct("RetainedStore")
-            .field("len", &self.len)
+            .field("len", &self.set.len())
+            .field("bytes", &self.bytes)
             .finish()
     }
 }
 
-impl<V> RetainedStore<V> {
-    /// An empty store.
-    pub fn new() -> Self {
+impl<V: Retainable> RetainedStore<V> {
+    /// An empty store with these limits.
+    pub fn new(limits: Limits) -> Self {
         RetainedStore {
-            root: Node::new(),
-            len: 0,
+            set: BTreeSet::new(),
+            bytes: 0,
+            seq: 0,
+            limits,
         }
     }
 
-    /// Store `value` for `topic`, replacing what was there; returns the old value.
-    pub fn insert(&mut self, topic: &str, value: V) -> Option<V> {
-        let mut node = &mut self.root;
-        for level in topic.split('/') {
-            let children = node.children.get_or_insert_with(Box::default);
-            // Look up before inserting so an existing path allocates nothing.
-            if !children.contains_key(level) {
-                children.insert(level.into(), Node::new());
-            }
-            // Always found: it was there or has just been inserted.
-            node = children.get_mut(level)?;
+    /// Store `value` under its topic, replacing what was there; returns the old
+    /// value. A new topic is refused when either limit is reached; a replacement
+    /// is refused only when it grows the store past `max_bytes`.
+    pub fn insert(&mut self, value: V) -> Result<Option<V>, Full> {
+        let size = value.size();
+        let old = self.set.get(value.topic()).map(|e| e.value.size());
+        let max_b = self.limits.max_bytes;
+        let bytes_after = self.bytes - old.unwrap_or(0) + size;
+        let grows = old.is_none_or(|o| size > o);
+        if old.is_none() && self.limits.max_messages != 0 && self.len() >= self.limits.max_messages
+        {
+            return Err(Full::Messages);
         }
-        let old = node.value.replace(value);
-        if old.is_none() {
-            self.len += 1;
+        if max_b != 0 && grows && bytes_after > max_b {
+            return Err(Full::Bytes);
         }
-        old
+        Ok(self.insert_unchecked(value))
+    }
+
+    /// Store `value` whatever the limits (messages restored from disk, which were
+    /// accepted under the limits of their day).
+    pub fn insert_unchecked(&mut self, value: V) -> Option<V> {
+        self.seq += 1;
+        self.bytes += value.size();
+        let old = self.set.replace(Entry {
+            value,
+            seq: self.seq,
+        })?;
+        self.bytes -= old.value.size();
+        Some(old.value)
     }
 
     /// Remove the retained value of `topic` (a retained PUBLISH with an empty payload).
     pub fn remove(&mut self, topic: &str) -> Option<V> {
-        // First pass, read-only: find the value and the deepest node on the path
-        // that must stay (the root, or a node with a value of its own or other
-        // children). Everything below it exists only for `topic`.
-        let mut node = &self.root;
-        let mut keep = 0;
-        for (depth, level) in topic.split('/').enumerate() {
-            let branches = node.children.as_ref().map_or(0, |c| c.len());
-            if depth > 0 && (node.value.is_some() || branches > 1) {
-                keep = depth;
-            }
-            node = node.child(level)?;
-        }
-        node.value.as_ref()?;
-        let has_children = node.children.is_some();
-        let value = self.take_value(topic, keep, has_children);
-        if value.is_some() {
-            self.len -= 1;
-        }
-        value
+        let old = self.set.take(topic)?;
+        self.bytes -= old.value.size();
+        Some(old.value)
     }
 
-    /// Second pass of [`Self::remove`]: take the value of `topic`, known to be
-    /// there, cutting off the branch below depth `keep` unless the topic's node
-    /// has children of its own.
-    fn take_value(&mut self, topic: &str, keep: usize, has_children: bool) -> Option<V> {
-        let mut levels = topic.split('/');
-        if has_children {
-            // The node stays for its children; only its value goes.
-            let mut node = &mut self.root;
-            for level in levels {
-                node = node.child_mut(level)?;
+    /// The next value after topic `after` (from the start for `None`) that matches
+    /// `filter` (a valid plain filter, the `$` rule [MQTT-4.7.2-1] applied) and was
+    /// stored at sequence `upto` or before. Each visited value costs one unit of
+    /// `budget` plus one per 64 bytes of its topic; the scan pauses when the
+    /// budget is spent.
+    pub fn next_match<'a>(
+        &'a self,
+        filter: &str,
+        after: Option<&str>,
+        upto: u64,
+        budget: &mut usize,
+    ) -> Step<'a, V> {
+        let prefix = literal_prefix(filter);
+        let exact = prefix.len() == filter.len();
+        // Start at the later of the prefix and the resume point.
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        for entry in self.set.range::<str, _>((start, Bound::Unbounded)) {
+            let topic = entry.value.topic();
+            // Keys sharing the prefix are contiguous: past them, nothing matches.
+            if !topic.starts_with(prefix) || (exact && topic.len() > prefix.len()) {
+                return Step::End;
             }
-            return node.value.take();
+            *budget = budget.saturating_sub(1 + topic.len() / 64);
+            if entry.seq <= upto && matches(filter, topic) {
+                return Step::Match(&entry.value);
+            }
+            if exact {
+                return Step::End;
+            }
+            if *budget == 0 {
+                return Step::Paused(&entry.value);
+            }
         }
-        // Cut the branch below the kept node and take the value from the cut-off
-        // chain; dropping the chain frees it without recursion (see `Drop`).
-        let mut parent = &mut self.root;
-        for level in levels.by_ref().take(keep) {
-            parent = parent.child_mut(level)?;
-        }
-        let name = levels.next()?;
-        let children = parent.children.as_mut()?;
-        let mut chain = children.remove(name)?;
-        if children.is_empty() {
-            parent.children = None;
-        }
-        let mut node = &mut chain;
-        for level in levels {
-            node = node.child_mut(level)?;
-        }
-        node.value.take()
+        Step::End
     }
 
-    /// Call `f` for every retained value whose topic matches `filter` (a valid
-    /// filter), with the `$` rule [MQTT-4.7.2-1]. Cost proportional to the matching
-    /// part of the store, not to its size, for filters with a literal first level.
-    pub fn for_each_match(&self, filter: &str, f: impl FnMut(&str, &V)) {
-        self.walk(filter, true, f);
+    /// Call `f` for every retained value whose topic matches `filter`, with the `$`
+    /// rule [MQTT-4.7.2-1], in topic order. Not budgeted: for tests and small stores.
+    pub fn for_each_match(&self, filter: &str, mut f: impl FnMut(&str, &V)) {
+        let mut after: Option<&str> = None;
+        loop {
+            let mut budget = usize::MAX;
+            match self.next_match(filter, after, self.seq, &mut budget) {
+                Step::Match(v) => {
+                    f(v.topic(), v);
+                    after = Some(v.topic());
+                }
+                Step::Paused(v) => after = Some(v.topic()),
+                Step::End => return,
+            }
+        }
     }
 
     /// Call `f` for every retained value, `$` topics included (for snapshots).
-    pub fn for_each(&self, f: impl FnMut(&str, &V)) {
-        self.walk("#", false, f);
+    pub fn for_each(&self, mut f: impl FnMut(&str, &V)) {
+        for e in &self.set {
+            f(e.value.topic(), &e.value);
+        }
     }
 
-    fn walk<'a>(&'a self, filter: &str, dollar_rule: bool, mut f: impl FnMut(&str, &V)) {
-        if self.len == 0 {
-            return;
-        }
-        let levels: Vec<&str> = filter.split('/').collect();
-        // [MQTT-4.7.2-1]: a filter starting with a wildcard skips `$` topics.
-        let wild_first = dollar_rule && matches!(levels.first(), Some(&"+") | Some(&"#"));
-        let mut path = String::new();
-        let mut stack = vec![Frame {
-            node: &self.root,
-            name: "",
-            depth: 0,
-            parent_len: 0,
-            visit: Visit::Level(0),
-        }];
-        while let Some(frame) = stack.pop() {
-            // Frames pop in depth-first order, so the buffer still starts with
-            // the parent's name: cut back to it and append this level.
-            path.truncate(frame.parent_len);
-            if frame.depth > 1 {
-                path.push('/');
-            }
-            path.push_str(frame.name);
-            let here = path.len();
-            let skip_dollar = frame.depth == 0 && wild_first;
-            let push_children = |visit: Visit, stack: &mut Vec<Frame<'a, V>>| {
-                for (name, node) in frame.node.children() {
-                    if skip_dollar && name.starts_with('$') {
-                        continue;
-                    }
-                    stack.push(Frame {
-                        node,
-                        name,
-                        depth: frame.depth + 1,
-                        parent_len: here,
-                        visit,
-                    });
-                }
-            };
-            let visit = match frame.visit {
-                Visit::Level(i) if levels.get(i) == Some(&"#") && i + 1 == levels.len() => {
-                    Visit::Subtree
-                }
-                visit => visit,
-            };
-            match visit {
-                Visit::Subtree => {
-                    if let Some(value) = &frame.node.value {
-                        f(&path, value);
-                    }
-                    push_children(Visit::Subtree, &mut stack);
-                }
-                Visit::Level(i) => match levels.get(i) {
-                    None => {
-                        if let Some(value) = &frame.node.value {
-                            f(&path, value);
-                        }
-                    }
-                    Some(&"+") => push_children(Visit::Level(i + 1), &mut stack),
-                    Some(literal) => {
-                        if let Some((name, node)) = frame
-                            .node
-                            .children
-                            .as_ref()
-                            .and_then(|map| map.get_key_value(*literal))
-                        {
-                            stack.push(Frame {
-                                node,
-                                name,
-                                depth: frame.depth + 1,
-                                parent_len: here,
-                                visit: Visit::Level(i + 1),
-                            });
-                        }
-                    }
-                },
-            }
-        }
+    /// Sequence number of the latest store: a replay started now covers the
+    /// values stored up to it.
+    pub fn seq(&self) -> u64 {
+        self.seq
     }
 
     /// Number of retained messages.
     pub fn len(&self) -> usize {
-        self.len
+        self.set.len()
+    }
+
+    /// Bytes of retained messages (see [`Retainable::size`]).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.set.is_empty()
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 }
 
-impl<V> Default for RetainedStore<V> {
-    fn default() -> Self {
-        Self::new()
+/// The part of `filter` before its first wildcard level: every matching topic
+/// starts with it (`a/b/+` gives `a/b/`, `a/#` gives `a` since `a/#` matches
+/// `a` [MQTT-4.7.1-2], `+/x` gives ``, a filter without wildcards is itself).
+fn literal_prefix(filter: &str) -> &str {
+    let mut end = 0;
+    for level in filter.split('/') {
+        if level == "+" {
+            return &filter[..end];
+        }
+        if level == "#" {
+            // Without the separator before `#`: the parent level matches too.
+            return &filter[..end.saturating_sub(1)];
+        }
+        end += level.len() + 1;
     }
+    filter
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    /// A test value: a topic and a number.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct V(String, u32);
+
+    impl Retainable for V {
+        fn topic(&self) -> &str {
+            &self.0
+        }
+        fn size(&self) -> usize {
+            self.0.len() + 4
+        }
+    }
+
+    fn store() -> RetainedStore<V> {
+        RetainedStore::new(Limits::default())
+    }
+
+    fn put(st: &mut RetainedStore<V>, topic: &str, n: u32) -> Option<u32> {
+        st.insert(V(topic.into(), n))
+            .expect("no limits")
+            .map(|v| v.1)
+    }
 
     /// The spec's matching rules, written the obvious way (4.7).
     fn ref_matches(filter: &str, topic: &str) -> bool {
@@ -348,9 +355,32 @@ mod tests {
         }
     }
 
-    fn matches_of(store: &RetainedStore<u32>, filter: &str) -> Vec<(String, u32)> {
+    fn matches_of(store: &RetainedStore<V>, filter: &str) -> Vec<(String, u32)> {
         let mut out = Vec::new();
-        store.for_each_match(filter, |t, v| out.push((t.to_string(), *v)));
+        store.for_each_match(filter, |t, v| out.push((t.to_string(), v.1)));
+        out.sort();
+        out
+    }
+
+    /// The same, through budgeted steps of `budget` units, as a replay does it.
+    fn matches_stepwise(
+        store: &RetainedStore<V>,
+        filter: &str,
+        budget: usize,
+    ) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut b = budget;
+            match store.next_match(filter, after.as_deref(), store.seq(), &mut b) {
+                Step::Match(v) => {
+                    out.push((v.0.clone(), v.1));
+                    after = Some(v.0.clone());
+                }
+                Step::Paused(v) => after = Some(v.0.clone()),
+                Step::End => break,
+            }
+        }
         out.sort();
         out
     }
@@ -362,27 +392,67 @@ mod tests {
     }
 
     #[test]
+    fn prefixes() {
+        assert_eq!(literal_prefix("a/b/+"), "a/b/");
+        assert_eq!(literal_prefix("a/#"), "a");
+        assert_eq!(literal_prefix("#"), "");
+        assert_eq!(literal_prefix("+/x"), "");
+        assert_eq!(literal_prefix("a/b"), "a/b");
+        assert_eq!(literal_prefix("/+"), "/");
+        assert_eq!(literal_prefix("/#"), "");
+    }
+
+    #[test]
     fn insert_replace_remove() {
-        let mut st = RetainedStore::new();
-        assert_eq!(st.insert("a/b", 1), None);
-        assert_eq!(st.insert("a/b", 2), Some(1));
+        let mut st = store();
+        assert_eq!(put(&mut st, "a/b", 1), None);
+        assert_eq!(put(&mut st, "a/b", 2), Some(1));
         assert_eq!(st.len(), 1);
+        assert_eq!(st.bytes(), 7);
         assert_eq!(st.remove("a"), None);
         assert_eq!(st.remove("a/b/c"), None);
-        assert_eq!(st.remove("a/b"), Some(2));
+        assert_eq!(st.remove("a/b").map(|v| v.1), Some(2));
         assert_eq!(st.remove("a/b"), None);
         assert!(st.is_empty());
-        assert!(st.root.children.is_none());
+        assert_eq!(st.bytes(), 0);
+    }
+
+    #[test]
+    fn limits_refuse_new_topics_and_growth_only() {
+        let mut st = RetainedStore::new(Limits {
+            max_messages: 2,
+            max_bytes: 30,
+        });
+        assert!(st.insert(V("a".into(), 1)).is_ok()); // 5 bytes
+        assert!(st.insert(V("b".repeat(10), 2)).is_ok()); // 14 bytes
+        assert_eq!(st.insert(V("c".into(), 3)), Err(Full::Messages));
+        // Replacing is allowed at the message limit...
+        assert!(st.insert(V("a".into(), 4)).is_ok());
+        // ...but not growing past the byte limit (5 + 14 -> 14 + 26 = 40 > 30).
+        assert_eq!(st.insert(V("b".repeat(10), 5)).map(|_| ()), Ok(()));
+        st.remove("a");
+        assert_eq!(st.insert(V("x".repeat(20), 6)), Err(Full::Bytes)); // 14 + 24 > 30
+        assert!(st.insert(V("x".repeat(12), 7)).is_ok()); // 14 + 16 = 30
+        assert_eq!(st.bytes(), 30);
+        // Shrinking or clearing is always possible.
+        assert!(st.insert(V("x".repeat(12), 8)).is_ok());
+        assert!(st.remove(&"x".repeat(12)).is_some());
+        assert_eq!(st.bytes(), 14);
+        // Restored messages are kept whatever the limits.
+        st.insert_unchecked(V("y".repeat(40), 9));
+        assert_eq!(st.len(), 2);
+        assert_eq!(st.bytes(), 58);
     }
 
     #[test]
     fn wildcards_and_parent_level() {
-        let mut st = RetainedStore::new();
-        st.insert("sport", 1);
-        st.insert("sport/tennis", 2);
-        st.insert("sport/tennis/player1", 3);
-        st.insert("sport/golf", 4);
-        st.insert("news", 5);
+        let mut st = store();
+        put(&mut st, "sport", 1);
+        put(&mut st, "sport/tennis", 2);
+        put(&mut st, "sport/tennis/player1", 3);
+        put(&mut st, "sport/golf", 4);
+        put(&mut st, "news", 5);
+        put(&mut st, "sports", 6);
         // `sport/#` matches `sport` itself [MQTT-4.7.1-2].
         assert_eq!(
             matches_of(&st, "sport/#"),
@@ -397,20 +467,24 @@ mod tests {
             matches_of(&st, "sport/+"),
             pairs(&[("sport/tennis", 2), ("sport/golf", 4)])
         );
-        assert_eq!(matches_of(&st, "+"), pairs(&[("sport", 1), ("news", 5)]));
+        assert_eq!(
+            matches_of(&st, "+"),
+            pairs(&[("sport", 1), ("news", 5), ("sports", 6)])
+        );
         assert_eq!(
             matches_of(&st, "sport/tennis"),
             pairs(&[("sport/tennis", 2)])
         );
-        assert_eq!(matches_of(&st, "#").len(), 5);
+        assert_eq!(matches_of(&st, "sport"), pairs(&[("sport", 1)]));
+        assert_eq!(matches_of(&st, "#").len(), 6);
         assert!(matches_of(&st, "sport/tennis/player1/x").is_empty());
     }
 
     #[test]
     fn dollar_topics_skip_leading_wildcards() {
-        let mut st = RetainedStore::new();
-        st.insert("$SYS/broker/uptime", 1);
-        st.insert("a", 2);
+        let mut st = store();
+        put(&mut st, "$SYS/broker/uptime", 1);
+        put(&mut st, "a", 2);
         // [MQTT-4.7.2-1]
         assert_eq!(matches_of(&st, "#"), pairs(&[("a", 2)]));
         assert!(matches_of(&st, "+/broker/uptime").is_empty());
@@ -426,11 +500,11 @@ mod tests {
 
     #[test]
     fn empty_levels() {
-        let mut st = RetainedStore::new();
-        st.insert("/a", 1);
-        st.insert("a//b", 2);
-        st.insert("a/", 3);
-        st.insert("/", 4);
+        let mut st = store();
+        put(&mut st, "/a", 1);
+        put(&mut st, "a//b", 2);
+        put(&mut st, "a/", 3);
+        put(&mut st, "/", 4);
         assert_eq!(matches_of(&st, "/a"), pairs(&[("/a", 1)]));
         assert_eq!(
             matches_of(&st, "+/+"),
@@ -439,58 +513,91 @@ mod tests {
         assert_eq!(matches_of(&st, "a/+/b"), pairs(&[("a//b", 2)]));
         assert_eq!(matches_of(&st, "a/#"), pairs(&[("a//b", 2), ("a/", 3)]));
         assert_eq!(matches_of(&st, "/#"), pairs(&[("/a", 1), ("/", 4)]));
-        assert_eq!(st.remove("/"), Some(4));
+        assert_eq!(st.remove("/").map(|v| v.1), Some(4));
         assert_eq!(matches_of(&st, "/#"), pairs(&[("/a", 1)]));
     }
 
     #[test]
-    fn remove_prunes_only_what_it_owned() {
-        let mut st = RetainedStore::new();
-        st.insert("a/b/c/d", 1);
-        st.insert("a/b", 2);
-        st.insert("a/x", 3);
-        assert_eq!(st.remove("a/b/c/d"), Some(1));
-        // `a/b` keeps its value but loses its children map.
-        let b = st.root.child("a").and_then(|a| a.child("b"));
-        assert!(b.is_some_and(|b| b.children.is_none() && b.value == Some(2)));
-        assert_eq!(st.remove("a/b"), Some(2));
-        assert!(st.root.child("a").is_some_and(|a| a.child("b").is_none()));
-        // A node with children keeps them when its own value goes.
-        st.insert("a/x/y", 4);
-        assert_eq!(st.remove("a/x"), Some(3));
-        assert_eq!(matches_of(&st, "#"), pairs(&[("a/x/y", 4)]));
-        assert_eq!(st.remove("a/x/y"), Some(4));
-        assert!(st.root.children.is_none());
-        assert!(st.is_empty());
-    }
-
-    #[test]
-    fn literal_first_level_does_not_scan_the_store() {
-        let mut st = RetainedStore::new();
+    fn literal_prefix_does_not_scan_the_store() {
+        let mut st = store();
         for i in 0..1000 {
-            st.insert(&format!("dev{i}/state"), i);
+            put(&mut st, &format!("dev{i}/state"), i);
         }
-        let mut visited = 0;
-        st.for_each_match("dev7/+", |_, _| visited += 1);
-        assert_eq!(visited, 1);
+        let mut budget = 1000;
+        let first = st.next_match("dev7/+", None, st.seq(), &mut budget);
+        assert!(matches!(first, Step::Match(V(t, 7)) if t == "dev7/state"));
+        let mut budget = 1000;
+        let next = st.next_match("dev7/+", Some("dev7/state"), st.seq(), &mut budget);
+        assert_eq!(next, Step::End);
+        // Two visits, not a thousand.
+        assert_eq!(budget, 1000);
         assert_eq!(matches_of(&st, "+/state").len(), 1000);
     }
 
     #[test]
-    fn very_deep_topics_do_not_overflow_the_stack() {
-        let mut st = RetainedStore::new();
+    fn a_scan_pauses_on_its_budget_and_resumes() {
+        let mut st = store();
+        for i in 0..100 {
+            put(&mut st, &format!("a/{i:03}"), i);
+        }
+        put(&mut st, "b/x", 100);
+        let mut budget = 10;
+        // Ten non-matching visits, then a pause at the tenth.
+        let step = st.next_match("+/x", None, st.seq(), &mut budget);
+        assert!(
+            matches!(step, Step::Paused(V(t, _)) if t == "a/009"),
+            "{step:?}"
+        );
+        assert_eq!(budget, 0);
+        for b in [1, 2, 7, 1000] {
+            assert_eq!(matches_stepwise(&st, "+/x", b), pairs(&[("b/x", 100)]));
+            assert_eq!(matches_stepwise(&st, "a/#", b).len(), 100);
+        }
+        // A long topic costs more than a short one.
+        put(&mut st, &format!("c/{}", "x".repeat(640)), 101);
+        let mut budget = 100;
+        st.next_match("c/#", None, st.seq(), &mut budget);
+        assert_eq!(budget, 100 - 11);
+    }
+
+    #[test]
+    fn a_cursor_survives_changes_and_skips_newer_stores() {
+        let mut st = store();
+        for t in ["a", "b", "c", "d"] {
+            put(&mut st, t, 0);
+        }
+        let upto = st.seq();
+        let mut budget = 100;
+        let Step::Match(first) = st.next_match("#", None, upto, &mut budget) else {
+            panic!("a first match");
+        };
+        let after = first.0.clone();
+        assert_eq!(after, "a");
+        // The resume key itself goes away; a newer value replaces `c`; `bb` is new.
+        st.remove("a");
+        put(&mut st, "c", 1);
+        put(&mut st, "bb", 1);
+        let mut rest = Vec::new();
+        let mut after = Some(after);
+        while let Step::Match(v) = st.next_match("#", after.as_deref(), upto, &mut budget) {
+            rest.push(v.0.clone());
+            after = Some(v.0.clone());
+        }
+        // `c` and `bb` were stored after the replay began: their subscriber got
+        // them as live messages.
+        assert_eq!(rest, ["b", "d"]);
+    }
+
+    #[test]
+    fn very_deep_topics() {
+        let mut st = store();
         let deep = "x/".repeat(100_000) + "end";
-        st.insert(&deep, 1);
-        st.insert("x", 2);
+        put(&mut st, &deep, 1);
+        put(&mut st, "x", 2);
         assert_eq!(matches_of(&st, "#").len(), 2);
         assert_eq!(matches_of(&st, "x/#").len(), 2);
-        let mut seen = None;
-        st.for_each_match(&deep, |t, v| seen = Some((t.len(), *v)));
-        assert_eq!(seen, Some((deep.len(), 1)));
-        assert_eq!(st.remove(&deep), Some(1));
-        st.insert(&deep, 3);
-        // Dropping the whole store must not recurse either.
-        drop(st);
+        assert_eq!(matches_of(&st, &deep), pairs(&[(&deep, 1)]));
+        assert_eq!(st.remove(&deep).map(|v| v.1), Some(1));
     }
 
     #[test]
@@ -516,7 +623,7 @@ mod tests {
                 topic
             }
         };
-        let mut st = RetainedStore::new();
+        let mut st = store();
         let mut model: BTreeMap<String, u32> = BTreeMap::new();
         let topics: Vec<String> = (0..80).map(|_| random_topic(&mut rng)).collect();
         let mut filters: Vec<String> = topics.iter().take(20).cloned().collect();
@@ -542,11 +649,13 @@ mod tests {
         for step in 0..8_000u32 {
             let topic = &topics[rng.below(topics.len())];
             if rng.below(2) == 0 {
-                assert_eq!(st.remove(topic), model.remove(topic));
+                assert_eq!(st.remove(topic).map(|v| v.1), model.remove(topic));
             } else {
-                assert_eq!(st.insert(topic, step), model.insert(topic.clone(), step));
+                assert_eq!(put(&mut st, topic, step), model.insert(topic.clone(), step));
             }
             assert_eq!(st.len(), model.len());
+            let bytes: usize = model.keys().map(|t| t.len() + 4).sum();
+            assert_eq!(st.bytes(), bytes);
             if step % 100 == 0 {
                 for filter in &filters {
                     let want: Vec<_> = model
@@ -555,6 +664,12 @@ mod tests {
                         .map(|(t, v)| (t.clone(), *v))
                         .collect();
                     assert_eq!(matches_of(&st, filter), want, "filter {filter:?}");
+                    let budget = 1 + rng.below(5);
+                    assert_eq!(
+                        matches_stepwise(&st, filter, budget),
+                        want,
+                        "filter {filter:?} in steps of {budget}"
+                    );
                 }
             }
         }
@@ -562,6 +677,6 @@ mod tests {
             st.remove(&topic);
         }
         assert!(st.is_empty());
-        assert!(st.root.children.is_none(), "empty nodes were left behind");
+        assert_eq!(st.bytes(), 0);
     }
 }

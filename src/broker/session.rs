@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::message::Message;
+use super::replay::Replay;
 use super::ConnId;
 use crate::protocol::{PacketId, ProtocolVersion, QoS};
 
@@ -137,6 +138,16 @@ impl Empty for VecDeque<Queued> {
     }
 }
 
+impl Empty for VecDeque<Replay> {
+    fn empty() -> &'static Self {
+        static E: VecDeque<Replay> = VecDeque::new();
+        &E
+    }
+    fn holds_nothing(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 impl Empty for Vec<PacketId> {
     fn empty() -> &'static Self {
         static E: Vec<PacketId> = Vec::new();
@@ -201,6 +212,9 @@ pub struct Session {
     pub queued_bytes: usize,
     /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
     pub awaiting_rel: Lazy<Vec<PacketId>>,
+    /// Retained messages still to send for recent subscriptions, oldest first
+    /// (kept across a reconnect of a persistent session, not across a restart).
+    pub replays: Lazy<VecDeque<Replay>>,
     /// Next packet id to try.
     next_packet_id: PacketId,
     /// Will of the current or last connection.
@@ -233,6 +247,7 @@ impl Session {
             queue: Lazy::default(),
             queued_bytes: 0,
             awaiting_rel: Lazy::default(),
+            replays: Lazy::default(),
             next_packet_id: 1,
             will: None,
             send_window: usize::MAX,

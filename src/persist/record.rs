@@ -289,10 +289,14 @@ fn get_message(r: &mut R<'_>) -> Option<StoredMessage> {
                 _ => return None,
             };
             let n = r.u32()? as usize;
-            let mut user_properties = Vec::with_capacity(n.min(1024));
+            let mut pairs = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
-                user_properties.push((r.string()?.into(), r.string()?.into()));
+                pairs.push((r.string()?, r.string()?));
             }
+            let user_properties = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             Some(ForwardedProperties {
                 payload_format_indicator,
                 message_expiry_interval,

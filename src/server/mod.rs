@@ -93,6 +93,8 @@ struct Server {
     again: Vec<usize>,
     /// `accept` failed for lack of descriptors: retry soon.
     accept_paused: bool,
+    /// Retained replays have work they can do at once: do not sleep.
+    replay_again: bool,
     fired: Vec<Due>,
     /// Interval of `WATCHDOG=1` notifications, when systemd's watchdog is on.
     watchdog: Option<Duration>,
@@ -182,6 +184,7 @@ impl Server {
             limits,
             again: Vec::new(),
             accept_paused: false,
+            replay_again: false,
             fired: Vec::new(),
             watchdog: crate::sys::watchdog_interval(),
         })
@@ -236,6 +239,7 @@ impl Server {
             }
             self.run_timers(now);
             self.flush_all(now);
+            self.replay(now);
             if shutdown {
                 notify("STOPPING=1");
                 info!(
@@ -250,7 +254,7 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() {
+        if !self.again.is_empty() || self.replay_again {
             return Some(Duration::ZERO);
         }
         let wheel = self
@@ -569,6 +573,14 @@ impl Server {
                 }
             }
         }
+    }
+
+    /// Retained messages owed to new subscriptions, paced by the broker (see
+    /// `Broker::poll_replay`). Runs after a flush, so the broker sees how much each
+    /// socket took, and flushes what it produced.
+    fn replay(&mut self, now: Instant) {
+        self.replay_again = self.broker.poll_replay(now, &mut self.io);
+        self.flush_all(now);
     }
 
     /// Put this turn's durable changes on disk, before any acknowledgement of
