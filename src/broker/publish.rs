@@ -276,7 +276,7 @@ impl Broker {
                     warn!(
                         "Retained store full ({:?}: {} messages, {} bytes; max_retained_messages {}, max_retained_bytes {}): new retained messages are refused.",
                         full,
-                        self.retained.len(),
+                        self.retained.counted(),
                         self.retained.bytes(),
                         limits.max_messages,
                         limits.max_bytes
@@ -293,7 +293,7 @@ impl Broker {
     fn retained_has_room(&self) -> bool {
         let limits = self.retained.limits();
         let under = |used: usize, max: usize| max == 0 || used < max - max / 10;
-        under(self.retained.len(), limits.max_messages)
+        under(self.retained.counted(), limits.max_messages)
             && under(self.retained.bytes(), limits.max_bytes)
     }
 

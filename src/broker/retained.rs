@@ -38,6 +38,19 @@ pub trait Retainable {
     fn topic(&self) -> &str;
     /// Bytes counted against the byte limit.
     fn size(&self) -> usize;
+    /// Counts against the limits at all (false for the broker's own topics).
+    fn counted(&self) -> bool {
+        true
+    }
+}
+
+/// What `value` costs against the limits: (messages, bytes).
+fn cost<V: Retainable>(value: &V) -> (usize, usize) {
+    if value.counted() {
+        (1, value.size())
+    } else {
+        (0, 0)
+    }
 }
 
 impl Retainable for Arc<Message> {
@@ -46,6 +59,11 @@ impl Retainable for Arc<Message> {
     }
     fn size(&self) -> usize {
         self.stored_len() + RETAINED_OVERHEAD
+    }
+    /// `$SYS/...` is the broker's own bounded tree (clients may not publish
+    /// there): it never takes room from clients' retained messages.
+    fn counted(&self) -> bool {
+        !self.topic.starts_with("$SYS/")
     }
 }
 
@@ -115,7 +133,9 @@ pub enum Step<'a, V> {
 /// Retained values of type `V` (the broker stores `Arc<Message>`), keyed by topic name.
 pub struct RetainedStore<V> {
     set: BTreeSet<Entry<V>>,
-    /// Sum of the values' sizes.
+    /// Number of values counted against the limits.
+    counted: usize,
+    /// Sum of the counted values' sizes.
     bytes: usize,
     /// Sequence number of the last store.
     seq: u64,
@@ -136,6 +156,7 @@ impl<V: Retainable> RetainedStore<V> {
     pub fn new(limits: Limits) -> Self {
         RetainedStore {
             set: BTreeSet::new(),
+            counted: 0,
             bytes: 0,
             seq: 0,
             limits,
@@ -146,13 +167,17 @@ impl<V: Retainable> RetainedStore<V> {
     /// value. A new topic is refused when either limit is reached; a replacement
     /// is refused only when it grows the store past `max_bytes`.
     pub fn insert(&mut self, value: V) -> Result<Option<V>, Full> {
-        let size = value.size();
-        let old = self.set.get(value.topic()).map(|e| e.value.size());
+        let (n, size) = cost(&value);
+        if n == 0 {
+            return Ok(self.insert_unchecked(value));
+        }
+        let old = self.set.get(value.topic()).map(|e| cost(&e.value));
         let max_b = self.limits.max_bytes;
-        let bytes_after = self.bytes - old.unwrap_or(0) + size;
-        let grows = old.is_none_or(|o| size > o);
-        if old.is_none() && self.limits.max_messages != 0 && self.len() >= self.limits.max_messages
-        {
+        let bytes_after = self.bytes - old.map_or(0, |o| o.1) + size;
+        let grows = old.is_none_or(|o| size > o.1);
+        let new_topic = old.is_none_or(|o| o.0 == 0);
+        let max_n = self.limits.max_messages;
+        if new_topic && max_n != 0 && self.counted >= max_n {
             return Err(Full::Messages);
         }
         if max_b != 0 && grows && bytes_after > max_b {
@@ -165,20 +190,28 @@ impl<V: Retainable> RetainedStore<V> {
     /// accepted under the limits of their day).
     pub fn insert_unchecked(&mut self, value: V) -> Option<V> {
         self.seq += 1;
-        self.bytes += value.size();
+        let (n, size) = cost(&value);
+        self.counted += n;
+        self.bytes += size;
         let old = self.set.replace(Entry {
             value,
             seq: self.seq,
         })?;
-        self.bytes -= old.value.size();
+        self.uncount(&old.value);
         Some(old.value)
     }
 
     /// Remove the retained value of `topic` (a retained PUBLISH with an empty payload).
     pub fn remove(&mut self, topic: &str) -> Option<V> {
         let old = self.set.take(topic)?;
-        self.bytes -= old.value.size();
+        self.uncount(&old.value);
         Some(old.value)
+    }
+
+    fn uncount(&mut self, value: &V) {
+        let (n, size) = cost(value);
+        self.counted -= n;
+        self.bytes -= size;
     }
 
     /// The next value after topic `after` (from the start for `None`) that matches
@@ -255,7 +288,12 @@ impl<V: Retainable> RetainedStore<V> {
         self.set.len()
     }
 
-    /// Bytes of retained messages (see [`Retainable::size`]).
+    /// Number of retained messages counted against the limits.
+    pub fn counted(&self) -> usize {
+        self.counted
+    }
+
+    /// Bytes of retained messages counted against the limits (see [`Retainable::size`]).
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -304,6 +342,9 @@ mod tests {
         }
         fn size(&self) -> usize {
             self.0.len() + 4
+        }
+        fn counted(&self) -> bool {
+            !self.0.starts_with("$SYS/")
         }
     }
 
@@ -442,6 +483,22 @@ mod tests {
         st.insert_unchecked(V("y".repeat(40), 9));
         assert_eq!(st.len(), 2);
         assert_eq!(st.bytes(), 58);
+    }
+
+    #[test]
+    fn uncounted_values_take_no_room() {
+        let mut st = RetainedStore::new(Limits {
+            max_messages: 1,
+            max_bytes: 10,
+        });
+        assert!(st.insert(V("$SYS/uptime".repeat(3), 1)).is_ok());
+        assert!(st.insert(V("a".into(), 2)).is_ok());
+        assert_eq!(st.insert(V("b".into(), 3)), Err(Full::Messages));
+        assert!(st.insert(V("$SYS/load".into(), 4)).is_ok());
+        assert_eq!((st.len(), st.counted(), st.bytes()), (3, 1, 5));
+        st.remove("$SYS/load");
+        st.remove("a");
+        assert_eq!((st.len(), st.counted(), st.bytes()), (1, 0, 0));
     }
 
     #[test]
