@@ -384,7 +384,7 @@ impl Broker {
             other => {
                 debug!(
                     "Client {} sent {:?}: protocol error.",
-                    self.sessions[skey].client_id,
+                    LogStr(&self.sessions[skey].client_id),
                     other.packet_type()
                 );
                 self.end(
