@@ -225,6 +225,14 @@ fn torn_tails_and_corrupt_records() {
 
     let b = start(&dir, "persistence_recover true");
     b.wait_log("--recover keeps the 0 records before it");
+    // The damaged file is kept whole (records after the damage may be good).
+    let line = b.wait_log("the damaged file was copied to ");
+    let copy = line
+        .rsplit("copied to ")
+        .next()
+        .map(|s| s.trim_end_matches('.'))
+        .expect("copy path");
+    assert_eq!(std::fs::read(copy).expect("copy"), data);
     drop(b);
     // The command-line flag does the same.
     let port = free_port();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::fs::{Fs, LogFile, RealFs};
+use super::fs::{dir_of, Fs, LogFile, RealFs};
 use super::record::{self, Owned, Record, StoredMessage, StoredSubscription};
 
 const MAGIC: &[u8; 8] = b"midge\0\0\x01";
@@ -340,8 +340,12 @@ impl Store {
                         // A record that runs past the end of the file is a write the
                         // crash cut short: drop it. Damage with good data after it
                         // is corruption.
+                        // A file system that preallocates blocks can leave a torn
+                        // write as zeros; a zero frame even passes the checksum
+                        // (the CRC of nothing is 0), so zeros to the end are a tail.
                         let tail = why.starts_with("torn")
-                            || (why == "checksum mismatch" && is_last_frame(&data, pos));
+                            || (why == "checksum mismatch" && is_last_frame(&data, pos))
+                            || data[pos..].iter().all(|&b| b == 0);
                         if tail {
                             warn!(
                                 "{}: cutting a torn record at offset {pos} ({} bytes): the last write before a crash.",
@@ -349,9 +353,14 @@ impl Store {
                                 data.len() - pos
                             );
                         } else if recover {
+                            // Records after the damage may still be good: keep the
+                            // whole file aside before cutting it.
+                            let copy = keep_aside(&*fs, &*file, path).map_err(io)?;
                             warn!(
-                                "{}: corrupt record at offset {pos} ({why}); --recover keeps the {records} records before it.",
-                                path.display()
+                                "{}: corrupt record at offset {pos} of {} ({why}); --recover keeps the {records} records before it; the damaged file was copied to {}.",
+                                path.display(),
+                                data.len(),
+                                copy.display()
                             );
                         } else {
                             return Err(PersistError::Corrupt(path.to_path_buf(), pos as u64, why));
@@ -550,7 +559,11 @@ impl Store {
         self.fs
             .rename(&tmp, &self.path)
             .map_err(|e| PersistError::Io(self.path.clone(), e))?;
-        let _ = self.fs.sync_dir_of(&self.path);
+        // The rename is durable only once the directory is synced: without it
+        // a power cut can bring the old log back. Said, not ignored.
+        self.fs
+            .sync_dir_of(&self.path)
+            .map_err(|e| PersistError::Io(dir_of(&self.path).to_path_buf(), e))?;
         self.file = f;
         self.size = written;
         self.base = self.size;
@@ -565,6 +578,37 @@ impl Store {
     pub fn size(&self) -> u64 {
         self.size
     }
+}
+
+/// Copy the damaged log to `<name>.corrupt-<unix seconds>` next to it (a
+/// suffix `-N` if that exists) and sync it; returns the copy's path.
+fn keep_aside(fs: &dyn Fs, file: &dyn LogFile, path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{secs}"));
+    let mut copy = PathBuf::from(&name);
+    let mut n = 1;
+    while copy.exists() {
+        let mut alt = name.clone();
+        alt.push(format!("-{n}"));
+        copy = PathBuf::from(alt);
+        n += 1;
+    }
+    let mut out = fs.open(&copy, true)?;
+    let len = file.size()?;
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut at = 0u64;
+    while at < len {
+        let n = usize::try_from(len - at).map_or(chunk.len(), |l| l.min(chunk.len()));
+        file.read_exact_at(&mut chunk[..n], at)?;
+        out.append(&chunk[..n])?;
+        at += n as u64;
+    }
+    out.sync()?;
+    fs.sync_dir_of(&copy)?;
+    Ok(copy)
 }
 
 /// Is the frame at `pos` the last one (its declared end at or past the file end)?
@@ -686,6 +730,107 @@ mod tests {
         assert!(r.retained.contains_key("x/1"));
         assert!(!r.retained.contains_key("x/3"));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A torn write on a file system that preallocates leaves zeros: a zero
+    /// frame passes the CRC (CRC-32 of nothing is 0) but is a tail, not damage.
+    #[test]
+    fn an_all_zero_tail_is_a_torn_write() {
+        let d = dir("zeros");
+        let path = d.join("midge.db");
+        {
+            let (mut s, _) = Store::open(&path, SyncPolicy::Always, false).expect("open");
+            s.append(&Record::RetainSet(&msg("z/1", b"v")));
+            s.commit(Instant::now()).expect("commit");
+        }
+        let good = std::fs::metadata(&path).expect("meta").len();
+        let mut f = RealFs.open(&path, false).expect("append");
+        f.append(&[0u8; 4096]).expect("zeros");
+        drop(f);
+        let (_s, r) = Store::open(&path, SyncPolicy::Always, false).expect("zeros are a tail");
+        assert!(r.retained.contains_key("z/1"));
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), good);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// --recover keeps the damaged file aside (records after the damage may be
+    /// good) before cutting the log.
+    #[test]
+    fn recover_copies_the_damaged_file_aside() {
+        let d = dir("aside");
+        let path = d.join("midge.db");
+        {
+            let (mut s, _) = Store::open(&path, SyncPolicy::Always, false).expect("open");
+            for t in ["x/1", "x/2", "x/3"] {
+                s.append(&Record::RetainSet(&msg(t, b"v")));
+            }
+            s.commit(Instant::now()).expect("commit");
+        }
+        let mut data = std::fs::read(&path).expect("read");
+        data[MAGIC.len() + FRAME + 2] ^= 0xFF;
+        std::fs::write(&path, &data).expect("write");
+        let (_s, r) = Store::open(&path, SyncPolicy::Always, true).expect("recover");
+        assert!(r.retained.is_empty());
+        let copies: Vec<_> = std::fs::read_dir(&d)
+            .expect("dir")
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("midge.db.corrupt-")
+            })
+            .collect();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(std::fs::read(copies[0].path()).expect("copy"), data);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A file system whose directory syncs fail (files work).
+    struct NoDirSync(crate::persist::fs::MemFs);
+
+    impl Fs for NoDirSync {
+        fn open(&self, path: &Path, truncate: bool) -> std::io::Result<Box<dyn LogFile>> {
+            self.0.open(path, truncate)
+        }
+        fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+            self.0.create_dir_all(dir)
+        }
+        fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+            self.0.rename(from, to)
+        }
+        fn sync_dir_of(&self, file: &Path) -> std::io::Result<()> {
+            if file.extension().is_some_and(|e| e == "db")
+                && self.0.contents(file).is_some_and(|c| c.len() > 100)
+            {
+                return Err(std::io::Error::other("injected directory sync failure"));
+            }
+            self.0.sync_dir_of(file)
+        }
+    }
+
+    /// Compaction syncs the directory of the log after the rename (the
+    /// working directory for a bare name: `persistence_location` unset) and
+    /// a failure to do so is an error, not ignored.
+    #[test]
+    fn compaction_reports_a_failed_directory_sync() {
+        let fs = crate::persist::fs::MemFs::new();
+        let path = Path::new("midge.db");
+        let (mut s, _) = Store::open_in(
+            Box::new(NoDirSync(fs.clone())),
+            path,
+            SyncPolicy::Always,
+            false,
+        )
+        .expect("open");
+        let m = msg("k", &[0u8; 1000]);
+        s.append(&Record::RetainSet(&m));
+        s.commit(Instant::now()).expect("commit");
+        match s.compact(|w| w(&Record::RetainSet(&m))) {
+            Err(PersistError::Io(dir, e)) => {
+                assert_eq!(dir, Path::new("."), "{e}");
+            }
+            other => panic!("directory sync failure not reported: {other:?}"),
+        }
     }
 
     #[test]
