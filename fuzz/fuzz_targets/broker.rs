@@ -219,9 +219,11 @@ struct Recorder {
     /// `max_inflight_messages` (0 = unlimited).
     max_inflight: usize,
     timers: Vec<(Instant, Timer)>,
-    /// With persistence on: the queue records kept, as a log would, so that
-    /// messages spilled from RAM for offline sessions can be read back.
-    stored: std::collections::HashMap<u64, StoredMessage>,
+    /// With persistence on: the message and queue records kept, as a log
+    /// would, so that messages spilled from RAM for offline sessions can be
+    /// read back (delivery number -> message number -> content).
+    stored: std::collections::HashMap<u64, u64>,
+    messages: std::collections::HashMap<u64, StoredMessage>,
 }
 
 impl Output for Recorder {
@@ -335,10 +337,10 @@ impl Output for Recorder {
 
     fn persist(&mut self, record: &Record<'_>) {
         match *record {
-            Record::Queue { id, msg, .. } => {
-                assert!(id != 0, "stored message without a number");
-                self.stored.insert(
-                    id,
+            Record::Message { mid, msg } => {
+                assert!(mid != 0, "stored message without a number");
+                self.messages.insert(
+                    mid,
                     StoredMessage {
                         topic: msg.topic.to_string(),
                         payload: msg.payload.to_vec(),
@@ -351,7 +353,15 @@ impl Output for Recorder {
                     },
                 );
             }
-            Record::Done { id, .. } => {
+            Record::Queue { id, mid, .. } => {
+                assert!(id != 0, "delivery without a number");
+                assert!(
+                    self.messages.contains_key(&mid),
+                    "delivery {id} names message {mid}, never written"
+                );
+                self.stored.insert(id, mid);
+            }
+            Record::Done(id) => {
                 self.stored.remove(&id);
             }
             Record::Keep(_) => panic!("Keep is for compaction dumps only"),
@@ -360,7 +370,11 @@ impl Output for Recorder {
     }
 
     fn load(&mut self, id: u64) -> Option<StoredMessage> {
-        let m = self.stored.get(&id).cloned();
+        let m = self
+            .stored
+            .get(&id)
+            .and_then(|mid| self.messages.get(mid))
+            .cloned();
         assert!(
             m.is_some(),
             "broker asked for stored message {id}, never stored or already done"
@@ -739,13 +753,14 @@ fuzz_target!(|input: Input| {
             max_inflight,
             timers: Vec::new(),
             stored: Default::default(),
+            messages: Default::default(),
         },
         now: Instant::now(),
     };
     // Persistence on for half the inputs (a spare bit): exercises durable
     // sessions, spilling offline queues and reading them back.
     if input.config.max_pending_bytes % 2 == 1 {
-        sim.broker.enable_persistence(0);
+        sim.broker.enable_persistence(0, 0);
     }
     for op in input.ops.iter().take(512) {
         sim.run(op);

@@ -309,9 +309,9 @@ impl Broker {
                 },
             );
         }
-        if self.durable(skey) {
-            self.persist_session(skey, out);
-        }
+        // Durable: its metadata (and identity); no longer durable (a resumed
+        // session whose expiry is now 0): its records go.
+        self.persist_session(skey, out);
         if had_pending {
             self.persist_will(skey, None, out);
         }

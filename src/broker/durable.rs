@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::message::{ForwardedProperties, Message};
 use super::output::TimerKind;
+use log::warn;
+
 use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, Spilled};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
@@ -51,22 +53,13 @@ pub(super) fn message_from(m: StoredMessage, now: Instant) -> Message {
     }
 }
 
-fn write_queue(w: &mut dyn FnMut(&Record<'_>), client_id: &str, o: &Outgoing) {
-    w(&Record::Queue {
-        client_id,
-        id: o.id,
-        msg: &o.msg,
-        qos: o.qos as u8,
-        retain: o.retain,
-        subscription_ids: &o.subscription_ids,
-    });
-}
-
 impl Broker {
-    /// Turn persistence on: the broker reports durable changes to `Output::persist`.
-    pub fn enable_persistence(&mut self, last_id: u64) {
+    /// Turn persistence on: the broker reports durable changes to
+    /// `Output::persist`. Numbers continue after the log's highest.
+    pub fn enable_persistence(&mut self, last_id: u64, last_sid: u32) {
         self.persistence = true;
         self.next_message_id = last_id;
+        self.next_sid = last_sid;
     }
 
     /// Session `skey` outlives its connection and persistence is on.
@@ -78,69 +71,136 @@ impl Broker {
                 .is_some_and(|s| s.expiry != Some(Duration::ZERO))
     }
 
-    fn stored_subscriptions(&self, skey: usize, s: &Session) -> Vec<StoredSubscription> {
-        s.subscriptions
-            .iter()
-            .filter_map(|f| {
-                let sub = if shared_filter(f).is_some() {
-                    self.shared.get(f, skey)
-                } else {
-                    self.subscriptions.get(f, skey).copied()
-                }?;
-                Some(StoredSubscription {
-                    filter: f.to_string(),
-                    options: options_byte(&sub.options),
-                    identifier: sub.identifier,
-                })
-            })
-            .collect()
+    /// Subscription `filter` of session `skey` as stored, if it holds one.
+    fn stored_subscription(&self, skey: usize, filter: &str) -> Option<StoredSubscription> {
+        let sub = if shared_filter(filter).is_some() {
+            self.shared.get(filter, skey)
+        } else {
+            self.subscriptions.get(filter, skey).copied()
+        }?;
+        Some(StoredSubscription {
+            filter: filter.to_string(),
+            options: options_byte(&sub.options),
+            identifier: sub.identifier,
+        })
     }
 
-    /// Write (or, for a session that ends with its connection, delete) the
-    /// session's metadata record.
-    pub(super) fn persist_session(&self, skey: usize, out: &mut impl Output) {
+    /// Write the session's metadata record (the first time, with its number
+    /// and all its subscriptions), or, for a session that now ends with its
+    /// connection, delete its records.
+    pub(super) fn persist_session(&mut self, skey: usize, out: &mut impl Output) {
         if !self.persistence {
             return;
         }
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
         if s.expiry == Some(Duration::ZERO) {
-            out.persist(&Record::SessionDelete(&s.client_id));
+            if s.sid != 0 {
+                out.persist(&Record::SessionDelete(s.sid));
+                s.sid = 0;
+            }
             return;
         }
-        self.session_record(skey, s, |r| out.persist(r));
+        let fresh = s.sid == 0;
+        if fresh {
+            self.next_sid += 1;
+            s.sid = self.next_sid;
+        }
+        let s = &self.sessions[skey];
+        self.session_record(s, &mut |r| out.persist(r));
+        if fresh {
+            for f in s.subscriptions.iter() {
+                if let Some(sub) = self.stored_subscription(skey, f) {
+                    out.persist(&Record::SubAdd {
+                        sid: s.sid,
+                        sub: &sub,
+                    });
+                }
+            }
+        }
+    }
+
+    /// One subscription of a durable session added (or replaced) or removed:
+    /// a small record, not the session's whole list.
+    pub(super) fn persist_subscription(
+        &mut self,
+        skey: usize,
+        filter: &str,
+        added: bool,
+        out: &mut impl Output,
+    ) {
+        if !self.durable(skey) {
+            return;
+        }
+        let sid = self.sessions.get(skey).map_or(0, |s| s.sid);
+        if sid == 0 {
+            // Not in the log yet: the session record brings every subscription.
+            return self.persist_session(skey, out);
+        }
+        if !added {
+            return out.persist(&Record::SubRemove { sid, filter });
+        }
+        if let Some(sub) = self.stored_subscription(skey, filter) {
+            out.persist(&Record::SubAdd { sid, sub: &sub });
+        }
     }
 
     /// The `SessionPut` record describing session `s`, handed to `f`.
-    fn session_record(&self, skey: usize, s: &Session, f: impl FnOnce(&Record<'_>)) {
-        let subscriptions = self.stored_subscriptions(skey, s);
+    fn session_record(&self, s: &Session, f: &mut dyn FnMut(&Record<'_>)) {
         f(&Record::SessionPut {
+            sid: s.sid,
             client_id: &s.client_id,
             level: s.version.level(),
             expiry: s
                 .expiry
                 .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
-            subscriptions: &subscriptions,
             username: s.username.as_deref(),
             listener: u32::try_from(s.listener).unwrap_or(u32::MAX),
         });
     }
 
-    /// A QoS 1/2 message accepted for a durable session gets a number and a record.
+    /// The number of durable session `skey` in the log (written first if it is
+    /// not there yet); `None` if it is not durable.
+    fn logged_sid(&mut self, skey: usize, out: &mut impl Output) -> Option<u32> {
+        if !self.durable(skey) {
+            return None;
+        }
+        if self.sessions.get(skey)?.sid == 0 {
+            self.persist_session(skey, out);
+        }
+        self.sessions
+            .get(skey)
+            .map(|s| s.sid)
+            .filter(|&sid| sid != 0)
+    }
+
+    /// A QoS 1/2 message accepted for a durable session gets a delivery number
+    /// and a `Queue` record. Its content is written once per fan-out: the other
+    /// sessions it goes to name the same `Message` record.
     pub(super) fn persist_queued(&mut self, skey: usize, o: &mut Outgoing, out: &mut impl Output) {
-        if o.qos == QoS::AtMostOnce || o.id != 0 || !self.durable(skey) {
+        if o.qos == QoS::AtMostOnce || o.id != 0 {
             return;
         }
-        self.next_message_id += 1;
-        o.id = self.next_message_id;
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(sid) = self.logged_sid(skey, out) else {
             return;
         };
+        let mid = match &self.stored_msg {
+            Some((w, mid)) if std::ptr::eq(w.as_ptr(), Arc::as_ptr(&o.msg)) => *mid,
+            _ => {
+                self.next_message_id += 1;
+                let mid = self.next_message_id;
+                out.persist(&Record::Message { mid, msg: &o.msg });
+                self.stored_msg = Some((Arc::downgrade(&o.msg), mid));
+                mid
+            }
+        };
+        self.next_message_id += 1;
+        o.id = self.next_message_id;
         out.persist(&Record::Queue {
-            client_id: &s.client_id,
+            sid,
             id: o.id,
-            msg: &o.msg,
+            mid,
             qos: o.qos as u8,
             retain: o.retain,
             subscription_ids: &o.subscription_ids,
@@ -148,82 +208,61 @@ impl Broker {
     }
 
     /// A stored message went out with a packet id (or was released).
-    pub(super) fn persist_inflight(&self, skey: usize, i: &Inflight, out: &mut impl Output) {
+    pub(super) fn persist_inflight(&self, i: &Inflight, out: &mut impl Output) {
         if i.out.id == 0 {
             return;
         }
-        if let Some(s) = self.sessions.get(skey) {
-            out.persist(&Record::Inflight {
-                client_id: &s.client_id,
-                id: i.out.id,
-                packet_id: i.packet_id,
-                released: i.released,
-            });
-        }
+        out.persist(&Record::Inflight {
+            id: i.out.id,
+            packet_id: i.packet_id,
+            released: i.released,
+        });
     }
 
     /// A stored message is finished with.
-    pub(super) fn persist_done(&self, skey: usize, id: u64, out: &mut impl Output) {
-        if id == 0 {
-            return;
-        }
-        if let Some(s) = self.sessions.get(skey) {
-            out.persist(&Record::Done {
-                client_id: &s.client_id,
-                id,
-            });
+    pub(super) fn persist_done(&self, id: u64, out: &mut impl Output) {
+        if id != 0 {
+            out.persist(&Record::Done(id));
         }
     }
 
     /// An incoming QoS 2 id held (true) or released (false).
     pub(super) fn persist_rel(
-        &self,
+        &mut self,
         skey: usize,
         packet_id: u16,
         held: bool,
         out: &mut impl Output,
     ) {
-        if !self.durable(skey) {
-            return;
-        }
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(sid) = self.logged_sid(skey, out) else {
             return;
         };
-        let client_id = &s.client_id;
         out.persist(&if held {
-            Record::RelHold {
-                client_id,
-                packet_id,
-            }
+            Record::RelHold { sid, packet_id }
         } else {
-            Record::RelDone {
-                client_id,
-                packet_id,
-            }
+            Record::RelDone { sid, packet_id }
         });
     }
 
     /// The pending will of a disconnected durable session (`None`: gone).
     pub(super) fn persist_will(
-        &self,
+        &mut self,
         skey: usize,
         will: Option<&PendingWill>,
         out: &mut impl Output,
     ) {
-        if !self.persistence {
-            return;
-        }
-        let Some(s) = self.sessions.get(skey) else {
+        let Some(sid) = self.logged_sid(skey, out) else {
             return;
         };
         out.persist(&Record::Will {
-            client_id: &s.client_id,
+            sid,
             delay: will.map_or(0, |w| w.delay),
             msg: will.map(|w| &*w.msg),
         });
     }
 
-    /// Every durable fact, for compaction.
+    /// Every durable fact, for compaction. Queued and in-flight messages are
+    /// `Keep` records: the log copies their records (RAM may not hold them).
     pub fn dump(&self, w: &mut dyn FnMut(&Record<'_>)) {
         self.retained.for_each(|topic, m| {
             // The `$SYS` tree is the broker's own and rebuilt at every start.
@@ -232,35 +271,35 @@ impl Broker {
             }
         });
         for (skey, s) in self.sessions.iter() {
-            if s.expiry == Some(Duration::ZERO) {
+            if s.expiry == Some(Duration::ZERO) || s.sid == 0 {
                 continue;
             }
-            self.session_record(skey, s, |r| w(r));
+            let sid = s.sid;
+            self.session_record(s, w);
+            for f in s.subscriptions.iter() {
+                if let Some(sub) = self.stored_subscription(skey, f) {
+                    w(&Record::SubAdd { sid, sub: &sub });
+                }
+            }
             for i in s.inflight.iter().filter(|i| i.out.id != 0) {
-                write_queue(w, &s.client_id, &i.out);
+                w(&Record::Keep(i.out.id));
                 w(&Record::Inflight {
-                    client_id: &s.client_id,
                     id: i.out.id,
                     packet_id: i.packet_id,
                     released: i.released,
                 });
             }
             for q in s.queue.iter() {
-                match q {
-                    Queued::Ram(o) if o.id != 0 => write_queue(w, &s.client_id, o),
-                    Queued::Ram(_) => {}
-                    Queued::Disk(d) => w(&Record::Keep(d.id)),
+                if q.id() != 0 {
+                    w(&Record::Keep(q.id()));
                 }
             }
             for &packet_id in s.awaiting_rel.iter() {
-                w(&Record::RelHold {
-                    client_id: &s.client_id,
-                    packet_id,
-                });
+                w(&Record::RelHold { sid, packet_id });
             }
             if let (None, Some(will)) = (s.conn, &s.will) {
                 w(&Record::Will {
-                    client_id: &s.client_id,
+                    sid,
                     delay: will.delay,
                     msg: Some(&will.msg),
                 });
@@ -269,7 +308,10 @@ impl Broker {
     }
 
     /// Rebuild retained messages and sessions from the log (before any client
-    /// connects). Sessions come back disconnected, their expiry counting from now.
+    /// connects). Sessions come back disconnected, their expiry counting from
+    /// now. Queued messages stay in the log (RAM keeps an index entry, as for a
+    /// session that went offline); the few in flight are read back through
+    /// `out.load`, since they are resent as soon as the client returns.
     pub fn restore(&mut self, now: Instant, state: Recovered, out: &mut impl Output) {
         for (_, m) in state.retained {
             let m = Arc::new(message_from(m, now));
@@ -282,6 +324,7 @@ impl Broker {
             let version = ProtocolVersion::from_level(rs.level).unwrap_or(ProtocolVersion::V311);
             let serial = self.serial();
             let mut s = Session::new(&rs.client_id, version, serial);
+            s.sid = rs.sid;
             s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
             // The identity its ACL checks use, as when it was stored: without it
             // a restart would judge the session as anonymous (issue 11).
@@ -298,25 +341,33 @@ impl Broker {
             for (id, m) in rs.messages {
                 let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
-                    Some((packet_id, released)) => s.inflight.push_back(Inflight {
-                        packet_id,
-                        out: Outgoing {
-                            msg: Arc::new(message_from(m.msg, now)),
-                            qos,
-                            retain: m.retain,
-                            subscription_ids: m.subscription_ids,
-                            id,
-                        },
-                        released,
-                        needs_resend: true,
-                    }),
+                    Some((packet_id, released)) => match out.load(id) {
+                        Some(msg) => s.inflight.push_back(Inflight {
+                            packet_id,
+                            out: Outgoing {
+                                msg: Arc::new(message_from(msg, now)),
+                                qos,
+                                retain: m.retain,
+                                subscription_ids: m.subscription_ids,
+                                id,
+                            },
+                            released,
+                            needs_resend: true,
+                        }),
+                        None => {
+                            warn!(
+                                "Stored message {id} for {} could not be read back: skipped.",
+                                rs.client_id
+                            );
+                            out.persist(&Record::Done(id));
+                        }
+                    },
                     // Not sent yet: the log keeps it; RAM keeps an index entry.
                     None => {
-                        let len = u32::try_from(m.msg.payload.len()).unwrap_or(u32::MAX);
-                        s.queued_bytes += len as usize;
+                        s.queued_bytes += m.len as usize;
                         s.queue.push_back(Queued::Disk(Spilled {
                             id,
-                            len,
+                            len: m.len,
                             qos,
                             retain: m.retain,
                             subscription_ids: m.subscription_ids.into_boxed_slice(),
@@ -328,7 +379,7 @@ impl Broker {
             if let Some(s) = self.sessions.get(skey) {
                 self.by_client_id.insert(Arc::clone(&s.client_id), skey);
             }
-            for sub in rs.subscriptions {
+            for sub in rs.subscriptions.into_values() {
                 let subscription = Subscription {
                     options: options_from(sub.options),
                     identifier: sub.identifier,

@@ -209,8 +209,15 @@ pub struct Broker {
     security: crate::auth::Security,
     /// Durable changes are reported through `Output::persist`.
     persistence: bool,
-    /// Last number given to a stored message.
+    /// Last number given to a stored message or delivery.
     next_message_id: u64,
+    /// Last number given to a durable session.
+    next_sid: u32,
+    /// The message whose content this fan-out already wrote to the log, and
+    /// its number: the next durable session gets a reference to it, not a copy.
+    /// Cleared when the fan-out ends (the log may forget a message nobody
+    /// references once the loop turn is over).
+    stored_msg: Option<(std::sync::Weak<Message>, u64)>,
     next_serial: u64,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
@@ -242,6 +249,8 @@ impl Broker {
             security: crate::auth::Security::allow_all(),
             persistence: false,
             next_message_id: 0,
+            next_sid: 0,
+            stored_msg: None,
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -680,8 +689,8 @@ impl Broker {
             return;
         };
         // Only a session that was durable has records to delete.
-        if self.persistence && s.expiry != Some(Duration::ZERO) {
-            out.persist(&crate::persist::Record::SessionDelete(&s.client_id));
+        if self.persistence && s.sid != 0 {
+            out.persist(&crate::persist::Record::SessionDelete(s.sid));
         }
         for f in s.subscriptions.iter() {
             self.unsubscribe_filter(f, skey);

@@ -387,6 +387,7 @@ impl Broker {
             };
             self.deliver(now, session, o, out);
         }
+        self.stored_msg = None;
         matched
     }
 
@@ -437,10 +438,10 @@ impl Broker {
                         released: false,
                         needs_resend: false,
                     };
-                    self.persist_inflight(skey, &i, out);
+                    self.persist_inflight(&i, out);
                     self.sessions[skey].inflight.push_back(i);
                 } else {
-                    self.persist_done(skey, o.id, out);
+                    self.persist_done(o.id, out);
                 }
             }
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
@@ -481,7 +482,7 @@ impl Broker {
                     s.queued_bytes
                 );
             }
-            self.persist_done(skey, o.id, out);
+            self.persist_done(o.id, out);
             return;
         }
         s.queued_bytes += len;
@@ -603,7 +604,7 @@ impl Broker {
                             d.id,
                             LogStr(&s.client_id)
                         );
-                        self.persist_done(skey, d.id, out);
+                        self.persist_done(d.id, out);
                         continue;
                     }
                 },
@@ -613,7 +614,7 @@ impl Broker {
             // session's messages were queued before the restart.
             if !self.may(skey, &o.msg.topic, Access::Read) {
                 self.drop_unreadable(skey, &o);
-                self.persist_done(skey, o.id, out);
+                self.persist_done(o.id, out);
                 continue;
             }
             let Some(s) = self.sessions.get_mut(skey) else {
@@ -633,10 +634,10 @@ impl Broker {
                     released: false,
                     needs_resend: false,
                 };
-                self.persist_inflight(skey, &i, out);
+                self.persist_inflight(&i, out);
                 self.sessions[skey].inflight.push_back(i);
             } else {
-                self.persist_done(skey, o.id, out);
+                self.persist_done(o.id, out);
             }
         }
     }
@@ -699,7 +700,7 @@ impl Broker {
                     s.inflight.insert(pos, i);
                 }
             } else {
-                self.persist_done(skey, i.out.id, out);
+                self.persist_done(i.out.id, out);
             }
         }
     }
@@ -795,7 +796,7 @@ impl Broker {
         };
         if s.inflight.get(pos).is_some_and(done) {
             let id = s.inflight.remove(pos).map_or(0, |i| i.out.id);
-            self.persist_done(skey, id, out);
+            self.persist_done(id, out);
             self.pump(now, skey, out);
         }
     }
@@ -821,7 +822,7 @@ impl Broker {
                 }
                 s.inflight[pos].released = true;
                 if let Some(i) = s.inflight.get(pos).cloned() {
-                    self.persist_inflight(skey, &i, out);
+                    self.persist_inflight(&i, out);
                 }
                 out.send(
                     conn,

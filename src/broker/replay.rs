@@ -232,6 +232,9 @@ impl Broker {
                 msg,
             };
             self.deliver(now, skey, o, out);
+            // One session only: no later delivery may take this message as
+            // already written (see `Broker::stored_msg`).
+            self.stored_msg = None;
         }
     }
 

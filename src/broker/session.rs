@@ -231,6 +231,8 @@ pub struct Session {
     pub username: Option<Box<str>>,
     /// Listener of the last connection (whose ACL applies).
     pub listener: usize,
+    /// Its number in the persistence log; 0 = it has no records there.
+    pub sid: u32,
 }
 
 impl Session {
@@ -256,6 +258,7 @@ impl Session {
             dropping: false,
             username: None,
             listener: 0,
+            sid: 0,
         }
     }
 

@@ -105,6 +105,7 @@ impl Broker {
                 if self.shared.subscribe(filter, plain, skey, sub) {
                     self.sessions[skey].subscriptions.push((*filter).into());
                 }
+                self.persist_subscription(skey, filter, true, out);
                 // No retained messages for a shared subscription (4.8.2).
                 reasons.push(ReasonCode(granted as u8));
                 continue;
@@ -121,6 +122,8 @@ impl Broker {
             if is_new {
                 self.sessions[skey].subscriptions.push((*filter).into());
             }
+            // One record per subscription, not the whole list again.
+            self.persist_subscription(skey, filter, true, out);
             reasons.push(ReasonCode(granted as u8));
             // [MQTT-3.3.1-8] / 3.8.4: retained messages on subscribe, per Retain
             // Handling (v5; always for 3.1.1).
@@ -159,9 +162,6 @@ impl Broker {
                 reasons,
             }),
         );
-        if self.durable(skey) {
-            self.persist_session(skey, out);
-        }
         for (filter, granted) in replays {
             if !self.start_replay(skey, filter, granted, identifier) {
                 debug!(
@@ -209,7 +209,9 @@ impl Broker {
         }
         log.finish(&s.client_id, 0, 0, None);
         for filter in &u.filters {
-            self.unsubscribe_filter(filter, skey);
+            if self.unsubscribe_filter(filter, skey) {
+                self.persist_subscription(skey, filter, false, out);
+            }
         }
         if !version.is_v5() {
             reasons.clear();
@@ -223,9 +225,6 @@ impl Broker {
                 reasons,
             }),
         );
-        if self.durable(skey) {
-            self.persist_session(skey, out);
-        }
     }
 }
 

@@ -304,7 +304,7 @@ mod tests {
     fn the_tree_is_retained_in_ram_only_and_refreshed_on_the_wheel() {
         let now = Instant::now();
         let mut b = Broker::new(BrokerConfig::default());
-        b.enable_persistence(0);
+        b.enable_persistence(0, 0);
         let mut out = Out::default();
         b.start_sys_tree(now, &mut out);
         assert!(b.retained_count() > 30, "{}", b.retained_count());

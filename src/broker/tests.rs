@@ -353,7 +353,7 @@ fn failing_persistence_refuses_qos1_and_2() {
         }
     }
     let (mut b, r, now) = setup();
-    b.enable_persistence(0);
+    b.enable_persistence(0, 0);
     let mut f = Failing(r);
     f.0 = Recorder::default();
     b.connection_opened(now, 1, "x", 0, &mut f);

@@ -5,11 +5,15 @@
 //!
 //! One append-only log file (`persistence_location/persistence_file`, default
 //! `midge.db`) of records, each `[length u32][crc32 u32][kind u8][body]`
-//! (little-endian), after an 8-byte header `midge\0\0` + format version 1. The
-//! broker describes each durable change as a [`Record`] (a retained message set
-//! or cleared; a session's metadata written; a message queued for, sent to, or
-//! completed by a persistent session; an incoming QoS 2 id held or released).
-//! Clean sessions and QoS 0 traffic write nothing.
+//! (little-endian), after an 8-byte header `midge\0\0` + format version 2. The
+//! broker describes each durable change as a [`Record`]: a retained message set
+//! or cleared; a session's metadata written or the session deleted; one
+//! subscription added or removed; a message's content (once, however many
+//! sessions it is queued for); a delivery of it queued for, sent to, or
+//! completed by a persistent session; an incoming QoS 2 id held or released; a
+//! pending will. Sessions are named by a number, not their client id. Clean
+//! sessions and QoS 0 traffic write nothing. Version 1 logs are refused with a
+//! message saying so.
 //!
 //! Records of one loop turn are buffered and written together; with
 //! `persistence_sync always` (the default) the file is `fdatasync`ed *before* the
@@ -17,21 +21,22 @@
 //! that is not on disk: one sync per loop turn, however many messages (group
 //! commit). With `periodic` the sync happens every `autosave_interval` seconds.
 //!
-//! Start-up replays the log into a [`Recovered`] state. A torn last record (a
-//! crash mid-write) is cut off with a warning; a bad record anywhere else stops
-//! start-up naming the file and offset, unless recovery is asked for
-//! (`--recover` / `persistence_recover true`), which keeps what precedes it.
-//! When the log has grown to four times what a fresh copy would take (and past
-//! 4 MiB), it is compacted: the broker's live durable state is written to a new
-//! file, synced, and renamed over the old one (a pause proportional to the live
-//! state, measured in the README).
-//!
-//! Messages queued for offline sessions are kept in RAM as well as in the log.
+//! Start-up streams the log through a 64 KiB buffer into a [`Recovered`]
+//! state; queued messages stay in the file (an index keeps where). A torn
+//! last record (a crash mid-write, or zeros left by a preallocated block) is
+//! cut off with a warning; a bad record anywhere else stops start-up naming the
+//! file and offset, unless recovery is asked for (`--recover` /
+//! `persistence_recover true`), which copies the damaged file aside and keeps
+//! what precedes the damage. When the log has grown to four times what a fresh
+//! copy would take (and past 4 MiB), it is compacted: the broker's live durable
+//! state is written to a new file (queued messages copied record by record),
+//! synced, renamed over the old one, and the directory synced.
 //!
 //! Every file operation goes through the [`fs::Fs`] seam, so tests can run the
 //! log on an in-memory file system that fails syncs or loses power.
 
 pub mod fs;
+mod index;
 mod record;
 mod store;
 

@@ -5,39 +5,65 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::broker::message::{ForwardedProperties, Message};
 
-/// A durable change, as the broker reports it.
+/// A durable change, as the broker reports it. Sessions are named by their
+/// number (`sid`, given once when the session first becomes durable), not by
+/// their client id; a message's content is written once (`Message`) and each
+/// session's copy is a small `Queue` record that names it.
 #[derive(Debug, Clone, Copy)]
 pub enum Record<'a> {
     /// A retained message was stored (or replaced).
     RetainSet(&'a Message),
     /// The retained message of a topic was cleared.
     RetainClear(&'a str),
-    /// A persistent session's metadata (written whole: sessions are small).
+    /// A persistent session's metadata (its subscriptions are separate records).
     SessionPut {
+        /// Session number.
+        sid: u32,
         /// Client identifier.
         client_id: &'a str,
         /// Protocol level (3, 4, 5).
         level: u8,
         /// Seconds it outlives its connection; `None` = never expires.
         expiry: Option<u32>,
-        /// Its subscriptions.
-        subscriptions: &'a [StoredSubscription],
         /// The identity its ACL checks use: the user name (or TLS certificate
         /// name) it authenticated with.
         username: Option<&'a str>,
         /// Number of the listener (in config order) whose rules apply to it.
         listener: u32,
     },
-    /// A session ended.
-    SessionDelete(&'a str),
-    /// A QoS 1/2 message was queued for (or sent to) a persistent session.
-    Queue {
-        /// Session.
-        client_id: &'a str,
-        /// Broker-wide message number (orders the queue on replay).
-        id: u64,
+    /// A session ended (with its subscriptions, queue and QoS 2 ids).
+    SessionDelete(u32),
+    /// A subscription added to (or replaced in) a session.
+    SubAdd {
+        /// Session number.
+        sid: u32,
+        /// The subscription.
+        sub: &'a StoredSubscription,
+    },
+    /// A subscription removed from a session.
+    SubRemove {
+        /// Session number.
+        sid: u32,
+        /// Its filter.
+        filter: &'a str,
+    },
+    /// The content of a message queued for one or more durable sessions,
+    /// written once however many sessions it is queued for.
+    Message {
+        /// Message number.
+        mid: u64,
         /// The message.
         msg: &'a Message,
+    },
+    /// Message `mid` was queued for (or sent to) a persistent session as
+    /// delivery `id`.
+    Queue {
+        /// Session number.
+        sid: u32,
+        /// Broker-wide delivery number (orders the queue on replay).
+        id: u64,
+        /// The `Message` record it delivers.
+        mid: u64,
         /// Delivery QoS.
         qos: u8,
         /// RETAIN flag to send.
@@ -45,51 +71,44 @@ pub enum Record<'a> {
         /// Subscription identifiers to send.
         subscription_ids: &'a [u32],
     },
-    /// Message `id` went out with `packet_id` (and, once PUBREC came, `released`).
+    /// Delivery `id` went out with `packet_id` (and, once PUBREC came, `released`).
     Inflight {
-        /// Session.
-        client_id: &'a str,
-        /// Message number.
+        /// Delivery number.
         id: u64,
         /// Packet identifier used.
         packet_id: u16,
         /// PUBREL sent.
         released: bool,
     },
-    /// Message `id` is done with (acknowledged, expired or dropped).
-    Done {
-        /// Session.
-        client_id: &'a str,
-        /// Message number.
-        id: u64,
-    },
+    /// Delivery `id` is done with (acknowledged, expired or dropped).
+    Done(u64),
     /// An incoming QoS 2 packet id is held until PUBREL (exactly once across restarts).
     RelHold {
-        /// Session.
-        client_id: &'a str,
+        /// Session number.
+        sid: u32,
+        /// Packet identifier.
+        packet_id: u16,
+    },
+    /// The PUBREL for it came.
+    RelDone {
+        /// Session number.
+        sid: u32,
         /// Packet identifier.
         packet_id: u16,
     },
     /// The will a disconnected session holds during its Will Delay Interval
     /// (`None`: there is none any more).
     Will {
-        /// Session.
-        client_id: &'a str,
+        /// Session number.
+        sid: u32,
         /// Will Delay Interval, seconds.
         delay: u32,
         /// The will message.
         msg: Option<&'a Message>,
     },
-    /// Compaction only: copy message `id`'s queue record from the old log (the
-    /// broker no longer holds its content in RAM).
+    /// Compaction only: copy delivery `id`'s queue record, and its message's
+    /// record the first time, from the old log (RAM need not hold either).
     Keep(u64),
-    /// The PUBREL for it came.
-    RelDone {
-        /// Session.
-        client_id: &'a str,
-        /// Packet identifier.
-        packet_id: u16,
-    },
 }
 
 /// A subscription as stored: filter, options byte (3.8.3.1 layout) and identifier.
@@ -130,6 +149,12 @@ pub(super) const DONE: u8 = 7;
 pub(super) const REL_HOLD: u8 = 8;
 pub(super) const REL_DONE: u8 = 9;
 pub(super) const WILL: u8 = 10;
+pub(super) const SUB_ADD: u8 = 11;
+pub(super) const SUB_REMOVE: u8 = 12;
+pub(super) const MESSAGE: u8 = 13;
+/// Bytes of a `Message` body that replay reads (kind, number, payload length);
+/// the rest is only checksummed, so a restart holds no message content.
+pub(super) const MESSAGE_HEAD: usize = 1 + 8 + 4;
 
 /// Little-endian writer helpers.
 pub(super) struct W<'b>(pub &'b mut Vec<u8>);
@@ -331,44 +356,55 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             w.str(t);
         }
         Record::SessionPut {
+            sid,
             client_id,
             level,
             expiry,
-            subscriptions,
             username,
             listener,
         } => {
             w.u8(SESSION_PUT);
+            w.u32(sid);
             w.str(client_id);
             w.u8(level);
             w.opt_u32(expiry);
-            w.u32(subscriptions.len() as u32);
-            for s in subscriptions {
-                w.str(&s.filter);
-                w.u8(s.options);
-                w.opt_u32(s.identifier);
-            }
-            // Appended last: a record written before these existed ends here
-            // and decodes as an anonymous session of listener 0.
             w.opt_str(username);
             w.u32(listener);
         }
-        Record::SessionDelete(c) => {
+        Record::SessionDelete(sid) => {
             w.u8(SESSION_DELETE);
-            w.str(c);
+            w.u32(sid);
+        }
+        Record::SubAdd { sid, sub } => {
+            w.u8(SUB_ADD);
+            w.u32(sid);
+            w.str(&sub.filter);
+            w.u8(sub.options);
+            w.opt_u32(sub.identifier);
+        }
+        Record::SubRemove { sid, filter } => {
+            w.u8(SUB_REMOVE);
+            w.u32(sid);
+            w.str(filter);
+        }
+        Record::Message { mid, msg } => {
+            w.u8(MESSAGE);
+            w.u64(mid);
+            w.u32(u32::try_from(msg.payload.len()).unwrap_or(u32::MAX));
+            put_message(&mut w, msg);
         }
         Record::Queue {
-            client_id,
+            sid,
             id,
-            msg,
+            mid,
             qos,
             retain,
             subscription_ids,
         } => {
             w.u8(QUEUE);
-            w.str(client_id);
+            w.u32(sid);
             w.u64(id);
-            put_message(&mut w, msg);
+            w.u64(mid);
             w.u8(qos);
             w.u8(u8::from(retain));
             w.u32(subscription_ids.len() as u32);
@@ -377,37 +413,32 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             }
         }
         Record::Inflight {
-            client_id,
             id,
             packet_id,
             released,
         } => {
             w.u8(INFLIGHT);
-            w.str(client_id);
             w.u64(id);
             w.u16(packet_id);
             w.u8(u8::from(released));
         }
-        Record::Done { client_id, id } => {
+        Record::Done(id) => {
             w.u8(DONE);
-            w.str(client_id);
             w.u64(id);
         }
-        Record::RelHold {
-            client_id,
-            packet_id,
-        } => {
+        Record::RelHold { sid, packet_id } => {
             w.u8(REL_HOLD);
-            w.str(client_id);
+            w.u32(sid);
             w.u16(packet_id);
         }
-        Record::Will {
-            client_id,
-            delay,
-            msg,
-        } => {
+        Record::RelDone { sid, packet_id } => {
+            w.u8(REL_DONE);
+            w.u32(sid);
+            w.u16(packet_id);
+        }
+        Record::Will { sid, delay, msg } => {
             w.u8(WILL);
-            w.str(client_id);
+            w.u32(sid);
             w.u32(delay);
             match msg {
                 Some(m) => {
@@ -418,105 +449,117 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             }
         }
         Record::Keep(_) => {
-            // Never encoded: `Store::compact` copies the old record instead.
-        }
-        Record::RelDone {
-            client_id,
-            packet_id,
-        } => {
-            w.u8(REL_DONE);
-            w.str(client_id);
-            w.u16(packet_id);
+            // Never encoded: `Store::compact` copies the old records instead.
         }
     }
 }
 
-/// A decoded record, owned.
+/// A decoded record, owned. A `Message` body is decoded only when it is read
+/// back for sending ([`decode_message`]); replay sees its head only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Owned {
     RetainSet(StoredMessage),
     RetainClear(String),
     SessionPut {
+        sid: u32,
         client_id: String,
         level: u8,
         expiry: Option<u32>,
-        subscriptions: Vec<StoredSubscription>,
         username: Option<String>,
         listener: u32,
     },
-    SessionDelete(String),
+    SessionDelete(u32),
+    SubAdd {
+        sid: u32,
+        sub: StoredSubscription,
+    },
+    SubRemove {
+        sid: u32,
+        filter: String,
+    },
     Queue {
-        client_id: String,
+        sid: u32,
         id: u64,
-        msg: StoredMessage,
+        mid: u64,
         qos: u8,
         retain: bool,
         subscription_ids: Vec<u32>,
     },
     Inflight {
-        client_id: String,
         id: u64,
         packet_id: u16,
         released: bool,
     },
-    Done {
-        client_id: String,
-        id: u64,
-    },
+    Done(u64),
     RelHold {
-        client_id: String,
+        sid: u32,
         packet_id: u16,
     },
     RelDone {
-        client_id: String,
+        sid: u32,
         packet_id: u16,
     },
     Will {
-        client_id: String,
+        sid: u32,
         delay: u32,
         msg: Option<StoredMessage>,
     },
 }
 
-/// Decode one record body (kind byte first); `None` when it does not parse.
+/// The head of a `Message` body: (message number, payload length); `None`
+/// if `head` is not one.
+pub(super) fn message_head(head: &[u8]) -> Option<(u64, u32)> {
+    let mut r = R::new(head);
+    if r.u8()? != MESSAGE {
+        return None;
+    }
+    Some((r.u64()?, r.u32()?))
+}
+
+/// Decode a whole `Message` body: (message number, message).
+pub(super) fn decode_message(body: &[u8]) -> Option<(u64, StoredMessage)> {
+    let mut r = R::new(body);
+    if r.u8()? != MESSAGE {
+        return None;
+    }
+    let mid = r.u64()?;
+    let len = r.u32()?;
+    let msg = get_message(&mut r)?;
+    (r.done() && msg.payload.len() == len as usize).then_some((mid, msg))
+}
+
+/// Decode one record body (kind byte first); `None` when it does not parse
+/// (a `Message` body included: see [`decode_message`]).
 pub(super) fn decode(body: &[u8]) -> Option<Owned> {
     let mut r = R::new(body);
     let rec = match r.u8()? {
         RETAIN_SET => Owned::RetainSet(get_message(&mut r)?),
         RETAIN_CLEAR => Owned::RetainClear(r.string()?),
-        SESSION_PUT => {
-            let client_id = r.string()?;
-            let level = r.u8()?;
-            let expiry = r.opt_u32()?;
-            let n = r.u32()? as usize;
-            let mut subscriptions = Vec::with_capacity(n.min(1024));
-            for _ in 0..n {
-                subscriptions.push(StoredSubscription {
-                    filter: r.string()?,
-                    options: r.u8()?,
-                    identifier: r.opt_u32()?,
-                });
-            }
-            // Logs written before sessions kept their identity stop here.
-            let (username, listener) = if r.done() {
-                (None, 0)
-            } else {
-                (r.opt_string()?, r.u32()?)
-            };
-            Owned::SessionPut {
-                client_id,
-                level,
-                expiry,
-                subscriptions,
-                username,
-                listener,
-            }
-        }
-        SESSION_DELETE => Owned::SessionDelete(r.string()?),
+        SESSION_PUT => Owned::SessionPut {
+            sid: r.u32()?,
+            client_id: r.string()?,
+            level: r.u8()?,
+            expiry: r.opt_u32()?,
+            username: r.opt_string()?,
+            listener: r.u32()?,
+        },
+        SESSION_DELETE => Owned::SessionDelete(r.u32()?),
+        SUB_ADD => Owned::SubAdd {
+            sid: r.u32()?,
+            sub: StoredSubscription {
+                filter: r.string()?,
+                options: r.u8()?,
+                identifier: r.opt_u32()?,
+            },
+        },
+        SUB_REMOVE => Owned::SubRemove {
+            sid: r.u32()?,
+            filter: r.string()?,
+        },
         QUEUE => {
-            let client_id = r.string()?;
+            let sid = r.u32()?;
             let id = r.u64()?;
-            let msg = get_message(&mut r)?;
+            let mid = r.u64()?;
             let qos = r.u8()?;
             let retain = r.u8()? != 0;
             let n = r.u32()? as usize;
@@ -525,45 +568,37 @@ pub(super) fn decode(body: &[u8]) -> Option<Owned> {
                 subscription_ids.push(r.u32()?);
             }
             Owned::Queue {
-                client_id,
+                sid,
                 id,
-                msg,
+                mid,
                 qos,
                 retain,
                 subscription_ids,
             }
         }
         INFLIGHT => Owned::Inflight {
-            client_id: r.string()?,
             id: r.u64()?,
             packet_id: r.u16()?,
             released: r.u8()? != 0,
         },
-        DONE => Owned::Done {
-            client_id: r.string()?,
-            id: r.u64()?,
-        },
+        DONE => Owned::Done(r.u64()?),
         REL_HOLD => Owned::RelHold {
-            client_id: r.string()?,
+            sid: r.u32()?,
             packet_id: r.u16()?,
         },
         REL_DONE => Owned::RelDone {
-            client_id: r.string()?,
+            sid: r.u32()?,
             packet_id: r.u16()?,
         },
         WILL => {
-            let client_id = r.string()?;
+            let sid = r.u32()?;
             let delay = r.u32()?;
             let msg = match r.u8()? {
                 0 => None,
                 1 => Some(get_message(&mut r)?),
                 _ => return None,
             };
-            Owned::Will {
-                client_id,
-                delay,
-                msg,
-            }
+            Owned::Will { sid, delay, msg }
         }
         _ => return None,
     };
@@ -578,14 +613,10 @@ mod tests {
         let mut buf = Vec::new();
         encode(
             &Record::SessionPut {
+                sid: 9,
                 client_id: "c",
                 level: 5,
                 expiry: Some(60),
-                subscriptions: &[StoredSubscription {
-                    filter: "a/#".into(),
-                    options: 1,
-                    identifier: Some(7),
-                }],
                 username,
                 listener: 3,
             },
@@ -599,34 +630,54 @@ mod tests {
         for user in [Some("alice"), None] {
             match decode(&session_put(user)) {
                 Some(Owned::SessionPut {
-                    username, listener, ..
-                }) => assert_eq!((username.as_deref(), listener), (user, 3)),
+                    sid,
+                    username,
+                    listener,
+                    ..
+                }) => assert_eq!((sid, username.as_deref(), listener), (9, user, 3)),
                 other => panic!("{other:?}"),
             }
         }
-    }
-
-    #[test]
-    fn session_records_without_identity_still_decode() {
-        // A record from a log written before the identity was stored: it ends
-        // after the subscriptions (opt_str None = 1 byte, listener = 4 bytes).
-        let mut old = session_put(None);
-        old.truncate(old.len() - 5);
-        match decode(&old) {
-            Some(Owned::SessionPut {
-                username,
-                listener,
-                subscriptions,
-                ..
-            }) => {
-                assert_eq!((username, listener), (None, 0));
-                assert_eq!(subscriptions[0].identifier, Some(7));
-            }
-            other => panic!("{other:?}"),
-        }
-        // A cut inside the new fields is damage, not an old record.
+        // A cut inside the record is damage.
         let mut torn = session_put(Some("alice"));
         torn.truncate(torn.len() - 2);
         assert_eq!(decode(&torn), None);
+    }
+
+    /// Subscription changes and queue records are a few bytes each: no client
+    /// id, no copy of the message, no list of the other subscriptions.
+    #[test]
+    fn delta_and_reference_records_are_small() {
+        let sub = StoredSubscription {
+            filter: "sensors/+/temp".into(),
+            options: 1,
+            identifier: None,
+        };
+        let mut buf = Vec::new();
+        encode(&Record::SubAdd { sid: 1, sub: &sub }, &mut buf);
+        assert_eq!(buf.len(), 1 + 4 + 4 + sub.filter.len() + 1 + 1);
+        assert_eq!(
+            decode(&buf),
+            Some(Owned::SubAdd {
+                sid: 1,
+                sub: sub.clone()
+            })
+        );
+        buf.clear();
+        encode(
+            &Record::Queue {
+                sid: 1,
+                id: 2,
+                mid: 3,
+                qos: 1,
+                retain: false,
+                subscription_ids: &[],
+            },
+            &mut buf,
+        );
+        assert_eq!(buf.len(), 27);
+        buf.clear();
+        encode(&Record::Done(2), &mut buf);
+        assert_eq!(buf.len(), 9);
     }
 }

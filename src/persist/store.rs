@@ -1,20 +1,30 @@
-//! The log file: framing with checksums, replay, group commit, compaction.
+//! The log file: framing with checksums, streamed replay, group commit,
+//! compaction.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
 use super::fs::{dir_of, Fs, LogFile, RealFs};
-use super::record::{self, Owned, Record, StoredMessage, StoredSubscription};
+use super::index::Index;
+use super::record::{self, Owned, Record, StoredMessage, StoredSubscription, MESSAGE_HEAD};
 
-const MAGIC: &[u8; 8] = b"midge\0\0\x01";
+/// File header: `midge\0\0` and the format version.
+const MAGIC: &[u8; 8] = b"midge\0\0\x02";
+/// Format version 1 (whole subscription lists, a copy of the message and the
+/// client id in every queue record): recognised only to refuse it clearly.
+const MAGIC_V1: &[u8; 8] = b"midge\0\0\x01";
 const FRAME: usize = 8; // length u32 + crc32 u32
 /// A record longer than this is damage, not data (the packet limit is 256 MB).
 const MAX_RECORD: usize = 300 << 20;
 const COMPACT_MIN: u64 = 4 << 20;
+/// Replay reads through a buffer of this size: a restart needs no RAM in
+/// proportion to the log (only to the live state the broker keeps in RAM).
+const READ_BUF: usize = 64 << 10;
 
 /// When the log is synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +42,8 @@ pub enum PersistError {
     Io(PathBuf, std::io::Error),
     /// A damaged record before the end of the log.
     Corrupt(PathBuf, u64, String),
+    /// A log in an older format version, which this midge does not read.
+    OldVersion(PathBuf, u8),
 }
 
 impl fmt::Display for PersistError {
@@ -43,6 +55,11 @@ impl fmt::Display for PersistError {
                 "{}: corrupt record at offset {off} ({why}); start with --recover (or `persistence_recover true`) to keep what precedes it",
                 p.display()
             ),
+            PersistError::OldVersion(p, v) => write!(
+                f,
+                "{}: log format version {v}, which this midge does not read (it writes version 2); run the midge that wrote it until its clients have fetched their messages, or move the file away to start empty",
+                p.display()
+            ),
         }
     }
 }
@@ -52,19 +69,21 @@ impl std::error::Error for PersistError {}
 /// A session as replayed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveredSession {
+    /// Session number in the log.
+    pub sid: u32,
     /// Client identifier.
     pub client_id: String,
     /// Protocol level.
     pub level: u8,
     /// Expiry in seconds; `None` = never.
     pub expiry: Option<u32>,
-    /// Subscriptions.
-    pub subscriptions: Vec<StoredSubscription>,
     /// User name (or certificate name) its ACL checks use; `None` = anonymous.
     pub username: Option<String>,
     /// Listener number (config order) whose rules apply to it.
     pub listener: u32,
-    /// Messages by number (the order they were queued in).
+    /// Subscriptions by filter.
+    pub subscriptions: BTreeMap<String, StoredSubscription>,
+    /// Deliveries by number (the order they were queued in).
     pub messages: BTreeMap<u64, RecoveredMessage>,
     /// Incoming QoS 2 ids awaiting PUBREL.
     pub awaiting_rel: Vec<u16>,
@@ -72,11 +91,12 @@ pub struct RecoveredSession {
     pub will: Option<(u32, StoredMessage)>,
 }
 
-/// A message queued for or in flight to a session.
+/// A message queued for or in flight to a session: what RAM keeps of it. The
+/// content stays in the log ([`Store::load`] reads it back).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveredMessage {
-    /// The message.
-    pub msg: StoredMessage,
+    /// Payload bytes.
+    pub len: u32,
     /// Delivery QoS.
     pub qos: u8,
     /// RETAIN flag to send.
@@ -87,19 +107,35 @@ pub struct RecoveredMessage {
     pub sent: Option<(u16, bool)>,
 }
 
-/// Everything the log held.
+/// Everything the log held, but message contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Recovered {
     /// Retained messages by topic.
     pub retained: BTreeMap<String, StoredMessage>,
-    /// Sessions by client id.
-    pub sessions: HashMap<String, RecoveredSession>,
-    /// The highest message number seen (new ones continue after it).
+    /// Sessions by number.
+    pub sessions: HashMap<u32, RecoveredSession>,
+    /// The highest message or delivery number seen (new ones continue after it).
     pub last_id: u64,
+    /// The highest session number seen.
+    pub last_sid: u32,
+}
+
+/// One record as replay sees it: a `Message` by its head only.
+enum Step {
+    Record(Owned),
+    Message { mid: u64, len: u32 },
 }
 
 impl Recovered {
-    fn apply(&mut self, rec: Owned) {
+    fn apply(&mut self, step: Step, offset: u64, index: &mut Index) {
+        let rec = match step {
+            Step::Message { mid, len } => {
+                self.last_id = self.last_id.max(mid);
+                index.message(mid, offset, len);
+                return;
+            }
+            Step::Record(rec) => rec,
+        };
         match rec {
             Owned::RetainSet(m) => {
                 self.retained.insert(m.topic.clone(), m);
@@ -108,38 +144,56 @@ impl Recovered {
                 self.retained.remove(&t);
             }
             Owned::SessionPut {
+                sid,
                 client_id,
                 level,
                 expiry,
-                subscriptions,
                 username,
                 listener,
             } => {
-                let s = self.sessions.entry(client_id.clone()).or_default();
+                self.last_sid = self.last_sid.max(sid);
+                let s = self.sessions.entry(sid).or_default();
+                s.sid = sid;
                 s.client_id = client_id;
                 s.level = level;
                 s.expiry = expiry;
-                s.subscriptions = subscriptions;
                 s.username = username;
                 s.listener = listener;
             }
-            Owned::SessionDelete(c) => {
-                self.sessions.remove(&c);
+            Owned::SessionDelete(sid) => {
+                if let Some(s) = self.sessions.remove(&sid) {
+                    for id in s.messages.keys() {
+                        index.done(*id);
+                    }
+                }
+            }
+            Owned::SubAdd { sid, sub } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.subscriptions.insert(sub.filter.clone(), sub);
+                }
+            }
+            Owned::SubRemove { sid, filter } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.subscriptions.remove(&filter);
+                }
             }
             Owned::Queue {
-                client_id,
+                sid,
                 id,
-                msg,
+                mid,
                 qos,
                 retain,
                 subscription_ids,
             } => {
                 self.last_id = self.last_id.max(id);
-                if let Some(s) = self.sessions.get_mut(&client_id) {
+                let Some(s) = self.sessions.get_mut(&sid) else {
+                    return;
+                };
+                if let Some(len) = index.queue(id, offset, mid, sid) {
                     s.messages.insert(
                         id,
                         RecoveredMessage {
-                            msg,
+                            len,
                             qos,
                             retain,
                             subscription_ids,
@@ -149,48 +203,39 @@ impl Recovered {
                 }
             }
             Owned::Inflight {
-                client_id,
                 id,
                 packet_id,
                 released,
             } => {
-                if let Some(m) = self
-                    .sessions
-                    .get_mut(&client_id)
+                if let Some(m) = index
+                    .delivery(id)
+                    .and_then(|d| self.sessions.get_mut(&d.sid))
                     .and_then(|s| s.messages.get_mut(&id))
                 {
                     m.sent = Some((packet_id, released));
                 }
             }
-            Owned::Done { client_id, id } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
-                    s.messages.remove(&id);
+            Owned::Done(id) => {
+                if let Some(d) = index.done(id) {
+                    if let Some(s) = self.sessions.get_mut(&d.sid) {
+                        s.messages.remove(&id);
+                    }
                 }
             }
-            Owned::RelHold {
-                client_id,
-                packet_id,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
+            Owned::RelHold { sid, packet_id } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
                     if !s.awaiting_rel.contains(&packet_id) {
                         s.awaiting_rel.push(packet_id);
                     }
                 }
             }
-            Owned::RelDone {
-                client_id,
-                packet_id,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
+            Owned::RelDone { sid, packet_id } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
                     s.awaiting_rel.retain(|&p| p != packet_id);
                 }
             }
-            Owned::Will {
-                client_id,
-                delay,
-                msg,
-            } => {
-                if let Some(s) = self.sessions.get_mut(&client_id) {
+            Owned::Will { sid, delay, msg } => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
                     s.will = msg.map(|m| (delay, m));
                 }
             }
@@ -201,6 +246,11 @@ impl Recovered {
 /// CRC-32 (IEEE), table-driven. A checksum against torn and flipped bytes, not
 /// a defence against an attacker who can write the file.
 fn crc32(data: &[u8]) -> u32 {
+    !crc32_update(!0, data)
+}
+
+/// Feed `data` into a running CRC-32 (start with `!0`, finish with `!`).
+fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut t = [0u32; 256];
@@ -217,11 +267,10 @@ fn crc32(data: &[u8]) -> u32 {
         }
         t
     });
-    let mut c = !0u32;
     for &b in data {
         c = table[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
     }
-    !c
+    c
 }
 
 fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
@@ -232,6 +281,132 @@ fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
     let crc = crc32(&out[start + FRAME..]);
     out[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Keep the index in step with a record written at `offset`.
+fn note(index: &mut Index, rec: &Record<'_>, offset: u64) {
+    match *rec {
+        Record::Message { mid, msg } => {
+            index.message(
+                mid,
+                offset,
+                u32::try_from(msg.payload.len()).unwrap_or(u32::MAX),
+            );
+        }
+        Record::Queue { sid, id, mid, .. } => {
+            let known = index.queue(id, offset, mid, sid).is_some();
+            if !known {
+                warn!("Persistence: delivery {id} names message {mid}, which is not in the log.");
+            }
+        }
+        Record::Done(id) => {
+            index.done(id);
+        }
+        // A deleted session's deliveries stay indexed until the next
+        // compaction, which copies only what the broker still holds.
+        _ => {}
+    }
+}
+
+/// Why a record could not be read.
+enum Bad {
+    Io(std::io::Error),
+    /// Damage; `last`: the record's declared end is at or past the file's end.
+    Damage(&'static str, bool),
+}
+
+impl From<std::io::Error> for Bad {
+    fn from(e: std::io::Error) -> Self {
+        Bad::Io(e)
+    }
+}
+
+/// Read the record at `pos` (the reader is positioned there). A `Message`
+/// body is only checksummed, through `chunk`; other bodies land in `body`.
+fn read_record(
+    rd: &mut impl Read,
+    pos: u64,
+    file_len: u64,
+    body: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> Result<(Step, u64), Bad> {
+    if file_len - pos < FRAME as u64 {
+        return Err(Bad::Damage("torn frame header", true));
+    }
+    let mut head = [0u8; FRAME];
+    rd.read_exact(&mut head)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len > MAX_RECORD {
+        return Err(Bad::Damage("impossible length", false));
+    }
+    let end = pos + (FRAME + len) as u64;
+    if end > file_len {
+        return Err(Bad::Damage("torn record", true));
+    }
+    let last = end >= file_len;
+    let first = len.min(MESSAGE_HEAD);
+    body.clear();
+    body.resize(first, 0);
+    rd.read_exact(body)?;
+    let mut c = crc32_update(!0, body);
+    if body.first() == Some(&record::MESSAGE) && len >= MESSAGE_HEAD {
+        let mut left = len - MESSAGE_HEAD;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            rd.read_exact(&mut chunk[..n])?;
+            c = crc32_update(c, &chunk[..n]);
+            left -= n;
+        }
+        if !c != crc {
+            return Err(Bad::Damage("checksum mismatch", last));
+        }
+        let (mid, plen) =
+            record::message_head(body).ok_or(Bad::Damage("undecodable record", last))?;
+        return Ok((Step::Message { mid, len: plen }, end));
+    }
+    body.resize(len, 0);
+    rd.read_exact(&mut body[first..])?;
+    c = crc32_update(c, &body[first..]);
+    if !c != crc {
+        return Err(Bad::Damage("checksum mismatch", last));
+    }
+    let rec = record::decode(body).ok_or(Bad::Damage("undecodable record", last))?;
+    Ok((Step::Record(rec), end))
+}
+
+/// Is everything from `pos` to the end zeros (a preallocated block a crash
+/// left unwritten)?
+fn zeros_to_end(
+    file: &dyn LogFile,
+    pos: u64,
+    file_len: u64,
+    chunk: &mut [u8],
+) -> std::io::Result<bool> {
+    let mut at = pos;
+    while at < file_len {
+        let n = usize::try_from(file_len - at).map_or(chunk.len(), |l| l.min(chunk.len()));
+        file.read_exact_at(&mut chunk[..n], at)?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Sequential reads of a [`LogFile`] (replay wraps it in a `BufReader`).
+struct LogReader<'f> {
+    file: &'f dyn LogFile,
+    pos: u64,
+}
+
+impl Read for LogReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 /// The open log.
@@ -251,12 +426,14 @@ pub struct Store {
     /// The last write or sync failed: the broker must not acknowledge what it
     /// cannot keep.
     failing: bool,
-    /// Where each live queued message's record starts (so RAM need not hold it).
-    offsets: HashMap<u64, u64>,
+    /// Where live deliveries and their messages are in the file.
+    index: Index,
 }
 
 impl Store {
-    /// Open (creating if needed) and replay the log at `path`.
+    /// Open (creating if needed) and replay the log at `path`. Replay streams
+    /// the file through a fixed buffer and keeps no message content of queued
+    /// messages, only where their records are.
     pub fn open(
         path: &Path,
         policy: SyncPolicy,
@@ -277,105 +454,94 @@ impl Store {
             fs.create_dir_all(dir).map_err(io)?;
         }
         let mut file = fs.open(path, false).map_err(io)?;
-        let len = usize::try_from(file.size().map_err(io)?).map_err(|_| {
-            io(std::io::Error::other(
-                "the log is larger than the address space",
-            ))
-        })?;
-        let mut data = vec![0u8; len];
-        file.read_exact_at(&mut data, 0).map_err(io)?;
+        let file_len = file.size().map_err(io)?;
         let mut state = Recovered::default();
-        let mut offsets = HashMap::new();
+        let mut index = Index::default();
         let mut good = MAGIC.len() as u64;
-        if data.is_empty() {
+        if file_len == 0 {
             file.append(MAGIC).map_err(io)?;
             file.sync().map_err(io)?;
             // A new file's name survives a power cut only once its directory is synced.
             fs.sync_dir_of(path).map_err(io)?;
-        } else if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-            return Err(PersistError::Corrupt(
-                path.to_path_buf(),
-                0,
-                "not a midge log, or another format version".into(),
-            ));
         } else {
-            let mut pos = MAGIC.len();
+            let mut rd = BufReader::with_capacity(
+                READ_BUF,
+                LogReader {
+                    file: &*file,
+                    pos: 0,
+                },
+            );
+            let mut magic = [0u8; 8];
+            if file_len < MAGIC.len() as u64 || rd.read_exact(&mut magic).is_err() {
+                return Err(PersistError::Corrupt(
+                    path.to_path_buf(),
+                    0,
+                    "not a midge log".into(),
+                ));
+            }
+            if &magic == MAGIC_V1 {
+                return Err(PersistError::OldVersion(path.to_path_buf(), 1));
+            }
+            if &magic != MAGIC {
+                return Err(PersistError::Corrupt(
+                    path.to_path_buf(),
+                    0,
+                    "not a midge log, or another format version".into(),
+                ));
+            }
+            let mut pos = MAGIC.len() as u64;
             let mut records = 0u64;
-            while pos < data.len() {
-                let bad = |why: &str| why.to_string();
-                let outcome: Result<(Owned, usize), String> = (|| {
-                    let head = data
-                        .get(pos..pos + FRAME)
-                        .ok_or_else(|| bad("torn frame header"))?;
-                    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-                    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-                    if len > MAX_RECORD {
-                        return Err(bad("impossible length"));
-                    }
-                    let body = data
-                        .get(pos + FRAME..pos + FRAME + len)
-                        .ok_or_else(|| bad("torn record"))?;
-                    if crc32(body) != crc {
-                        return Err(bad("checksum mismatch"));
-                    }
-                    let rec = record::decode(body).ok_or_else(|| bad("undecodable record"))?;
-                    Ok((rec, FRAME + len))
-                })();
-                match outcome {
-                    Ok((rec, used)) => {
-                        match &rec {
-                            Owned::Queue { id, .. } => {
-                                offsets.insert(*id, pos as u64);
-                            }
-                            Owned::Done { id, .. } => {
-                                offsets.remove(id);
-                            }
-                            _ => {}
-                        }
-                        state.apply(rec);
-                        pos += used;
+            let mut body = Vec::new();
+            let mut chunk = vec![0u8; READ_BUF];
+            while pos < file_len {
+                match read_record(&mut rd, pos, file_len, &mut body, &mut chunk) {
+                    Ok((step, end)) => {
+                        state.apply(step, pos, &mut index);
+                        pos = end;
                         records += 1;
                     }
-                    Err(why) => {
+                    Err(Bad::Io(e)) => return Err(io(e)),
+                    Err(Bad::Damage(why, last)) => {
                         // A record that runs past the end of the file is a write the
-                        // crash cut short: drop it. Damage with good data after it
-                        // is corruption.
-                        // A file system that preallocates blocks can leave a torn
-                        // write as zeros; a zero frame even passes the checksum
-                        // (the CRC of nothing is 0), so zeros to the end are a tail.
+                        // crash cut short: drop it. So are zeros to the end: a file
+                        // system that preallocates can leave a torn write as zeros,
+                        // and a zero frame even passes the checksum (the CRC of
+                        // nothing is 0). Damage with good data after it is corruption.
                         let tail = why.starts_with("torn")
-                            || (why == "checksum mismatch" && is_last_frame(&data, pos))
-                            || data[pos..].iter().all(|&b| b == 0);
+                            || (why == "checksum mismatch" && last)
+                            || zeros_to_end(&*file, pos, file_len, &mut chunk).map_err(io)?;
                         if tail {
                             warn!(
                                 "{}: cutting a torn record at offset {pos} ({} bytes): the last write before a crash.",
                                 path.display(),
-                                data.len() - pos
+                                file_len - pos
                             );
                         } else if recover {
                             // Records after the damage may still be good: keep the
                             // whole file aside before cutting it.
                             let copy = keep_aside(&*fs, &*file, path).map_err(io)?;
                             warn!(
-                                "{}: corrupt record at offset {pos} of {} ({why}); --recover keeps the {records} records before it; the damaged file was copied to {}.",
+                                "{}: corrupt record at offset {pos} of {file_len} ({why}); --recover keeps the {records} records before it; the damaged file was copied to {}.",
                                 path.display(),
-                                data.len(),
                                 copy.display()
                             );
                         } else {
-                            return Err(PersistError::Corrupt(path.to_path_buf(), pos as u64, why));
+                            return Err(PersistError::Corrupt(path.to_path_buf(), pos, why.into()));
                         }
-                        file.truncate(pos as u64).map_err(io)?;
+                        drop(rd);
+                        file.truncate(pos).map_err(io)?;
                         file.sync().map_err(io)?;
                         break;
                     }
                 }
             }
-            good = pos.min(data.len()) as u64;
+            good = pos.min(file_len);
+            index.prune();
             info!(
-                "Restored {} retained message(s) and {} session(s) from {} ({records} records).",
+                "Restored {} retained message(s) and {} session(s) with {} queued message(s) from {} ({records} records).",
                 state.retained.len(),
                 state.sessions.len(),
+                index.deliveries(),
                 path.display()
             );
         }
@@ -391,7 +557,7 @@ impl Store {
                 last_sync: Instant::now(),
                 unsynced: false,
                 failing: false,
-                offsets,
+                index,
             },
             state,
         ))
@@ -399,16 +565,10 @@ impl Store {
 
     /// Add a record to this turn's batch.
     pub fn append(&mut self, rec: &Record<'_>) {
-        match rec {
-            Record::Queue { id, .. } => {
-                self.offsets.insert(*id, self.size + self.buf.len() as u64);
-            }
-            Record::Done { id, .. } => {
-                self.offsets.remove(id);
-            }
-            Record::Keep(_) => return,
-            _ => {}
+        if let Record::Keep(_) = rec {
+            return;
         }
+        note(&mut self.index, rec, self.size + self.buf.len() as u64);
         frame(rec, &mut self.buf);
     }
 
@@ -435,24 +595,24 @@ impl Store {
         read(offset, FRAME + len)
     }
 
-    /// Read back the message of queue record `id` (a message that RAM does not
-    /// hold). `None` if it is unknown or its record does not check out.
+    /// Read back the message of delivery `id` (RAM does not hold it). `None`
+    /// if it is unknown or its record does not check out.
     pub fn load(&self, id: u64) -> Option<StoredMessage> {
-        let frame = self.frame_at(*self.offsets.get(&id)?)?;
+        let d = self.index.delivery(id)?;
+        let m = self.index.message_ref(d.mid)?;
+        let frame = self.frame_at(m.offset)?;
         let (head, body) = frame.split_at(FRAME);
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if crc32(body) != crc {
             return None;
         }
-        match record::decode(body)? {
-            Owned::Queue { msg, .. } => Some(msg),
-            _ => None,
-        }
+        let (mid, msg) = record::decode_message(body)?;
+        (mid == d.mid).then_some(msg)
     }
 
-    /// Number of queued messages whose records are indexed.
+    /// Number of live deliveries indexed.
     pub fn indexed(&self) -> usize {
-        self.offsets.len()
+        self.index.deliveries()
     }
 
     /// True when the last write failed (new QoS 1/2 messages for durable
@@ -465,6 +625,8 @@ impl Store {
     /// loop turn before output is flushed. On failure the records stay buffered
     /// and are retried next turn; the error is returned for logging.
     pub fn commit(&mut self, now: Instant) -> Result<(), PersistError> {
+        // The turn is over: messages no delivery names can be forgotten.
+        self.index.prune();
         if !self.buf.is_empty() {
             let r = self.file.append(&self.buf);
             if let Err(e) = r {
@@ -512,43 +674,54 @@ impl Store {
         // proportion to the state (a gateway may have 64 MB in all).
         const CHUNK: usize = 64 * 1024;
         let mut out = Vec::with_capacity(CHUNK);
-        let mut offsets = HashMap::new();
+        let mut index = Index::default();
         let mut written = 0u64;
         let mut failure: Option<std::io::Error> = None;
         {
             let old = &*self;
             let mut scratch = Vec::new();
-            let mut put = |bytes: &[u8], written: &mut u64, out: &mut Vec<u8>| {
+            let mut put = |bytes: &[u8], written: &mut u64| {
                 if failure.is_none() {
                     out.extend_from_slice(bytes);
                     *written += bytes.len() as u64;
                     if out.len() >= CHUNK {
-                        if let Err(e) = f.append(out) {
+                        if let Err(e) = f.append(&out) {
                             failure = Some(e);
                         }
                         out.clear();
                     }
                 }
             };
-            put(MAGIC, &mut written, &mut out);
+            put(MAGIC, &mut written);
             dump(&mut |rec| {
-                scratch.clear();
-                match rec {
-                    Record::Keep(id) => {
-                        // Content held only on disk: copy its old record as it is.
-                        match old.offsets.get(id).and_then(|&o| old.frame_at(o)) {
-                            Some(fr) => scratch = fr,
-                            None => return,
-                        }
-                        offsets.insert(*id, written);
+                if let Record::Keep(id) = *rec {
+                    // Held only on disk: copy the message's record (once) and
+                    // the delivery's as they are.
+                    let Some(d) = old.index.delivery(id) else {
+                        return;
+                    };
+                    if index.message_ref(d.mid).is_none() {
+                        let Some((m, fr)) = old
+                            .index
+                            .message_ref(d.mid)
+                            .and_then(|m| Some((m, old.frame_at(m.offset)?)))
+                        else {
+                            return;
+                        };
+                        index.message(d.mid, written, m.len);
+                        put(&fr, &mut written);
                     }
-                    Record::Queue { id, .. } => {
-                        offsets.insert(*id, written);
-                        frame(rec, &mut scratch);
-                    }
-                    _ => frame(rec, &mut scratch),
+                    let Some(fr) = old.frame_at(d.offset) else {
+                        return;
+                    };
+                    index.queue(id, written, d.mid, d.sid);
+                    put(&fr, &mut written);
+                    return;
                 }
-                put(&scratch, &mut written, &mut out);
+                scratch.clear();
+                note(&mut index, rec, written);
+                frame(rec, &mut scratch);
+                put(&scratch, &mut written);
             });
         }
         if let Some(e) = failure {
@@ -567,7 +740,8 @@ impl Store {
         self.file = f;
         self.size = written;
         self.base = self.size;
-        self.offsets = offsets;
+        index.prune();
+        self.index = index;
         // Records appended this turn describe changes already in the dump.
         self.buf.clear();
         self.unsynced = false;
@@ -611,15 +785,6 @@ fn keep_aside(fs: &dyn Fs, file: &dyn LogFile, path: &Path) -> std::io::Result<P
     Ok(copy)
 }
 
-/// Is the frame at `pos` the last one (its declared end at or past the file end)?
-fn is_last_frame(data: &[u8], pos: usize) -> bool {
-    let Some(head) = data.get(pos..pos + 4) else {
-        return true;
-    };
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    pos + FRAME + len >= data.len()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,27 +823,41 @@ mod tests {
             let m = msg("a/b", b"hello");
             s.append(&Record::RetainSet(&m));
             s.append(&Record::SessionPut {
+                sid: 1,
                 client_id: "c",
                 level: 4,
                 expiry: None,
-                subscriptions: &[StoredSubscription {
-                    filter: "a/#".into(),
-                    options: 1,
-                    identifier: None,
-                }],
                 username: Some("alice"),
                 listener: 2,
             });
+            let sub = StoredSubscription {
+                filter: "a/#".into(),
+                options: 1,
+                identifier: None,
+            };
+            s.append(&Record::SubAdd { sid: 1, sub: &sub });
+            s.append(&Record::SubAdd {
+                sid: 1,
+                sub: &StoredSubscription {
+                    filter: "gone".into(),
+                    options: 0,
+                    identifier: None,
+                },
+            });
+            s.append(&Record::SubRemove {
+                sid: 1,
+                filter: "gone",
+            });
+            s.append(&Record::Message { mid: 6, msg: &m });
             s.append(&Record::Queue {
-                client_id: "c",
+                sid: 1,
                 id: 7,
-                msg: &m,
+                mid: 6,
                 qos: 1,
                 retain: false,
                 subscription_ids: &[],
             });
             s.append(&Record::Inflight {
-                client_id: "c",
                 id: 7,
                 packet_id: 3,
                 released: false,
@@ -689,17 +868,95 @@ mod tests {
         let mut f = RealFs.open(&path, false).expect("append");
         f.append(&[200, 0, 0, 0, 1, 2, 3]).expect("torn");
         drop(f);
-        let (_s, r) = Store::open(&path, SyncPolicy::Always, false).expect("reopen");
+        let (s, r) = Store::open(&path, SyncPolicy::Always, false).expect("reopen");
         assert_eq!(r.retained["a/b"].payload, b"hello");
-        let c = &r.sessions["c"];
-        assert_eq!(c.subscriptions[0].filter, "a/#");
+        let c = &r.sessions[&1];
+        assert_eq!(c.client_id, "c");
+        assert_eq!(
+            c.subscriptions.keys().collect::<Vec<_>>(),
+            vec!["a/#"],
+            "added, then one added and removed"
+        );
         assert_eq!(
             (c.username.as_deref(), c.listener),
             (Some("alice"), 2),
             "the session's identity survives (issue 11)"
         );
         assert_eq!(c.messages[&7].sent, Some((3, false)));
+        assert_eq!(c.messages[&7].len, 5);
         assert_eq!(r.last_id, 7);
+        assert_eq!(r.last_sid, 1);
+        // The content is read back from the file on demand.
+        assert_eq!(s.load(7).map(|m| m.payload), Some(b"hello".to_vec()));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A message for many sessions is written once; each session's copy is a
+    /// reference that keeps it alive until the last is done, across a reopen
+    /// and a compaction.
+    #[test]
+    fn a_message_is_stored_once_and_lives_while_referenced() {
+        let d = dir("shared");
+        let path = d.join("midge.db");
+        let m = msg("fan/out", &[7u8; 10_000]);
+        let (mut s, _) = Store::open(&path, SyncPolicy::Always, false).expect("open");
+        s.append(&Record::Message { mid: 1, msg: &m });
+        for sid in 1..=50u32 {
+            s.append(&Record::SessionPut {
+                sid,
+                client_id: &format!("c{sid}"),
+                level: 4,
+                expiry: None,
+                username: None,
+                listener: 0,
+            });
+            s.append(&Record::Queue {
+                sid,
+                id: 1 + u64::from(sid),
+                mid: 1,
+                qos: 1,
+                retain: false,
+                subscription_ids: &[],
+            });
+        }
+        s.commit(Instant::now()).expect("commit");
+        assert!(s.size() < 10_000 + 50 * 100, "one copy: {}", s.size());
+        for sid in 1..50u32 {
+            s.append(&Record::Done(1 + u64::from(sid)));
+        }
+        s.commit(Instant::now()).expect("commit");
+        assert_eq!(s.load(51).map(|m| m.payload.len()), Some(10_000));
+        drop(s);
+        let (mut s, r) = Store::open(&path, SyncPolicy::Always, false).expect("reopen");
+        assert_eq!(r.sessions[&50].messages[&51].len, 10_000);
+        assert!(r.sessions[&1].messages.is_empty());
+        assert_eq!(s.load(51).map(|m| m.payload.len()), Some(10_000));
+        s.compact(|w| w(&Record::Keep(51))).expect("compact");
+        assert_eq!(s.load(51).map(|m| m.payload.len()), Some(10_000));
+        s.append(&Record::Done(51));
+        s.commit(Instant::now()).expect("commit");
+        assert_eq!(s.load(51), None);
+        // Nothing references it: the next compaction drops it.
+        s.compact(|_| {}).expect("compact");
+        assert_eq!(s.size(), MAGIC.len() as u64);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A log of format version 1 is refused, saying so (not "corrupt").
+    #[test]
+    fn a_version_1_log_is_refused_clearly() {
+        let d = dir("v1");
+        let path = d.join("midge.db");
+        std::fs::create_dir_all(&d).expect("dir");
+        std::fs::write(&path, b"midge\0\0\x01").expect("write");
+        match Store::open(&path, SyncPolicy::Always, true) {
+            Err(e @ PersistError::OldVersion(_, 1)) => {
+                assert!(e.to_string().contains("format version 1"), "{e}")
+            }
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("a version 1 log was read"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read").len(), 8, "left alone");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -133,7 +133,9 @@ impl Server {
             let (store, state) =
                 crate::persist::Store::open(&path, policy, config.persistence_recover)
                     .map_err(|e| ServerError::Security(format!("persistence: {e}")))?;
-            broker.enable_persistence(state.last_id);
+            broker.enable_persistence(state.last_id, state.last_sid);
+            // In place before the restore: messages in flight are read back.
+            io.store = Some(store);
             broker.restore(Instant::now(), state, &mut io);
             info!(
                 "Persistence on: {} (sync {}).",
@@ -144,7 +146,6 @@ impl Server {
                     "always"
                 }
             );
-            io.store = Some(store);
         }
         let mut listeners = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {

@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -108,6 +108,12 @@ impl BrokerProcess {
     /// Start midge with exactly this config text; `port` must be one it listens on.
     /// Anonymous clients are allowed unless the config mentions `allow_anonymous`.
     pub fn start_with_config(port: u16, config: &str, args: &[&str]) -> BrokerProcess {
+        Self::start_binary(&midge_bin(), port, config, args)
+    }
+
+    /// [`BrokerProcess::start_with_config`] with another midge binary (e.g. the
+    /// old release, for a before/after figure).
+    pub fn start_binary(bin: &Path, port: u16, config: &str, args: &[&str]) -> BrokerProcess {
         let dir = temp_dir("broker");
         let conf_path = dir.join("midge.conf");
         let config = if config.contains("allow_anonymous") {
@@ -116,7 +122,7 @@ impl BrokerProcess {
             format!("allow_anonymous true\n{config}")
         };
         std::fs::write(&conf_path, config).expect("write config");
-        let mut cmd = Command::new(midge_bin());
+        let mut cmd = Command::new(bin);
         cmd.arg("-c").arg(&conf_path).arg("-v").args(args);
         Self::spawn(cmd, port, dir)
     }
