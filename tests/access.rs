@@ -271,6 +271,20 @@ fn clients_cannot_write_sys_topics() {
         drain(&mut watch).is_empty(),
         "forged $SYS message delivered"
     );
+    // mosquitto's one exception: a remote bridge's state notification, which
+    // the ACL (here: mallory may write $SYS/#) still decides.
+    let (mut bridge, _) = login(port, ProtocolVersion::V5, "remote-bridge", "mallory", true);
+    bridge.send(&Packet::Publish(publish(
+        "$SYS/broker/connection/remote-bridge/state",
+        b"1",
+        QoS::AtLeastOnce,
+        true,
+        6,
+    )));
+    match bridge.recv() {
+        Packet::PubAck(a) => assert!(a.reason.0 < 0x80, "{a:?}"),
+        other => panic!("{other:?}"),
+    }
     let (mut late, _) = login(port, ProtocolVersion::V5, "sys-late", "mallory", true);
     late.subscribe("$SYS/broker/fake", QoS::AtLeastOnce);
     assert!(drain(&mut late).is_empty(), "forged $SYS message retained");

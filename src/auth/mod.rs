@@ -15,11 +15,22 @@ pub use passwd::{PasswordFile, PasswordHash};
 use crate::config::Config;
 
 /// Topics only the broker writes: `$SYS` and below. Refused to every client's
-/// PUBLISH and will, whatever the ACL grants (mosquitto does the same).
+/// PUBLISH and will, whatever the ACL grants, as in mosquitto, which makes one
+/// exception that midge keeps: `$SYS/broker/connection/<name>/state`, where a
+/// remote bridge reports its own connection state (its notifications); the ACL
+/// still applies there.
 pub fn broker_only(topic: &str) -> bool {
-    topic
-        .strip_prefix("$SYS")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    let Some(rest) = topic.strip_prefix("$SYS") else {
+        return false;
+    };
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return false;
+    }
+    let bridge_state = rest
+        .strip_prefix("/broker/connection/")
+        .and_then(|r| r.strip_suffix("/state"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'));
+    !bridge_state
 }
 
 /// The rules for clients of one listener.
@@ -211,7 +222,22 @@ mod tests {
         for t in ["$SYS", "$SYS/broker/uptime", "$SYS/", "$SYS/x/y"] {
             assert!(broker_only(t), "{t}");
         }
-        for t in ["$SYSTEM/x", "SYS/x", "a/$SYS", "$share/g/t", "$sys/x"] {
+        for t in [
+            "$SYS/broker/connection/",
+            "$SYS/broker/connection//state",
+            "$SYS/broker/connection/a/b/state",
+            "$SYS/broker/connection/br/stat",
+        ] {
+            assert!(broker_only(t), "{t}");
+        }
+        for t in [
+            "$SYSTEM/x",
+            "SYS/x",
+            "a/$SYS",
+            "$share/g/t",
+            "$sys/x",
+            "$SYS/broker/connection/remote-bridge/state",
+        ] {
             assert!(!broker_only(t), "{t}");
         }
     }
