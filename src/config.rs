@@ -171,6 +171,8 @@ pub struct Config {
     pub persistence_sync_periodic: bool,
     /// `persistence_recover true`: start past a corrupt record, keeping what precedes it.
     pub persistence_recover: bool,
+    /// `connection` sections: bridges to other brokers.
+    pub bridges: Vec<crate::bridge::config::BridgeConfig>,
     /// No listener was configured: midge listens on loopback only (set by the
     /// command line; anonymous clients are then allowed, as in mosquitto 2).
     pub local_only: bool,
@@ -218,6 +220,7 @@ impl Default for Config {
             persistence_sync_periodic: false,
             persistence_recover: false,
             sys_interval: 10,
+            bridges: Vec::new(),
         }
     }
 }
@@ -261,6 +264,13 @@ impl Config {
             depth: 0,
         };
         parser.parse(text, file)?;
+        for b in &config.bridges {
+            b.check().map_err(|message| ConfigError {
+                file: b.file.clone(),
+                line: b.line,
+                message,
+            })?;
+        }
         for l in &config.listeners {
             if let Some(t) = &l.tls {
                 if t.certfile.is_none() || t.keyfile.is_none() {
@@ -322,13 +332,10 @@ fn read_file(path: &Path) -> Result<String, ConfigError> {
 /// Directives mosquitto has that midge does not implement yet: named in the error
 /// so a user moving a mosquitto.conf over knows it is a gap, not a typo.
 const NOT_YET: &[&str] = &[
-    "address",
     "auth_plugin",
     "auth_opt_",
-    "bridge_",
     "check_retain_source",
     "clientid_prefixes",
-    "connection",
     "connection_messages",
     "http_dir",
     "listener_allow_anonymous",
@@ -344,7 +351,6 @@ const NOT_YET: &[&str] = &[
     "psk_hint",
     "set_tcp_nodelay",
     "socket_domain",
-    "topic",
     "upgrade_outgoing_qos",
     "use_username_as_clientid",
     "user",
@@ -438,7 +444,35 @@ impl Parser<'_> {
 
     fn directive(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
         let c = &mut *self.config;
+        // After `connection`, bridge directives belong to that section (mosquitto).
+        if crate::bridge::config::is_bridge_directive(line.directive) {
+            let Some(b) = c.bridges.last_mut() else {
+                return Err(line.error(format!(
+                    "`{}` must follow a `connection` line",
+                    line.directive
+                )));
+            };
+            return match b.apply(line.directive, &line.args) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(line.error(format!(
+                    "`{}` is not supported by midge yet",
+                    line.directive
+                ))),
+                Err(m) => Err(line.error(m)),
+            };
+        }
         match line.directive {
+            "connection" => {
+                let name = line.one()?;
+                if c.bridges.iter().any(|b| b.name == name) {
+                    return Err(line.error(format!("bridge `{name}` is defined twice")));
+                }
+                c.bridges.push(crate::bridge::config::BridgeConfig::new(
+                    name,
+                    line.file.to_path_buf(),
+                    line.number,
+                ));
+            }
             "listener" => {
                 let (port, bind) = match line.args.as_slice() {
                     [p] => (*p, None),
@@ -876,7 +910,7 @@ mod tests {
         assert!(err("listener 8883\ntls_version tlsv1.0").contains("tlsv1.2 or tlsv1.3"));
         assert_eq!(
             err("bridge_protocol_version mqttv311"),
-            "t.conf:1: `bridge_protocol_version` is not supported by midge yet"
+            "t.conf:1: `bridge_protocol_version` must follow a `connection` line"
         );
         assert!(err("log_dest syslog").contains("not supported by midge yet"));
         assert!(err("log_type loud").contains("`log_type` expects one of"));

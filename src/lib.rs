@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod config;

@@ -703,6 +703,27 @@ impl Broker {
         }
     }
 
+    /// Publish a message as the broker itself (a bridge's connection state):
+    /// routed to subscribers and, when `retain`, stored like any retained message.
+    pub fn publish_local(
+        &mut self,
+        now: Instant,
+        topic: &str,
+        payload: &[u8],
+        qos: crate::protocol::QoS,
+        retain: bool,
+        out: &mut impl Output,
+    ) {
+        let will = crate::protocol::Will {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties: crate::protocol::Properties::default(),
+        };
+        self.publish_will(now, Arc::new(Message::from_will(&will, now)), out);
+    }
+
     fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
         debug!("Publishing will on {}.", LogStr(&msg.topic));
         // A will the full store cannot keep is still delivered to subscribers:

@@ -24,6 +24,9 @@ pub enum Stream {
     Handshaking(Option<Box<MidHandshakeSslStream<TcpStream>>>),
     /// TLS established.
     Tls(Box<SslStream<TcpStream>>),
+    /// No socket: the local side of bridge number N. What the broker writes to it
+    /// is handed to that bridge at flush time, not written anywhere.
+    Bridge(usize),
 }
 
 /// Where a TLS handshake stands.
@@ -75,6 +78,15 @@ impl Stream {
             Stream::Plain(t) => Some(t),
             Stream::Handshaking(m) => m.as_mut().map(|m| m.get_mut()),
             Stream::Tls(s) => Some(s.get_mut()),
+            Stream::Bridge(_) => None,
+        }
+    }
+
+    /// The bridge this connection is the local side of, if it is one.
+    pub fn bridge(&self) -> Option<usize> {
+        match self {
+            Stream::Bridge(i) => Some(*i),
+            _ => None,
         }
     }
 
@@ -85,6 +97,7 @@ impl Stream {
             Stream::Plain(t) => t.peer_addr().ok(),
             Stream::Handshaking(m) => m.as_ref().and_then(|m| m.get_ref().peer_addr().ok()),
             Stream::Tls(s) => s.get_ref().peer_addr().ok(),
+            Stream::Bridge(i) => return format!("bridge {i}"),
         };
         addr.map_or_else(|| "?".to_string(), super::listener::peer_name)
     }
@@ -99,7 +112,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(t) => t.read(buf),
-            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
             Stream::Tls(s) => s.read(buf),
         }
     }
@@ -109,7 +122,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(t) => t.write(buf),
-            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
             Stream::Tls(s) => s.write(buf),
         }
     }

@@ -25,6 +25,8 @@ pub enum Due {
     Linger(ConnId, u64),
     /// Time to tell systemd's watchdog we are alive.
     Watchdog,
+    /// Bridge number N asked to be woken (stale entries are harmless).
+    Bridge(usize),
 }
 
 /// Connections, timers and the list of connections with output this turn.
@@ -102,7 +104,7 @@ impl Output for Io {
         // A big burst within one turn (fan-out of a large batch) is written as it
         // grows rather than held to the end of the turn: memory stays bounded and
         // a fast reader is never mistaken for a slow one.
-        if !c.blocked && c.pending() >= EARLY_FLUSH {
+        if !c.blocked && c.pending() >= EARLY_FLUSH && c.stream.bridge().is_none() {
             let _ = c.flush();
         }
         self.mark_dirty(conn);

@@ -10,9 +10,12 @@
 //! 0) and systemd's watchdog (when asked for), and sleeps until a socket or a
 //! signal wakes it.
 
+mod bridge;
+mod bridge_tls;
 mod connection;
 mod io;
 pub mod listener;
+mod resolver;
 mod signals;
 pub mod tls;
 pub mod wheel;
@@ -98,6 +101,12 @@ struct Server {
     fired: Vec<Due>,
     /// Interval of `WATCHDOG=1` notifications, when systemd's watchdog is on.
     watchdog: Option<Duration>,
+    /// Bridges to other brokers (`connection` sections).
+    bridges: Vec<bridge::BridgeLink>,
+    /// Bridges left with unread data by the fairness cap.
+    bridge_again: Vec<usize>,
+    /// Name resolution for bridges, off the loop thread (only with bridges).
+    resolver: Option<resolver::Resolver>,
 }
 
 impl Server {
@@ -118,6 +127,15 @@ impl Server {
                 None => None,
             });
         }
+        // Bridge TLS files too, before any socket.
+        let bridges = bridge::build(config, Instant::now()).map_err(ServerError::Security)?;
+        let resolver = if bridges.is_empty() {
+            None
+        } else {
+            let waker =
+                mio::Waker::new(poll.registry(), bridge::WAKER_TOKEN).map_err(ServerError::Io)?;
+            Some(resolver::Resolver::start(std::sync::Arc::new(waker)).map_err(ServerError::Io)?)
+        };
         // State from disk before the first client can connect.
         let mut broker = Broker::new(config.broker_config());
         broker.set_security(security);
@@ -188,6 +206,9 @@ impl Server {
             replay_again: false,
             fired: Vec::new(),
             watchdog: crate::sys::watchdog_interval(),
+            bridges,
+            bridge_again: Vec::new(),
+            resolver,
         })
     }
 
@@ -198,6 +219,9 @@ impl Server {
         if let Some(every) = self.watchdog {
             self.io.wheel.insert(Instant::now() + every, Due::Watchdog);
         }
+        let start = Instant::now();
+        self.start_bridges(start);
+        self.flush_all(start);
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, timeout) {
@@ -215,7 +239,11 @@ impl Server {
                         Some(Signal::Reload) => self.reload(),
                         None => {}
                     },
+                    bridge::WAKER_TOKEN => self.bridge_resolved(now),
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE, now),
+                    Token(t) if t >= bridge::BRIDGE_BASE => {
+                        self.bridge_event(t - bridge::BRIDGE_BASE, event, now)
+                    }
                     Token(key) => {
                         if !self.progress_handshake(key, now) {
                             continue;
@@ -238,6 +266,9 @@ impl Server {
             for key in std::mem::take(&mut self.again) {
                 self.read(key, now);
             }
+            for i in std::mem::take(&mut self.bridge_again) {
+                self.bridge_read(i, now);
+            }
             self.run_timers(now);
             self.flush_all(now);
             self.replay(now);
@@ -255,7 +286,7 @@ impl Server {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.replay_again {
+        if !self.again.is_empty() || self.replay_again || !self.bridge_again.is_empty() {
             return Some(Duration::ZERO);
         }
         let wheel = self
@@ -299,7 +330,7 @@ impl Server {
             // our own batching already fills segments.
             let _ = tcp.set_nodelay(true);
             let key = self.io.conns.vacant_key();
-            if key >= LISTENER_BASE {
+            if key >= bridge::BRIDGE_BASE {
                 continue;
             }
             // A TLS handshake may need to write before it reads.
@@ -561,6 +592,7 @@ impl Server {
                         self.io.wheel.insert(now + every, Due::Watchdog);
                     }
                 }
+                Due::Bridge(i) => self.bridge_timer(i, now),
                 Due::Linger(key, serial) => {
                     if self
                         .io
@@ -615,6 +647,10 @@ impl Server {
         // Losing a connection can publish a will, which dirties others: repeat.
         while !self.io.dirty.is_empty() {
             for key in std::mem::take(&mut self.io.dirty) {
+                if let Some(i) = self.local_bridge(key) {
+                    self.bridge_local_output(key, i, now);
+                    continue;
+                }
                 let Some(conn) = self.io.conns.get_mut(key) else {
                     continue;
                 };

@@ -13,6 +13,8 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod mosquitto;
+
 use midge::protocol::{
     decode, encode, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,
     ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe, SubscriptionOptions,

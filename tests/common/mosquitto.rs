@@ -1,0 +1,152 @@
+//! A real Debian `mosquitto` as the other end of bridge tests: started on its own
+//! free loopback port with its own config file, killed when dropped. Waits are
+//! reads of its log with a timeout.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{free_port, temp_dir, TIMEOUT};
+
+/// Where Debian installs the broker.
+pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
+
+/// A running mosquitto.
+pub struct Mosquitto {
+    child: Option<Child>,
+    /// Its loopback port.
+    pub port: u16,
+    /// Its directory (config file, certificates).
+    pub dir: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    log_rx: Receiver<String>,
+}
+
+impl Mosquitto {
+    /// Start mosquitto on a free port with `extra` config lines.
+    pub fn start(extra: &str) -> Mosquitto {
+        for _ in 0..5 {
+            let port = free_port();
+            if let Some(m) = Self::try_start_on(port, extra, temp_dir("mosquitto")) {
+                return m;
+            }
+        }
+        panic!("mosquitto would not start");
+    }
+
+    /// Start (or restart) on a given port, in an existing directory.
+    pub fn start_on(port: u16, extra: &str, dir: PathBuf) -> Mosquitto {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            // A just-killed listener may hold the port a moment longer.
+            if let Some(m) = Self::try_start_on(port, extra, dir.clone()) {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto would not restart on {port}"
+            );
+        }
+    }
+
+    fn try_start_on(port: u16, extra: &str, dir: PathBuf) -> Option<Mosquitto> {
+        let conf = dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n{extra}\n"
+        );
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        let mut child = Command::new(MOSQUITTO)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mosquitto (apt-get install mosquitto)");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let l2 = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                l2.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let m = Mosquitto {
+            child: Some(child),
+            port,
+            dir,
+            log,
+            log_rx: rx,
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match m.log_rx.recv_timeout(left) {
+                Ok(l) if l.contains("running") => return Some(m),
+                Ok(l) if l.contains("Error") => return None,
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Wait for a log line containing `needle`.
+    pub fn wait_log(&self, needle: &str) -> String {
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log_rx.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "mosquitto logged no {needle:?}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Kill it (SIGKILL) and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for it to exit by itself for at most `wait`.
+    pub fn wait_exit(&mut self, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        let Some(c) = self.child.as_mut() else {
+            return true;
+        };
+        loop {
+            if let Ok(Some(_)) = c.try_wait() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let _ = self.log_rx.recv_timeout(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
