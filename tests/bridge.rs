@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::mosquitto::Mosquitto;
 use common::*;
-use midge::protocol::{Packet, ProtocolVersion, Publish, QoS};
+use midge::protocol::{Packet, ProtocolVersion, PubResp, Publish, QoS};
 
 /// A `connection` section towards `port` on loopback, retrying every second.
 fn section(name: &str, port: u16, lines: &str) -> String {
@@ -151,5 +151,435 @@ fn midge_to_mosquitto_v5() {
     midge_to_mosquitto(ProtocolVersion::V5);
 }
 
-#[allow(dead_code)]
-fn _unused(_: Packet<'_>) {}
+/// Issue 12 test 2: mosquitto's own bridge (3.1.1 with `try_private`, level
+/// 0x84) connects to midge as its remote. midge must accept it, must not send
+/// its messages back to it, and must keep retained flags towards it.
+#[test]
+fn mosquitto_bridge_into_midge() {
+    let midge = BrokerProcess::start("");
+    let remote = Mosquitto::start(&format!(
+        "connection tomidge\naddress 127.0.0.1:{}\nremote_clientid from-mosquitto\n\
+         topic # both 1\nrestart_timeout 1\n",
+        midge.port
+    ));
+    midge.wait_log("as from-mosquitto");
+    // mosquitto subscribes `#` on midge once connected.
+    midge.wait_log("Received SUBSCRIBE from from-mosquitto");
+    midge.ping_log();
+
+    let mut on_midge = Client::connect_v(midge.port, ProtocolVersion::V311, "m-sub");
+    on_midge.subscribe("t/#", QoS::AtLeastOnce);
+    let mut on_mosq = Client::connect_v(remote.port, ProtocolVersion::V311, "q-sub");
+    on_mosq.subscribe("t/#", QoS::AtLeastOnce);
+
+    let mut pub_mosq = Client::connect_v(remote.port, ProtocolVersion::V311, "q-pub");
+    pub_mosq.publish("t/from-mosquitto", b"1", QoS::AtLeastOnce, false, 1);
+    assert_eq!(next_publish(&mut on_midge).topic, "t/from-mosquitto");
+    assert_eq!(next_publish(&mut on_mosq).topic, "t/from-mosquitto");
+
+    let mut pub_midge = Client::connect_v(midge.port, ProtocolVersion::V311, "m-pub");
+    pub_midge.publish("t/from-midge", b"2", QoS::AtLeastOnce, false, 2);
+    assert_eq!(next_publish(&mut on_mosq).topic, "t/from-midge");
+    assert_eq!(next_publish(&mut on_midge).topic, "t/from-midge");
+    // No echo: each side saw each message once.
+    quiet(&mut on_midge);
+    quiet(&mut on_mosq);
+
+    // Retained on midge reaches mosquitto as retained (Retain As Published for
+    // bridges), so a late subscriber there gets it.
+    pub_midge.publish("t/kept", b"k", QoS::AtLeastOnce, true, 3);
+    assert_eq!(next_publish(&mut on_mosq).topic, "t/kept");
+    let mut late = Client::connect_v(remote.port, ProtocolVersion::V311, "q-late");
+    late.subscribe("t/kept", QoS::AtLeastOnce);
+    let p = next_publish(&mut late);
+    assert_eq!((p.payload, p.retain), (&b"k"[..], true));
+}
+
+/// Issue 12 test 3: two midges, one bridged to the other with `topic # both 1`
+/// (3.1.1 with try_private, and v5 with No Local): each message arrives once on
+/// each side, never ping-pongs.
+fn midge_both_ways(version: ProtocolVersion) {
+    let b = BrokerProcess::start("");
+    let a = BrokerProcess::start(&section(
+        "ab",
+        b.port,
+        &format!(
+            "topic # both 1\nbridge_protocol_version {}\n",
+            version_name(version)
+        ),
+    ));
+    a.wait_log("Bridge ab: connected");
+    b.wait_log("Received SUBSCRIBE from ab");
+    b.ping_log();
+
+    let mut sub_a = Client::connect_v(a.port, ProtocolVersion::V5, "sub-a");
+    sub_a.subscribe("x/#", QoS::AtLeastOnce);
+    let mut sub_b = Client::connect_v(b.port, ProtocolVersion::V5, "sub-b");
+    sub_b.subscribe("x/#", QoS::AtLeastOnce);
+    let mut pub_a = Client::connect_v(a.port, ProtocolVersion::V311, "pub-a");
+    let mut pub_b = Client::connect_v(b.port, ProtocolVersion::V311, "pub-b");
+    for i in 0..5u16 {
+        pub_a.publish(
+            "x/a",
+            format!("a{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            1 + i,
+        );
+        pub_b.publish(
+            "x/b",
+            format!("b{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            1 + i,
+        );
+    }
+    for sub in [&mut sub_a, &mut sub_b] {
+        let mut got: Vec<String> = (0..10)
+            .map(|_| String::from_utf8_lossy(next_publish(sub).payload).into_owned())
+            .collect();
+        got.sort();
+        let want: Vec<String> = (0..5)
+            .map(|i| format!("a{i}"))
+            .chain((0..5).map(|i| format!("b{i}")))
+            .collect();
+        assert_eq!(got, want);
+        quiet(sub);
+    }
+}
+
+#[test]
+fn midge_to_midge_both_ways_v311() {
+    midge_both_ways(ProtocolVersion::V311);
+}
+
+#[test]
+fn midge_to_midge_both_ways_v5() {
+    midge_both_ways(ProtocolVersion::V5);
+}
+
+/// Issue 12 test 4: the remote is down when midge starts. Messages published
+/// meanwhile queue in the bridge's session; when the remote comes up the bridge
+/// connects within its back-off window (no restart of midge) and delivers
+/// them. The failure is logged once, not once per retry.
+#[test]
+fn remote_down_at_start() {
+    let port = free_port();
+    let midge = BrokerProcess::start(&section("late", port, "topic q/# out 1\n"));
+    midge.wait_log("Bridge late: cannot connect");
+    let mut publisher = Client::connect_v(midge.port, ProtocolVersion::V311, "early-pub");
+    for i in 0..3u16 {
+        publisher.publish(
+            "q/early",
+            format!("e{i}").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            1 + i,
+        );
+    }
+    let dir = temp_dir("mosquitto-late");
+    let remote = Mosquitto::start_on(port, "persistence false\n", dir);
+    let mut sub = Client::connect_v(remote.port, ProtocolVersion::V311, "late-sub");
+    sub.subscribe("q/#", QoS::AtLeastOnce);
+    // restart_timeout 1: connected within a couple of seconds of the remote.
+    midge.wait_log("Bridge late: connected");
+    // The queued messages were sent when the bridge connected, perhaps before
+    // `late-sub` subscribed; publish one more to know the link carries.
+    publisher.publish("q/now", b"n", QoS::AtLeastOnce, false, 9);
+    let mut got = Vec::new();
+    loop {
+        let p = next_publish(&mut sub);
+        got.push(p.topic.to_string());
+        if p.topic == "q/now" {
+            break;
+        }
+    }
+    let early = remote
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("Received PUBLISH from late") && l.contains("'q/early'"))
+        .count();
+    assert_eq!(
+        early, 3,
+        "the three messages queued before the remote was up"
+    );
+    let log = midge.log_text();
+    assert_eq!(
+        log.matches("cannot connect").count(),
+        1,
+        "one log line per failure reason, not per retry:\n{log}"
+    );
+}
+
+/// Issue 12 test 5: QoS 1 and QoS 2 published locally at a steady rate while
+/// the remote is stopped for a while and started again. Every message midge
+/// acknowledged reaches the remote: zero loss, and zero duplicates of QoS 2
+/// messages, counted message by message.
+#[test]
+fn outage_loses_nothing_and_duplicates_no_qos2() {
+    const N: usize = 600;
+    let dir = temp_dir("mosquitto-outage");
+    let conf = format!(
+        "persistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n",
+        dir.display()
+    );
+    let mut remote = Mosquitto::start_on(free_port(), &conf, dir.clone());
+    let port = remote.port;
+    // The counting subscriber: a persistent session that is offline during the
+    // test, so the remote queues everything for it.
+    let counter = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(ProtocolVersion::V311, "counter")
+    };
+    let (mut c, _) = Client::connect_with(port, &counter);
+    c.subscribe("load/#", QoS::ExactlyOnce);
+    c.disconnect();
+
+    let midge = BrokerProcess::start(&section("out", port, "topic load/# out 2\n"));
+    midge.wait_log("Bridge out: connected");
+
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel();
+    let midge_port = midge.port;
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect_v(midge_port, ProtocolVersion::V311, "steady");
+        for i in 0..N {
+            let qos = if i % 2 == 0 {
+                QoS::AtLeastOnce
+            } else {
+                QoS::ExactlyOnce
+            };
+            // Acknowledged by midge (PUBACK / PUBCOMP) before the next one.
+            p.publish(
+                "load/m",
+                format!("{i}").as_bytes(),
+                qos,
+                false,
+                1 + (i % 60_000) as u16,
+            );
+            let _ = progress_tx.send(i);
+            // Pacing, not synchronisation: a steady rate across the outage.
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    let wait_for = |n: usize| loop {
+        let i = progress_rx
+            .recv_timeout(TIMEOUT * 4)
+            .expect("publisher progress");
+        if i >= n {
+            break;
+        }
+    };
+    wait_for(N / 4);
+    remote.stop();
+    wait_for(3 * N / 4);
+    let remote = Mosquitto::start_on(port, &conf, dir);
+    publisher.join().expect("publisher");
+    // The bridge is back (its second connection).
+    let deadline = std::time::Instant::now() + TIMEOUT * 2;
+    while midge.log_text().matches("Bridge out: connected").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bridge did not reconnect"
+        );
+        midge.ping_log();
+    }
+
+    let (mut c, (_, present)) = Client::connect_with(remote.port, &counter);
+    assert!(
+        present,
+        "the counting session survived the remote's restart"
+    );
+    let mut seen = vec![0u32; N];
+    let mut distinct = 0;
+    // A QoS 2 receiver as the spec has it: a PUBLISH whose id is still waiting
+    // for its PUBREL is the same message again [MQTT-4.3.3-10].
+    let mut awaiting_rel = std::collections::HashSet::new();
+    let count = |payload: &[u8], seen: &mut Vec<u32>, distinct: &mut usize| {
+        let i: usize = std::str::from_utf8(payload)
+            .expect("utf8")
+            .parse()
+            .expect("number");
+        if seen[i] == 0 {
+            *distinct += 1;
+        }
+        seen[i] += 1;
+    };
+    loop {
+        // After the last new message, a short quiet period catches duplicates.
+        let wait = if distinct < N {
+            TIMEOUT * 2
+        } else {
+            Duration::from_millis(500)
+        };
+        match c.try_recv(wait) {
+            Some(Ok(Packet::Publish(p))) => match p.qos {
+                QoS::ExactlyOnce => {
+                    if awaiting_rel.insert(p.packet_id) {
+                        count(p.payload, &mut seen, &mut distinct);
+                    }
+                    c.send(&Packet::PubRec(PubResp::success(p.packet_id)));
+                }
+                _ => {
+                    count(p.payload, &mut seen, &mut distinct);
+                    c.ack(&p);
+                }
+            },
+            Some(Ok(Packet::PubRel(r))) => {
+                awaiting_rel.remove(&r.packet_id);
+                c.send(&Packet::PubComp(PubResp::success(r.packet_id)));
+            }
+            None if distinct == N => break,
+            other => panic!(
+                "after {distinct} of {N} messages: {other:?}; missing: {:?}",
+                (0..N)
+                    .filter(|i| seen[*i] == 0)
+                    .take(20)
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+    assert!(
+        midge.log_text().contains("Bridge out: connection to"),
+        "the link was not interrupted"
+    );
+    let dup1 = (0..N).filter(|i| i % 2 == 0 && seen[*i] > 1).count();
+    eprintln!("outage: {N} messages, all delivered; QoS 1 duplicates {dup1}");
+    let dup2: Vec<usize> = (0..N).filter(|i| i % 2 == 1 && seen[*i] > 1).collect();
+    assert!(dup2.is_empty(), "QoS 2 messages delivered twice: {dup2:?}");
+}
+
+/// Issue 12 test 10: bad bridge lines stop `--test-config` (and start-up) with
+/// the file, the line and the reason.
+#[test]
+fn bad_bridge_config_lines_name_file_and_line() {
+    let dir = temp_dir("bridge-conf");
+    let conf = dir.join("bad.conf");
+    let cases: &[(&str, usize, &str)] = &[
+        ("address 127.0.0.1\n", 1, "must follow a `connection` line"),
+        ("connection a\naddress h:99999\n", 2, "bad port"),
+        (
+            "connection a\naddress h\ntopic x sideways\n",
+            3,
+            "in, out or both",
+        ),
+        (
+            "connection a\naddress h\ntopic x in 3\n",
+            3,
+            "qos must be 0, 1 or 2",
+        ),
+        (
+            "connection a\naddress h\ntopic a/#/b\n",
+            3,
+            "not a valid topic filter",
+        ),
+        (
+            "connection a\naddress h\ntopic x in 1 l/#\n",
+            3,
+            "both a local and a remote prefix",
+        ),
+        (
+            "connection a\naddress h\ntopic \"\" in 1 \"\" r/\n",
+            3,
+            "needs both a local and a remote prefix",
+        ),
+        (
+            "connection a\naddress h\nbridge_protocol_version mqttv6\n",
+            3,
+            "mqttv31, mqttv311 or mqttv50",
+        ),
+        (
+            "connection a\naddress h\nrestart_timeout 10 5\n",
+            3,
+            "cap is below its base",
+        ),
+        (
+            "connection a\naddress h\nstart_type sometimes\n",
+            3,
+            "automatic, lazy or once",
+        ),
+        (
+            "connection a\naddress h\ntry_private maybe\n",
+            3,
+            "true or false",
+        ),
+        (
+            "connection a\naddress h\nconnection a\n",
+            3,
+            "defined twice",
+        ),
+        (
+            "listener 1883\n\nconnection a\ntopic # out\n",
+            3,
+            "has no `address`",
+        ),
+        (
+            "connection a\naddress h\nbridge_certfile /c.pem\nbridge_cafile /ca.pem\n",
+            1,
+            "go together",
+        ),
+        (
+            "connection a\naddress h\nbridge_psk 00\n",
+            3,
+            "not supported by midge yet",
+        ),
+    ];
+    for (text, line, reason) in cases {
+        std::fs::write(&conf, text).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_midge"))
+            .arg("-c")
+            .arg(&conf)
+            .arg("--test-config")
+            .output()
+            .expect("run midge");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text:?} accepted");
+        let at = format!("{}:{line}: ", conf.display());
+        assert!(err.contains(&at) && err.contains(reason), "{text:?}: {err}");
+    }
+    std::fs::write(
+        &conf,
+        "listener 1883\nconnection a\naddress h:1884 h2\ntopic # both 2 \"\" up/\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_midge"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("--test-config")
+        .output()
+        .expect("run midge");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA file that is not a certificate stops start-up with a clear message
+/// instead of a bridge that silently never connects (mosquitto #2130).
+#[test]
+fn bad_bridge_ca_stops_start_up() {
+    let dir = temp_dir("bridge-ca");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").expect("write");
+    let conf = dir.join("midge.conf");
+    let port = free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nconnection tls\naddress 127.0.0.1:1\nbridge_cafile {}\n",
+            ca.display()
+        ),
+    )
+    .expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_midge"))
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .expect("run midge");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("bridge tls") && err.contains("no PEM certificate"),
+        "{err}"
+    );
+}

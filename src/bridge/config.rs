@@ -289,9 +289,11 @@ impl BridgeConfig {
                     "mqttv31" => ProtocolVersion::V31,
                     "mqttv311" => ProtocolVersion::V311,
                     "mqttv50" => ProtocolVersion::V5,
-                    v => return Err(format!(
+                    v => {
+                        return Err(format!(
                         "`bridge_protocol_version` expects mqttv31, mqttv311 or mqttv50, got `{v}`"
-                    )),
+                    ))
+                    }
                 }
             }
             "try_private" => self.try_private = boolean()?,
@@ -324,7 +326,7 @@ impl BridgeConfig {
             "start_type" => {
                 self.start_type = match one()? {
                     "automatic" => StartType::Automatic,
-                    "lazy" => StartType::Lazy,
+                    "lazy" => return Err("`start_type lazy` is not supported by midge yet".into()),
                     "once" => StartType::Once,
                     v => {
                         return Err(format!(

@@ -223,7 +223,13 @@ impl Bridge {
             Link::Waiting { at } => Some(at),
             Link::Resolving { since } | Link::Connecting { since } => Some(since + CONNECT_TIMEOUT),
             Link::Up if self.cfg.keepalive_interval > 0 => {
-                Some(self.last_out.min(self.last_in) + self.keepalive())
+                let ka = self.keepalive();
+                let dead = self.last_in + ka + ka / 2;
+                if self.ping_outstanding {
+                    Some(dead)
+                } else {
+                    Some((self.last_out + ka).min(dead))
+                }
             }
             Link::Up | Link::Stopped => None,
         }

@@ -171,6 +171,10 @@ struct Conn {
     refusal: Option<(ProtocolVersion, ReasonCode)>,
     /// Complaint lines logged about it (bounded: see `Broker::complain`).
     complaints: crate::logging::Complaints,
+    /// The client announced itself as a bridge (protocol level | 0x80, as
+    /// mosquitto's `try_private`): its own messages are not sent back to it and
+    /// retained flags reach it as published.
+    bridge: bool,
 }
 
 /// Why a connection ends; decides the will, the DISCONNECT and the log line.
@@ -282,6 +286,14 @@ impl Broker {
         self.conns.get(&conn).is_some_and(|c| c.session.is_some())
     }
 
+    /// The CONNECT about to be handed over on `conn` came from a bridge
+    /// (protocol level 0x83/0x84, see [`crate::protocol::decode::bridge_marker`]).
+    pub fn set_bridge(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.bridge = true;
+        }
+    }
+
     /// Counters since start.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -328,6 +340,7 @@ impl Broker {
                 identity: None,
                 refusal: None,
                 complaints: Default::default(),
+                bridge: false,
             },
         );
         out.set_timer(

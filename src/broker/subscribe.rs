@@ -85,6 +85,12 @@ impl Broker {
             let granted = options.qos.min(QoS::ExactlyOnce);
             let mut stored = *options;
             stored.qos = granted;
+            if self.conns.get(&conn).is_some_and(|c| c.bridge) && parse_shared(filter).is_none() {
+                // A bridge (level | 0x80) gets what mosquitto gives it: never its
+                // own messages back (loop safety) and retained flags as published.
+                stored.no_local = true;
+                stored.retain_as_published = true;
+            }
             // Shared subscriptions are an MQTT 5 feature; mosquitto accepts them
             // from 3.1.1 clients too, and so does midge.
             if let Some((_, plain)) = parse_shared(filter) {

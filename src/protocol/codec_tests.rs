@@ -663,7 +663,8 @@ fn error_protocol_name_and_version() {
         (&b"MQTT"[..], 6u8),
         (b"MQTT", 3),
         (b"MQIsdp", 4),
-        (b"MQTT", 0x84),
+        (b"MQTT", 0x85),
+        (b"MQIsdp", 0x85),
     ] {
         let c = connect_body(name, level, 0x02, &[0, 0]);
         assert_eq!(
@@ -675,6 +676,33 @@ fn error_protocol_name_and_version() {
         DecodeError::UnsupportedProtocolVersion(6).reason_code(),
         ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
     );
+}
+
+/// mosquitto bridges (`try_private`) send level 0x83/0x84: accepted as 3.1/3.1.1
+/// and recognised by `bridge_marker`; ordinary levels are not bridges.
+#[test]
+fn bridge_protocol_levels() {
+    for (name, level, version) in [(&b"MQTT"[..], 0x84u8, V311), (b"MQIsdp", 0x83, V31)] {
+        let raw = pkt(0x10, &connect_body(name, level, 0x02, &[0, 0]));
+        match decode(
+            &raw,
+            &DecodeLimits {
+                version: V311,
+                max_packet_size: 1 << 20,
+            },
+        ) {
+            Ok(Decoded::Packet(Packet::Connect(c), used)) => {
+                assert_eq!(c.version, version);
+                assert_eq!(used, raw.len());
+            }
+            other => panic!("level {level:#x}: {other:?}"),
+        }
+        assert!(crate::protocol::decode::bridge_marker(&raw));
+        let plain = pkt(0x10, &connect_body(name, level & 0x7F, 0x02, &[0, 0]));
+        assert!(!crate::protocol::decode::bridge_marker(&plain));
+    }
+    assert!(!crate::protocol::decode::bridge_marker(&[0x30, 0]));
+    assert!(!crate::protocol::decode::bridge_marker(&[0x10]));
 }
 
 #[test]

@@ -228,10 +228,34 @@ fn reason_allowed(t: PacketType, code: u8) -> bool {
     }
 }
 
+/// True when an encoded CONNECT (`packet`, as `decode` consumed it) carries
+/// mosquitto's bridge marker: protocol level 0x83 or 0x84 (3.1/3.1.1 with bit 7
+/// set, `try_private`). The broker then treats the client as a bridge.
+pub fn bridge_marker(packet: &[u8]) -> bool {
+    if packet.first().map(|b| b >> 4) != Some(1) {
+        return false;
+    }
+    // Fixed header: type byte and 1-4 bytes of remaining length.
+    let Some(len_bytes) = packet[1..].iter().take(4).position(|b| b & 0x80 == 0) else {
+        return false;
+    };
+    let i = 2 + len_bytes;
+    let Some(name_len) = packet.get(i..i + 2) else {
+        return false;
+    };
+    let level = i + 2 + usize::from(u16::from_be_bytes([name_len[0], name_len[1]]));
+    matches!(packet.get(level), Some(0x83 | 0x84))
+}
+
 /// CONNECT (3.1), decoded by its own protocol level.
 fn connect<'a>(r: &mut Reader<'a>) -> Result<Connect<'a>, DecodeError> {
     let name = r.binary()?;
-    let level = r.u8()?;
+    // mosquitto's bridges (`try_private`) set bit 7 of the 3.1/3.1.1 level;
+    // the connection is otherwise plain 3.1/3.1.1 (see `bridge_marker`).
+    let level = match r.u8()? {
+        l @ (0x83 | 0x84) => l & 0x7F,
+        l => l,
+    };
     let version = match (name, ProtocolVersion::from_level(level)) {
         (b"MQTT", Some(v @ (ProtocolVersion::V311 | ProtocolVersion::V5))) => v,
         (b"MQIsdp", Some(ProtocolVersion::V31)) => ProtocolVersion::V31,

@@ -518,12 +518,16 @@ impl Server {
                 }
                 match decode(&data[pos..], &limits.for_conn(conn)) {
                     Ok(Decoded::Packet(packet, used)) => {
+                        let raw = &data[pos..pos + used];
                         pos += used;
                         if let Packet::Connect(c) = &packet {
                             // The decoder must know the level for every later packet.
                             conn.version = c.version;
                             if conn.phase == Phase::AwaitingConnect {
                                 conn.phase = Phase::Connecting;
+                            }
+                            if crate::protocol::decode::bridge_marker(raw) {
+                                broker.set_bridge(key);
                             }
                         }
                         broker.handle_packet(now, key, packet, io);

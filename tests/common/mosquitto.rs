@@ -55,7 +55,8 @@ impl Mosquitto {
     fn try_start_on(port: u16, extra: &str, dir: PathBuf) -> Option<Mosquitto> {
         let conf = dir.join("mosquitto.conf");
         let text = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n{extra}\n"
+            "listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\nlog_type all\n\
+             user root\n{extra}\n"
         );
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         let mut child = Command::new(MOSQUITTO)
@@ -123,6 +124,17 @@ impl Mosquitto {
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop it with SIGTERM (it saves its persistence file) and wait until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let _ = c.wait();
         }
     }

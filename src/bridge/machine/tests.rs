@@ -1,1 +1,197 @@
+//! The bridge state machine without sockets: actions, packets and time in,
+//! actions and packets out.
 
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::bridge::config::BridgeConfig;
+use crate::protocol::{ConnAck, Packet, PubResp};
+
+fn config(lines: &[(&str, &[&str])]) -> BridgeConfig {
+    let mut c = BridgeConfig::new("t", "t.conf".into(), 1);
+    for (d, a) in lines {
+        assert!(c.apply(d, a).expect("directive"));
+    }
+    c
+}
+
+fn decode_all(bytes: &[u8], version: ProtocolVersion) -> Vec<Packet<'_>> {
+    let limits = DecodeLimits {
+        version,
+        max_packet_size: 1 << 20,
+    };
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        match decode(&bytes[pos..], &limits) {
+            Ok(Decoded::Packet(p, used)) => {
+                out.push(p);
+                pos += used;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    out
+}
+
+/// Run the machine to an established link; returns it and the time.
+fn up(lines: &[(&str, &[&str])]) -> (Bridge, Instant) {
+    let now = Instant::now();
+    let mut b = Bridge::new(config(lines), now, 1);
+    b.start(now);
+    let acts = b.take_actions();
+    assert!(
+        acts.contains(&Action::Resolve("127.0.0.1".into(), 1883)),
+        "{acts:?}"
+    );
+    b.resolved(now, Ok(vec!["127.0.0.1:1883".parse().expect("addr")]));
+    b.connected(now);
+    let mut connect = Vec::new();
+    b.take_remote(&mut connect);
+    b.handle_remote(
+        now,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    assert!(b.is_up());
+    let _ = b.take_actions();
+    let mut rest = Vec::new();
+    b.take_remote(&mut rest);
+    (b, now)
+}
+
+#[test]
+fn try_private_sets_bit_7_of_the_level() {
+    let now = Instant::now();
+    let mut b = Bridge::new(config(&[("address", &["127.0.0.1"])]), now, 1);
+    b.start(now);
+    b.resolved(now, Ok(vec!["127.0.0.1:1883".parse().expect("addr")]));
+    b.connected(now);
+    let mut bytes = Vec::new();
+    b.take_remote(&mut bytes);
+    // 0x10, remaining length, 0x00 0x04 "MQTT", level.
+    assert_eq!(bytes[8], 0x84);
+    assert!(crate::protocol::decode::bridge_marker(&bytes));
+}
+
+#[test]
+fn packet_ids_pass_through_both_ways() {
+    let (mut b, now) = up(&[("address", &["127.0.0.1"]), ("topic", &["#", "both", "2"])]);
+    // A local QoS 2 message goes out with its own id, and the remote's
+    // PUBREC/PUBCOMP go back to the local session with that id.
+    let mut local = Vec::new();
+    crate::protocol::encode(
+        &Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            topic: "a",
+            packet_id: 77,
+            properties: Properties::default(),
+            payload: b"x",
+        }),
+        ProtocolVersion::V5,
+        &mut local,
+    )
+    .expect("encode");
+    b.feed_local(now, &local);
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    match decode_all(&remote, ProtocolVersion::V311).as_slice() {
+        [Packet::Publish(p)] => assert_eq!((p.packet_id, p.qos), (77, QoS::ExactlyOnce)),
+        other => panic!("{other:?}"),
+    }
+    b.handle_remote(now, Packet::PubRec(PubResp::success(77)));
+    let acts = b.take_actions();
+    let Some(Action::Local(bytes)) = acts.first() else {
+        panic!("{acts:?}");
+    };
+    assert!(matches!(
+        decode_all(bytes, ProtocolVersion::V5).as_slice(),
+        [Packet::PubRec(r)] if r.packet_id == 77
+    ));
+}
+
+#[test]
+fn nothing_is_acknowledged_locally_while_the_link_is_down() {
+    let (mut b, now) = up(&[("address", &["127.0.0.1"]), ("topic", &["#", "out", "1"])]);
+    b.link_failed(now, "test");
+    let acts = b.take_actions();
+    assert!(acts.contains(&Action::CloseRemote) && acts.contains(&Action::CloseLocal));
+    let mut local = Vec::new();
+    crate::protocol::encode(
+        &Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            topic: "a",
+            packet_id: 5,
+            properties: Properties::default(),
+            payload: b"x",
+        }),
+        ProtocolVersion::V5,
+        &mut local,
+    )
+    .expect("encode");
+    b.feed_local(now, &local);
+    assert!(
+        b.take_actions().is_empty(),
+        "no PUBACK for an unforwarded message"
+    );
+}
+
+#[test]
+fn failover_tries_the_next_address_at_once_then_backs_off() {
+    let now = Instant::now();
+    let mut b = Bridge::new(
+        config(&[
+            ("address", &["10.0.0.1", "10.0.0.2"]),
+            ("restart_timeout", &["7"]),
+        ]),
+        now,
+        1,
+    );
+    b.start(now);
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("10.0.0.1".into(), 1883)));
+    b.resolved(now, Err("nope".into()));
+    let _ = b.take_actions();
+    // Second address at once.
+    assert_eq!(b.poll_timeout(), Some(now));
+    b.handle_timeout(now);
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("10.0.0.2".into(), 1883)));
+    b.resolved(now, Err("nope".into()));
+    // Both failed: wait restart_timeout, then the first again.
+    assert_eq!(b.poll_timeout(), Some(now + Duration::from_secs(7)));
+    b.handle_timeout(now + Duration::from_secs(7));
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("10.0.0.1".into(), 1883)));
+}
+
+#[test]
+fn silent_link_is_pinged_then_dropped() {
+    let (mut b, now) = up(&[("address", &["127.0.0.1"]), ("keepalive_interval", &["10"])]);
+    let t = now + Duration::from_secs(10);
+    assert_eq!(b.poll_timeout(), Some(t));
+    b.handle_timeout(t);
+    let mut bytes = Vec::new();
+    b.take_remote(&mut bytes);
+    assert!(matches!(
+        decode_all(&bytes, ProtocolVersion::V311).as_slice(),
+        [Packet::PingReq]
+    ));
+    b.wrote_remote(t);
+    // Waiting for the answer: next wake-up is the 1.5 x deadline, not a busy loop.
+    assert_eq!(b.poll_timeout(), Some(now + Duration::from_secs(15)));
+    b.handle_timeout(now + Duration::from_secs(14));
+    assert!(b.is_up());
+    b.handle_timeout(now + Duration::from_secs(15));
+    assert!(!b.is_up(), "no answer within 1.5 x keep-alive");
+}
