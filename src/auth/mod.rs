@@ -89,6 +89,11 @@ impl ListenerSecurity {
     }
 }
 
+/// The listener number of bridges' local sides (the broker's own clients):
+/// trusted like mosquitto's bridge contexts, no password and no ACL. It fits the
+/// 32-bit listener field of persisted sessions, so it survives a restart.
+pub const BRIDGE_LISTENER: usize = u32::MAX as usize;
+
 /// Security settings per listener (index = listener number in the config).
 #[derive(Debug, Clone)]
 pub struct Security {
@@ -123,9 +128,14 @@ impl Security {
         }
     }
 
-    /// The rules for listener `index`; a number without rules gets closed ones.
+    /// The rules for listener `index`; a number without rules gets closed ones,
+    /// except [`BRIDGE_LISTENER`], which is open.
     pub fn listener(&self, index: usize) -> &Arc<ListenerSecurity> {
-        self.listeners.get(index).unwrap_or(&self.fallback)
+        match self.listeners.get(index) {
+            Some(l) => l,
+            None if index == BRIDGE_LISTENER => bridge_rules(),
+            None => &self.fallback,
+        }
     }
 
     /// Do the same user names mean the same users on listeners `a` and `b`?
@@ -186,6 +196,12 @@ impl Security {
             per_listener: config.per_listener_settings,
         })
     }
+}
+
+/// The open rules of [`BRIDGE_LISTENER`], built once.
+fn bridge_rules() -> &'static Arc<ListenerSecurity> {
+    static RULES: std::sync::OnceLock<Arc<ListenerSecurity>> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| Arc::new(ListenerSecurity::open()))
 }
 
 #[cfg(test)]

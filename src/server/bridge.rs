@@ -23,9 +23,7 @@ use super::{Server, READS_PER_TURN};
 pub const BRIDGE_BASE: usize = super::LISTENER_BASE - 4096;
 /// The resolver thread wakes the loop with this token.
 pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
-/// Listener index given to bridge local sides: the open rules (no password,
-/// no ACL), as for mosquitto's own bridge contexts.
-const BRIDGE_LISTENER: usize = usize::MAX;
+use crate::auth::BRIDGE_LISTENER;
 
 /// The remote socket.
 enum Remote {
