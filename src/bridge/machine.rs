@@ -716,10 +716,7 @@ impl Bridge {
     /// was left over last time) and handle them. Returns how many bytes were
     /// used; the rest is an incomplete packet. A malformed stream fails the link.
     pub fn feed_remote(&mut self, now: Instant, buf: &[u8]) -> usize {
-        let limits = DecodeLimits {
-            version: self.cfg.protocol_version,
-            max_packet_size: MAX_REMOTE_PACKET,
-        };
+        let limits = DecodeLimits::new(self.cfg.protocol_version, MAX_REMOTE_PACKET);
         let mut pos = 0;
         while matches!(self.link, Link::Connecting { .. } | Link::Up) {
             match decode(&buf[pos..], &limits) {
@@ -739,10 +736,7 @@ impl Bridge {
 
     /// Decode and handle what the broker sent to the local session.
     pub fn feed_local(&mut self, now: Instant, buf: &[u8]) {
-        let limits = DecodeLimits {
-            version: ProtocolVersion::V5,
-            max_packet_size: usize::MAX,
-        };
+        let limits = DecodeLimits::new(ProtocolVersion::V5, usize::MAX);
         let mut pos = 0;
         while pos < buf.len() {
             match decode(&buf[pos..], &limits) {

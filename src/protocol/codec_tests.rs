@@ -684,13 +684,7 @@ fn error_protocol_name_and_version() {
 fn bridge_protocol_levels() {
     for (name, level, version) in [(&b"MQTT"[..], 0x84u8, V311), (b"MQIsdp", 0x83, V31)] {
         let raw = pkt(0x10, &connect_body(name, level, 0x02, &[0, 0]));
-        match decode(
-            &raw,
-            &DecodeLimits {
-                version: V311,
-                max_packet_size: 1 << 20,
-            },
-        ) {
+        match decode(&raw, &DecodeLimits::new(V311, 1 << 20)) {
             Ok(Decoded::Packet(Packet::Connect(c), used)) => {
                 assert_eq!(c.version, version);
                 assert_eq!(used, raw.len());

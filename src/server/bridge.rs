@@ -369,10 +369,7 @@ impl Server {
                 let Some(key) = link.local else {
                     return;
                 };
-                let limits = DecodeLimits {
-                    version: ProtocolVersion::V5,
-                    max_packet_size: usize::MAX,
-                };
+                let limits = DecodeLimits::new(ProtocolVersion::V5, usize::MAX);
                 let mut pos = 0;
                 while pos < bytes.len() {
                     match decode(&bytes[pos..], &limits) {

@@ -16,10 +16,7 @@ fn config(lines: &[(&str, &[&str])]) -> BridgeConfig {
 }
 
 fn decode_all(bytes: &[u8], version: ProtocolVersion) -> Vec<Packet<'_>> {
-    let limits = DecodeLimits {
-        version,
-        max_packet_size: 1 << 20,
-    };
+    let limits = DecodeLimits::new(version, 1 << 20);
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
