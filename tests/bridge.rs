@@ -294,6 +294,9 @@ fn remote_down_at_start() {
             break;
         }
     }
+    // mosquitto logs in order: once the reader has seen `q/now`, the earlier
+    // lines are in too.
+    remote.wait_log("'q/now'");
     let early = remote
         .log_text()
         .lines()
