@@ -74,6 +74,17 @@ pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
+/// The ports of the `listener PORT ...` lines of a config text.
+fn listener_ports(config: &str) -> impl Iterator<Item = u16> + '_ {
+    config.lines().filter_map(|l| {
+        let mut words = l.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("listener"), Some(p)) => p.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
 /// A fresh, unique temporary directory.
 pub fn temp_dir(tag: &str) -> PathBuf {
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -123,10 +134,16 @@ impl BrokerProcess {
         } else {
             format!("allow_anonymous true\n{config}")
         };
-        std::fs::write(&conf_path, config).expect("write config");
+        std::fs::write(&conf_path, &config).expect("write config");
         let mut cmd = Command::new(bin);
         cmd.arg("-c").arg(&conf_path).arg("-v").args(args);
-        Self::spawn(cmd, port, dir)
+        let b = Self::spawn(cmd, port, dir);
+        // Listeners are opened one after another: a test that talks to a second
+        // listener must not race its bind.
+        for other in listener_ports(&config).filter(|p| *p != port) {
+            b.wait_listening(other);
+        }
+        b
     }
 
     /// Start midge with command-line arguments only (no config file).
@@ -228,23 +245,35 @@ impl BrokerProcess {
 
     /// Wait until a log line containing `needle` appears; returns it.
     pub fn wait_log(&self, needle: &str) -> String {
-        if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+        self.wait_log_where(&format!("{needle:?}"), |l| l.contains(needle))
+    }
+
+    /// Wait (up to [`TIMEOUT`]) for a log line that `matches`; `what` names it
+    /// in the failure message.
+    pub fn wait_log_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.log.lock().unwrap().iter().find(|l| matches(l)) {
             return l.clone();
         }
         let deadline = Instant::now() + TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log_rx.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
+                Ok(line) if matches(&line) => return line,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "no log line containing {needle:?}; log:\n{}",
-                        self.log_text()
-                    )
+                    panic!("no log line containing {what}; log:\n{}", self.log_text())
                 }
             }
         }
+    }
+
+    /// Wait until the broker has opened its listen socket on `port` (any
+    /// address, plain or TLS).
+    pub fn wait_listening(&self, port: u16) {
+        let tail = [format!(":{port}."), format!(":{port} (")];
+        self.wait_log_where(&format!("a listen socket on port {port}"), |l| {
+            l.contains("Opening listen socket on ") && tail.iter().any(|t| l.contains(t.as_str()))
+        });
     }
 
     /// Round trip through the broker's loop: a fresh client connects and
