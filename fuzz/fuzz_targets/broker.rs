@@ -730,7 +730,11 @@ impl Sim {
                 }
             }
             Op::Advance { secs } => self.advance(secs % 4096),
-            Op::Drain { conn } => self.out.conns[conn_of(conn)].pending = 0,
+            Op::Drain { conn } => {
+                // The socket took its backlog: the server reports it writable.
+                self.out.conns[conn_of(conn)].pending = 0;
+                self.broker.handle_writable(conn_of(conn));
+            }
             Op::Shutdown => {
                 self.broker.shutdown(self.now, &mut self.out);
                 for (i, c) in self.out.conns.iter().enumerate() {

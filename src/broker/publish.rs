@@ -798,6 +798,8 @@ impl Broker {
             let id = s.inflight.remove(pos).map_or(0, |i| i.out.id);
             self.persist_done(id, out);
             self.pump(now, skey, out);
+            // A retained replay waiting for the window goes on.
+            self.resume_replay(skey);
         }
     }
 

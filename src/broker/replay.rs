@@ -1,7 +1,9 @@
 //! Retained messages for a new subscription [MQTT-3.3.1-9], sent from a cursor as
 //! the subscriber takes them rather than all at once: a SUBSCRIBE queues one
 //! [`Replay`] per filter in its session, and the server calls
-//! [`Broker::poll_replay`] every loop turn. Each turn spends a bounded amount of
+//! [`Broker::poll_replay`] every loop turn (and [`Broker::handle_writable`] when a
+//! stuck socket can take more; acks wake a replay waiting for the window). A
+//! replay that must wait is parked, costing nothing. Each turn spends a bounded amount of
 //! work, and a session only gets more while its socket has drained below a high
 //! water mark (QoS 0) and its in-flight window has room (QoS 1/2), so every
 //! retained message reaches a subscriber that reads, memory stays bounded, and
@@ -13,7 +15,7 @@ use std::time::Instant;
 use super::message::Message;
 use super::retained::Step;
 use super::session::Outgoing;
-use super::{Broker, Output};
+use super::{Broker, ConnId, Output};
 use crate::protocol::QoS;
 
 /// Work units (store entries visited, one more per 64 bytes of topic) spent on
@@ -142,12 +144,14 @@ impl Broker {
                 Progress::Done | Progress::Offline => {}
                 // Blocked after sending: the server's flush may still take it all
                 // (the socket drained meanwhile) and then no writable event will
-                // come, so look again next turn. Blocked without sending waits for
-                // the event or the ack.
-                Progress::Blocked => {
+                // come, so look again next turn. Blocked without sending: parked
+                // until `handle_writable` or an ack wakes it, so replays waiting
+                // on slow readers cost the loop nothing.
+                Progress::Blocked if spent > 0 => {
                     keep.push(skey);
-                    again |= spent > 0;
+                    again = true;
                 }
+                Progress::Blocked => {}
                 Progress::Budget => {
                     keep.push(skey);
                     again = true;
@@ -220,7 +224,11 @@ impl Broker {
                 continue;
             };
             r.after = Some(Arc::clone(&msg));
-            if !found || msg.is_expired(now) {
+            if !found {
+                continue;
+            }
+            if msg.is_expired(now) {
+                self.drop_expired_retained(&msg);
                 continue;
             }
             let o = Outgoing {
@@ -235,6 +243,27 @@ impl Broker {
             // One session only: no later delivery may take this message as
             // already written (see `Broker::stored_msg`).
             self.stored_msg = None;
+        }
+    }
+
+    /// A replay met a retained message whose expiry has passed: it leaves the
+    /// store (unless replaced meanwhile) and gives its room back. The log needs
+    /// no record: a restart drops expired messages as it reads them.
+    fn drop_expired_retained(&mut self, msg: &Arc<Message>) {
+        if self
+            .retained
+            .get(&msg.topic)
+            .is_some_and(|m| Arc::ptr_eq(m, msg))
+        {
+            self.retained.remove(&msg.topic);
+        }
+    }
+
+    /// The socket of `conn` took its backlog (the server saw it writable): a
+    /// replay parked on it goes on from the next [`Broker::poll_replay`].
+    pub fn handle_writable(&mut self, conn: ConnId) {
+        if let Some(skey) = self.conns.get(&conn).and_then(|c| c.session) {
+            self.resume_replay(skey);
         }
     }
 

@@ -233,6 +233,14 @@ fn a_blocked_subscriber_costs_nothing_until_it_reads() {
     assert!(o.take(1).is_empty(), "no progress while blocked");
     assert!(first < 5_000 && first > 100, "{first}");
     assert_eq!(b.stats().messages_dropped, 0);
+    // Parked: not even looked at until the server reports the socket writable.
+    assert!(b.replaying.is_empty());
+    o.drain(1);
+    b.poll_replay(Instant::now(), &mut o);
+    assert!(o.take(1).is_empty());
+    b.handle_writable(1);
+    b.poll_replay(Instant::now(), &mut o);
+    assert!(o.take(1).len() > 100, "goes on once writable");
     // A bystander's PINGREQ is answered at once meanwhile.
     connect(&mut b, &mut o, 2, "bystander", ProtocolVersion::V311);
     b.handle_packet(Instant::now(), 2, Packet::PingReq, &mut o);
@@ -469,4 +477,106 @@ fn will_topics_obey_max_topic_levels() {
         assert_eq!(o.closed, [1]);
         assert_eq!(b.session_count(), 0);
     }
+}
+
+#[test]
+fn expired_retained_messages_leave_the_store_when_a_replay_meets_them() {
+    let mut b = Broker::new(BrokerConfig::default());
+    let mut o = Sockets::default();
+    connect(&mut b, &mut o, 9, "pub", ProtocolVersion::V5);
+    let t0 = Instant::now();
+    for (topic, expiry) in [("e/1", Some(1)), ("e/2", None)] {
+        let p = Publish {
+            dup: false,
+            qos: QoS::AtMostOnce,
+            retain: true,
+            topic,
+            packet_id: 0,
+            properties: Properties {
+                message_expiry_interval: expiry,
+                ..Properties::default()
+            },
+            payload: b"x",
+        };
+        b.handle_packet(t0, 9, Packet::Publish(p), &mut o);
+    }
+    assert_eq!(b.retained_count(), 2);
+    connect(&mut b, &mut o, 1, "sub", ProtocolVersion::V311);
+    let later = t0 + std::time::Duration::from_secs(2);
+    b.handle_packet(later, 1, subscribe(&[("e/#", QoS::AtMostOnce)]), &mut o);
+    o.take(1);
+    while b.poll_replay(later, &mut o) {}
+    assert_eq!(topics(&o.take(1)), ["e/2"]);
+    assert_eq!(b.retained_count(), 1, "the expired one is gone");
+}
+
+#[test]
+fn a_persistent_session_resumes_its_replay_after_reconnecting() {
+    let (mut b, mut o) = with_retained(BrokerConfig::default(), 0);
+    for i in 0..100 {
+        let t = format!("q/{i:03}");
+        b.handle_packet(
+            Instant::now(),
+            9,
+            publish(&t, b"x", QoS::AtLeastOnce, true),
+            &mut o,
+        );
+    }
+    let open = |b: &mut Broker, o: &mut Sockets, conn: ConnId| {
+        b.connection_opened(Instant::now(), conn, "127.0.0.1:1", 0, o);
+        let p = Packet::Connect(Connect {
+            version: ProtocolVersion::V311,
+            clean_start: false,
+            keep_alive: 60,
+            properties: Properties::default(),
+            client_id: "durable-sub",
+            will: None,
+            username: None,
+            password: None,
+        });
+        b.handle_packet(Instant::now(), conn, p, o);
+    };
+    open(&mut b, &mut o, 1);
+    b.handle_packet(
+        Instant::now(),
+        1,
+        subscribe(&[("q/#", QoS::AtLeastOnce)]),
+        &mut o,
+    );
+    b.poll_replay(Instant::now(), &mut o);
+    // 20 in flight (max_inflight_messages), none acknowledged; then the link drops.
+    assert_eq!(topics(&o.take(1)).len(), 20);
+    b.connection_lost(Instant::now(), 1, &mut o);
+    assert!(
+        !b.poll_replay(Instant::now(), &mut o),
+        "offline: nothing to do"
+    );
+    open(&mut b, &mut o, 2);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..100 {
+        b.poll_replay(Instant::now(), &mut o);
+        let got = o.take(2);
+        o.drain(2);
+        for p in got.iter().filter(|p| p.starts_with("Publish")) {
+            let id: u16 = p
+                .split("packet_id: ")
+                .nth(1)
+                .and_then(|r| r.split(',').next())
+                .and_then(|n| n.parse().ok())
+                .expect("packet id");
+            b.handle_packet(
+                Instant::now(),
+                2,
+                Packet::PubAck(PubResp::success(id)),
+                &mut o,
+            );
+        }
+        seen.extend(topics(&got));
+        if b.pending_replays() == 0 && got.is_empty() {
+            break;
+        }
+    }
+    // The 20 in flight re-sent, the other 80 from the resumed cursor.
+    assert_eq!(seen.len(), 100);
+    b.check_invariants().expect("invariants");
 }

@@ -201,6 +201,11 @@ impl<V: Retainable> RetainedStore<V> {
         Some(old.value)
     }
 
+    /// The retained value of `topic`.
+    pub fn get(&self, topic: &str) -> Option<&V> {
+        self.set.get(topic).map(|e| &e.value)
+    }
+
     /// Remove the retained value of `topic` (a retained PUBLISH with an empty payload).
     pub fn remove(&mut self, topic: &str) -> Option<V> {
         let old = self.set.take(topic)?;

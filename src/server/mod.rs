@@ -250,6 +250,8 @@ impl Server {
                         }
                         if event.is_writable() {
                             self.io.mark_dirty(key);
+                            // A retained replay parked on this socket's backlog.
+                            self.broker.handle_writable(key);
                         }
                         // After a handshake completes, drain what arrived with it
                         // (edge-triggered readiness will not repeat itself).
