@@ -13,14 +13,21 @@
 //!   properties are dropped for old clients), and respects the client's Maximum Packet Size [MQTT-3.1.2-24];
 //! * `stats().clients_connected` counts the connections that got a successful
 //!   CONNACK and are still open;
-//! * after `shutdown` no connection is left open.
+//! * after `shutdown` no connection is left open;
+//! * with persistence on, no acknowledgement that promises durable state
+//!   (success PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK, CONNACK) goes
+//!   through `send`, which the shell may write before the turn's records are
+//!   synced: each must come through `send_after_commit` (the harness commits
+//!   at the end of every step, as the server does at the end of a loop turn);
+//! * stored messages are read back only when the broker asks (`request_load`),
+//!   and only messages that are stored.
 #![no_main]
 
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use midge::broker::{Broker, BrokerConfig, ConnId, Output, Timer};
+use midge::broker::{Broker, BrokerConfig, ConnId, Load, Output, Timer};
 use midge::persist::{Record, StoredMessage};
 use midge::protocol::{
     decode, encode, Connect, DecodeError, DecodeLimits, Decoded, Disconnect, Packet, PacketId,
@@ -224,10 +231,76 @@ struct Recorder {
     /// read back (delivery number -> message number -> content).
     stored: std::collections::HashMap<u64, u64>,
     messages: std::collections::HashMap<u64, StoredMessage>,
+    /// Persistence is on.
+    persistence: bool,
+    /// Records persisted since the last (simulated) commit.
+    unsynced: usize,
+    /// Stored messages the broker asked for, answered at the end of the step.
+    loads: Vec<Load>,
+}
+
+/// An acknowledgement that promises durable state (a success, or for PUBREL
+/// and PUBCOMP any reason: the flow's state moved).
+fn promises(packet: &Packet<'_>) -> bool {
+    match packet {
+        Packet::PubAck(r) | Packet::PubRec(r) => !r.reason.is_error(),
+        Packet::PubComp(_) | Packet::SubAck(_) | Packet::UnsubAck(_) => true,
+        Packet::PubRel(r) => !r.reason.is_error(),
+        Packet::ConnAck(a) => a.reason == ReasonCode::SUCCESS,
+        _ => false,
+    }
 }
 
 impl Output for Recorder {
     fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        assert!(
+            !(self.persistence && self.unsynced > 0 && promises(packet)),
+            "{packet:?} sent with send() while {} record(s) are not synced: it could leave before them",
+            self.unsynced
+        );
+        self.record(conn, version, packet);
+    }
+
+    fn send_after_commit(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        // Held until the end of the step (the commit); the checks apply now.
+        self.record(conn, version, packet);
+    }
+
+    fn request_load(&mut self, load: Load) {
+        assert!(self.persistence, "load requested without persistence");
+        assert!(
+            !self.loads.contains(&load),
+            "load of message {} requested twice",
+            load.id
+        );
+        self.loads.push(load);
+    }
+
+    fn pending_bytes(&self, conn: ConnId) -> usize {
+        self.conns.get(conn).map_or(0, |c| c.pending)
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn) else {
+            panic!("close of unknown connection {conn}");
+        };
+        assert!(c.open, "close of a connection not open: {conn}");
+        *c = ConnState::default();
+    }
+
+    fn set_timer(&mut self, at: Instant, timer: Timer) {
+        self.timers.push((at, timer));
+    }
+
+    fn persist(&mut self, record: &Record<'_>) {
+        self.unsynced += 1;
+        self.store(record);
+    }
+}
+
+impl Recorder {
+    /// Check and account for a packet the broker queued.
+    fn record(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
         let Some(c) = self.conns.get_mut(conn) else {
             panic!("send to unknown connection {conn}: {packet:?}");
         };
@@ -319,23 +392,8 @@ impl Output for Recorder {
         c.pending += n;
     }
 
-    fn pending_bytes(&self, conn: ConnId) -> usize {
-        self.conns.get(conn).map_or(0, |c| c.pending)
-    }
-
-    fn close(&mut self, conn: ConnId) {
-        let Some(c) = self.conns.get_mut(conn) else {
-            panic!("close of unknown connection {conn}");
-        };
-        assert!(c.open, "close of a connection not open: {conn}");
-        *c = ConnState::default();
-    }
-
-    fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.timers.push((at, timer));
-    }
-
-    fn persist(&mut self, record: &Record<'_>) {
+    /// Keep queue records as a log would.
+    fn store(&mut self, record: &Record<'_>) {
         match *record {
             Record::Message { mid, msg } => {
                 assert!(mid != 0, "stored message without a number");
@@ -369,18 +427,6 @@ impl Output for Recorder {
         }
     }
 
-    fn load(&mut self, id: u64) -> Option<StoredMessage> {
-        let m = self
-            .stored
-            .get(&id)
-            .and_then(|mid| self.messages.get(mid))
-            .cloned();
-        assert!(
-            m.is_some(),
-            "broker asked for stored message {id}, never stored or already done"
-        );
-        m
-    }
 }
 
 fn broker_config(s: &ConfigSpec) -> BrokerConfig {
@@ -525,6 +571,29 @@ impl Sim {
         }
     }
 
+    /// The end of a loop turn, as the server does it: answer the loads the
+    /// broker asked for (which may ask for more), then commit the records.
+    fn settle(&mut self) {
+        while !self.out.loads.is_empty() {
+            for load in std::mem::take(&mut self.out.loads) {
+                let m = self
+                    .out
+                    .stored
+                    .get(&load.id)
+                    .and_then(|mid| self.out.messages.get(mid))
+                    .cloned();
+                assert!(
+                    m.is_some(),
+                    "broker asked for stored message {}, never stored or already done",
+                    load.id
+                );
+                self.broker
+                    .handle_loaded(self.now, load, m, &mut self.out);
+            }
+        }
+        self.out.unsynced = 0;
+    }
+
     fn advance(&mut self, secs: u16) {
         self.now += Duration::from_secs(u64::from(secs));
         // Fire due timers in time order; handlers may arm more (bounded).
@@ -542,6 +611,7 @@ impl Sim {
             };
             let (_, timer) = self.out.timers.swap_remove(i);
             self.broker.handle_timer(self.now, timer, &mut self.out);
+            self.settle();
             self.check(&timer);
         }
     }
@@ -737,11 +807,13 @@ impl Sim {
             }
             Op::Shutdown => {
                 self.broker.shutdown(self.now, &mut self.out);
+                self.settle();
                 for (i, c) in self.out.conns.iter().enumerate() {
                     assert!(!c.open, "connection {i} still open after shutdown");
                 }
             }
         }
+        self.settle();
         self.check(op);
     }
 }
@@ -758,6 +830,9 @@ fuzz_target!(|input: Input| {
             timers: Vec::new(),
             stored: Default::default(),
             messages: Default::default(),
+            persistence: false,
+            unsynced: 0,
+            loads: Vec::new(),
         },
         now: Instant::now(),
     };
@@ -765,6 +840,7 @@ fuzz_target!(|input: Input| {
     // sessions, spilling offline queues and reading them back.
     if input.config.max_pending_bytes % 2 == 1 {
         sim.broker.enable_persistence(0, 0);
+        sim.out.persistence = true;
     }
     for op in input.ops.iter().take(512) {
         sim.run(op);

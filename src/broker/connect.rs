@@ -2,7 +2,7 @@
 //! keep-alive, and the CONNACK with the broker's limits for MQTT 5 clients.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
@@ -61,7 +61,7 @@ impl Broker {
                 self.refuse(conn, version, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, out);
                 return;
             }
-            assigned = Some(self.generate_client_id());
+            assigned = Some(self.generate_client_id(now));
         }
         let client_id: Box<str> = match &assigned {
             Some(id) => id.as_str().into(),
@@ -278,7 +278,8 @@ impl Broker {
                 a.properties = Properties::default();
             }
         }
-        out.send(conn, version, &ack);
+        // Session present promises the session's state: after its records.
+        out.send_after_commit(conn, version, &ack);
         info!(
             target: NOTICE,
             "New client connected from {peer} as {} (p{}, c{}, k{keep_alive}).",
@@ -414,10 +415,8 @@ impl Broker {
     }
 
     /// A unique id for a client that sent none, mosquitto-style ("auto-" + hex).
-    fn generate_client_id(&mut self) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+    fn generate_client_id(&mut self, now: Instant) -> String {
+        let nanos = self.wall_ms(now).wrapping_mul(1_000_000);
         loop {
             let n = self.serial();
             // Mix time and a counter so ids differ across restarts too.

@@ -3,8 +3,9 @@
 //! rebuilding sessions and retained messages at start-up. Only retained messages
 //! and sessions that outlive their connection are durable; QoS 0 is not.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::message::{ForwardedProperties, Message};
 use super::output::TimerKind;
@@ -36,12 +37,10 @@ fn options_from(b: u8) -> SubscriptionOptions {
     }
 }
 
-/// A message read back from the log, its age counted from its wall-clock receipt.
-pub(super) fn message_from(m: StoredMessage, now: Instant) -> Message {
+/// A message read back from the log, its age counted from its wall-clock
+/// receipt to `wall_now` (Unix ms at `now`).
+pub(super) fn message_from(m: StoredMessage, now: Instant, wall_now: u64) -> Message {
     // Age from wall time, so message expiry keeps counting across the restart.
-    let wall_now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
     let age = Duration::from_millis(wall_now.saturating_sub(m.received_unix_ms));
     Message {
         topic: m.topic.into(),
@@ -310,11 +309,19 @@ impl Broker {
     /// Rebuild retained messages and sessions from the log (before any client
     /// connects). Sessions come back disconnected, their expiry counting from
     /// now. Queued messages stay in the log (RAM keeps an index entry, as for a
-    /// session that went offline); the few in flight are read back through
-    /// `out.load`, since they are resent as soon as the client returns.
-    pub fn restore(&mut self, now: Instant, state: Recovered, out: &mut impl Output) {
+    /// session that went offline); the contents of the few in flight
+    /// ([`Recovered::in_flight`]) come in `in_flight`, read by the shell, since
+    /// they are resent as soon as the client returns.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        state: Recovered,
+        mut in_flight: HashMap<u64, StoredMessage>,
+        out: &mut impl Output,
+    ) {
+        let wall = self.wall_ms(now);
         for (_, m) in state.retained {
-            let m = Arc::new(message_from(m, now));
+            let m = Arc::new(message_from(m, now, wall));
             if !m.is_expired(now) {
                 // Accepted under the limits of its day: kept even over today's.
                 self.retained.insert_unchecked(m);
@@ -335,17 +342,17 @@ impl Broker {
             }
             let will_delay = rs.will.as_ref().map(|(d, _)| *d);
             s.will = rs.will.map(|(delay, m)| PendingWill {
-                msg: Arc::new(message_from(m, now)),
+                msg: Arc::new(message_from(m, now, wall)),
                 delay,
             });
             for (id, m) in rs.messages {
                 let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
-                    Some((packet_id, released)) => match out.load(id) {
+                    Some((packet_id, released)) => match in_flight.remove(&id) {
                         Some(msg) => s.inflight.push_back(Inflight {
                             packet_id,
                             out: Outgoing {
-                                msg: Arc::new(message_from(msg, now)),
+                                msg: Arc::new(message_from(msg, now, wall)),
                                 qos,
                                 retain: m.retain,
                                 subscription_ids: m.subscription_ids,
@@ -371,6 +378,7 @@ impl Broker {
                             qos,
                             retain: m.retain,
                             subscription_ids: m.subscription_ids.into_boxed_slice(),
+                            requested: false,
                         }));
                     }
                 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 use slab::Slab;
 
-pub use output::{ConnId, IoCounters, Output, Timer};
+pub use output::{ConnId, IoCounters, Load, Output, Timer};
 
 use crate::logging::{LogStr, NOTICE};
 use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
@@ -222,6 +222,9 @@ pub struct Broker {
     /// Cleared when the fan-out ends (the log may forget a message nobody
     /// references once the loop turn is over).
     stored_msg: Option<(std::sync::Weak<Message>, u64)>,
+    /// Wall-clock time (Unix ms) at a monotonic instant, given by the shell
+    /// (the broker never reads a clock): ages of stored messages, client ids.
+    wall_anchor: (Instant, u64),
     next_serial: u64,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
@@ -255,6 +258,7 @@ impl Broker {
             next_message_id: 0,
             next_sid: 0,
             stored_msg: None,
+            wall_anchor: (Instant::now(), 0),
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -307,6 +311,21 @@ impl Broker {
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
         self.retained.len()
+    }
+
+    /// The wall-clock time is `unix_ms` (milliseconds since 1970) at `now`. The
+    /// shell calls this before handing over stored state and once per loop
+    /// turn; the broker extrapolates with the monotonic time it is given.
+    pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
+        self.wall_anchor = (now, unix_ms);
+    }
+
+    /// Wall-clock milliseconds at `now` (from the last anchor the shell gave).
+    fn wall_ms(&self, now: Instant) -> u64 {
+        let (at, ms) = self.wall_anchor;
+        let since = now.saturating_duration_since(at).as_millis();
+        let before = at.saturating_duration_since(now).as_millis();
+        (u128::from(ms) + since).saturating_sub(before) as u64
     }
 
     fn serial(&mut self) -> u64 {

@@ -54,11 +54,34 @@ pub struct IoCounters {
     pub persistence_log_bytes: Option<u64>,
 }
 
-/// Actions the broker asks of the I/O layer.
+/// A stored message the broker needs read back from the log (see
+/// [`Output::request_load`]). Handed back unchanged to
+/// [`crate::broker::Broker::handle_loaded`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Load {
+    /// The message's number in the log.
+    pub id: u64,
+    /// The session whose queue it heads.
+    pub(crate) session: usize,
+}
+
+/// Actions the broker asks of the I/O layer: the whole broker<->shell contract.
+///
+/// Durability is part of it. Records handed to [`Output::persist`] in a loop
+/// turn are committed by the shell (written, and synced as the sync policy
+/// says) before any byte queued through [`Output::send_after_commit`] reaches
+/// a socket; if the commit fails, those bytes never do (the shell closes the
+/// connection and tells the broker it was lost). Bytes from [`Output::send`]
+/// depend on no record and may leave at once.
 pub trait Output {
     /// Queue `packet`, encoded for `version`, on connection `conn`. Packets queued in
     /// one loop turn are written together.
     fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>);
+    /// Queue `packet` like [`Output::send`], but hold it (and everything queued
+    /// on `conn` after it) until every record persisted so far is committed. For
+    /// acknowledgements that promise durable state: PUBACK, PUBREC, PUBREL,
+    /// PUBCOMP, SUBACK, UNSUBACK, CONNACK, and QoS 2 PUBLISHes.
+    fn send_after_commit(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>);
     /// Bytes queued on `conn` that the socket has not taken yet (used to drop QoS 0
     /// messages for a subscriber that stopped reading).
     fn pending_bytes(&self, conn: ConnId) -> usize;
@@ -68,18 +91,18 @@ pub trait Output {
     fn close(&mut self, conn: ConnId);
     /// Call back [`crate::broker::Broker::handle_timer`] with `timer` at (or soon after) `at`.
     fn set_timer(&mut self, at: Instant, timer: Timer);
-    /// Record a durable change (only called when persistence is on). It must be
-    /// on disk before this loop turn's output is written.
+    /// Record a durable change (only called when persistence is on). It is
+    /// committed before this turn's [`Output::send_after_commit`] bytes leave.
     fn persist(&mut self, record: &Record<'_>) {
         let _ = record;
     }
-    /// Read back a stored message that RAM no longer holds (persistence on).
-    fn load(&mut self, id: u64) -> Option<crate::persist::StoredMessage> {
-        let _ = id;
-        None
-    }
-    /// The last attempt to store records failed: new QoS 1/2 messages bound for
-    /// durable state must be refused rather than acknowledged.
+    /// Read back a stored message that RAM no longer holds (persistence on) and
+    /// hand it to [`crate::broker::Broker::handle_loaded`], in this loop turn.
+    /// The session waits for it; nothing else does.
+    fn request_load(&mut self, load: Load);
+    /// The log cannot take records now (a write failed) or ever again (a sync
+    /// failed): new QoS 1/2 messages bound for durable state must be refused
+    /// rather than acknowledged.
     fn persistence_failing(&self) -> bool {
         false
     }

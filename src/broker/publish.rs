@@ -11,10 +11,10 @@ use log::{debug, warn};
 use super::aliases::{Inbound, SendAs};
 use super::message::Message;
 use super::session::{Inflight, Outgoing, Queued};
-use super::{Broker, ConnId, End, Output, Timer};
+use super::{Broker, ConnId, End, Load, Output, Timer};
 use crate::auth::Access;
 use crate::logging::LogStr;
-use crate::persist::Record;
+use crate::persist::{Record, StoredMessage};
 use crate::protocol::{
     encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
 };
@@ -123,17 +123,29 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
-            if s.awaiting_rel.contains(&p.packet_id) {
-                // A re-sent QoS 2 PUBLISH (DUP) whose PUBREL has not come yet: it
-                // was delivered already; acknowledge again, deliver nothing
-                // (4.3.3, method A).
-                out.send(
-                    conn,
-                    version,
-                    &Packet::PubRec(PubResp::success(p.packet_id)),
-                );
-                return;
+            if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == p.packet_id) {
+                if p.dup {
+                    // A re-sent QoS 2 PUBLISH whose PUBREL has not come yet: it was
+                    // delivered already; acknowledge again, deliver nothing (4.3.3,
+                    // method A).
+                    out.send_after_commit(
+                        conn,
+                        version,
+                        &Packet::PubRec(PubResp::success(p.packet_id)),
+                    );
+                    return;
+                }
+                // [MQTT-3.3.1-1] a re-delivery has DUP set, and [MQTT-2.2.1-3] an id
+                // is reused only after its PUBCOMP: this is a new message, and the
+                // release of the old id was lost (with `persistence_sync periodic` a
+                // power cut may take its record). Release it rather than
+                // acknowledge and drop the new message.
+                s.awaiting_rel.swap_remove(pos);
+                self.persist_rel(skey, p.packet_id, false, out);
             }
+            let Some(s) = self.sessions.get_mut(skey) else {
+                return;
+            };
             let limit = usize::from(self.config.max_inflight_messages);
             if version.is_v5() && limit != 0 && s.awaiting_rel.len() >= limit {
                 // [MQTT-3.3.4-8] more than our Receive Maximum in flight: 0x93.
@@ -215,6 +227,14 @@ impl Broker {
             }
             ReasonCode::PAYLOAD_FORMAT_INVALID
         } else {
+            if p.qos == QoS::ExactlyOnce {
+                // Held before the message is routed: the id's record precedes the
+                // records of its deliveries in the log, so a crash that keeps a
+                // delivery keeps the id too, and a re-sent PUBLISH is not
+                // delivered twice (4.3.3).
+                self.sessions[skey].awaiting_rel.push(p.packet_id);
+                self.persist_rel(skey, p.packet_id, true, out);
+            }
             let retain = p.retain && self.config.retain_available;
             let mut msg = Message::from_publish(&p, now);
             msg.retain = retain;
@@ -235,16 +255,11 @@ impl Broker {
             reason,
             properties: Default::default(),
         };
+        // The ack promises the message is kept: it leaves after the commit.
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => out.send(conn, version, &Packet::PubAck(ack)),
-            QoS::ExactlyOnce => {
-                if reason.0 < 0x80 {
-                    self.sessions[skey].awaiting_rel.push(p.packet_id);
-                    self.persist_rel(skey, p.packet_id, true, out);
-                }
-                out.send(conn, version, &Packet::PubRec(ack));
-            }
+            QoS::AtLeastOnce => out.send_after_commit(conn, version, &Packet::PubAck(ack)),
+            QoS::ExactlyOnce => out.send_after_commit(conn, version, &Packet::PubRec(ack)),
         }
     }
 
@@ -566,7 +581,15 @@ impl Broker {
         }
         self.stats.messages_sent += 1;
         self.stats.publish_bytes_sent += o.msg.payload.len() as u64;
-        out.send(conn, version, &packet);
+        if o.qos == QoS::ExactlyOnce {
+            // The receiver delivers a QoS 2 message on PUBLISH: the records that
+            // keep it from being delivered again (its packet id in a stored
+            // session; the publisher's held id) must be on disk first, or a
+            // restart would send it again and it would be delivered twice.
+            out.send_after_commit(conn, version, &packet);
+        } else {
+            out.send(conn, version, &packet);
+        }
         true
     }
 
@@ -582,32 +605,25 @@ impl Broker {
             if !head_qos0 && !s.window_open() {
                 return;
             }
+            if let Some(Queued::Disk(d)) = s.queue.front_mut() {
+                // Only its index entry is in RAM: ask the shell to read it back
+                // (once) and wait for `handle_loaded`.
+                if !d.requested {
+                    d.requested = true;
+                    out.request_load(Load {
+                        id: d.id,
+                        session: skey,
+                    });
+                }
+                return;
+            }
             let Some(q) = s.pop_queued() else {
                 s.dropping = false;
                 s.release_idle();
                 return;
             };
-            let o = match q {
-                Queued::Ram(o) => o,
-                // Back from the log: only its index entry was in RAM.
-                Queued::Disk(d) => match out.load(d.id) {
-                    Some(m) => Outgoing {
-                        msg: Arc::new(super::durable::message_from(m, now)),
-                        qos: d.qos,
-                        retain: d.retain,
-                        subscription_ids: d.subscription_ids.into_vec(),
-                        id: d.id,
-                    },
-                    None => {
-                        warn!(
-                            "Stored message {} for {} could not be read back: skipped.",
-                            d.id,
-                            LogStr(&s.client_id)
-                        );
-                        self.persist_done(d.id, out);
-                        continue;
-                    }
-                },
+            let Queued::Ram(o) = q else {
+                return;
             };
             // Read access is checked again as the message leaves the queue: the
             // rules may have changed since it was queued (SIGHUP), and a restored
@@ -640,6 +656,58 @@ impl Broker {
                 self.persist_done(o.id, out);
             }
         }
+    }
+
+    /// The shell read back the stored message `load` asked for (`None`: it could
+    /// not). It takes the head of its session's queue and the session goes on.
+    pub fn handle_loaded(
+        &mut self,
+        now: Instant,
+        load: Load,
+        msg: Option<StoredMessage>,
+        out: &mut impl Output,
+    ) {
+        let wall = self.wall_ms(now);
+        let Some(s) = self.sessions.get_mut(load.session) else {
+            return;
+        };
+        // The session may have gone, or been replaced under the same key: only
+        // the request for the head of this queue is answered.
+        let Some(Queued::Disk(d)) = s.queue.front_mut() else {
+            return;
+        };
+        if d.id != load.id || !d.requested {
+            return;
+        }
+        if s.conn.is_none() {
+            // Offline again: the message stays on disk; ask again on reconnect.
+            d.requested = false;
+            return;
+        }
+        match msg {
+            Some(m) => {
+                let o = Outgoing {
+                    msg: Arc::new(super::durable::message_from(m, now, wall)),
+                    qos: d.qos,
+                    retain: d.retain,
+                    subscription_ids: std::mem::take(&mut d.subscription_ids).into_vec(),
+                    id: d.id,
+                };
+                if let Some(front) = s.queue.front_mut() {
+                    *front = Queued::Ram(o);
+                }
+            }
+            None => {
+                warn!(
+                    "Stored message {} for {} could not be read back: skipped.",
+                    d.id,
+                    LogStr(&s.client_id)
+                );
+                s.pop_queued();
+                self.persist_done(load.id, out);
+            }
+        }
+        self.pump(now, load.session, out);
     }
 
     /// On reconnect: re-send unacknowledged PUBLISHes with DUP set and PUBRELs,
@@ -681,7 +749,7 @@ impl Broker {
             };
             i.needs_resend = false;
             let keep = if i.released {
-                out.send(
+                out.send_after_commit(
                     conn,
                     version,
                     &Packet::PubRel(PubResp::success(i.packet_id)),
@@ -749,7 +817,7 @@ impl Broker {
             .collect();
         for i in pending {
             if i.released {
-                out.send(
+                out.send_after_commit(
                     conn,
                     version,
                     &Packet::PubRel(PubResp::success(i.packet_id)),
@@ -826,7 +894,9 @@ impl Broker {
                 if let Some(i) = s.inflight.get(pos).cloned() {
                     self.persist_inflight(&i, out);
                 }
-                out.send(
+                // After the record that it was released: once the receiver
+                // has it, a re-sent PUBLISH would be a new delivery.
+                out.send_after_commit(
                     conn,
                     version,
                     &Packet::PubRel(PubResp::success(r.packet_id)),
@@ -874,7 +944,8 @@ impl Broker {
             // 4.3.3: PUBREL for an id we do not hold: 0x92.
             comp.reason = ReasonCode::PACKET_IDENTIFIER_NOT_FOUND;
         }
-        out.send(conn, version, &Packet::PubComp(comp));
+        // After the release record: the client may reuse the id at once.
+        out.send_after_commit(conn, version, &Packet::PubComp(comp));
     }
 
     pub(super) fn handle_disconnect(

@@ -33,6 +33,10 @@ impl Output for Sockets {
         self.closed.push(conn);
     }
     fn set_timer(&mut self, _: Instant, _: Timer) {}
+    fn send_after_commit(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        self.send(conn, version, packet);
+    }
+    fn request_load(&mut self, _: super::Load) {}
 }
 
 impl Sockets {

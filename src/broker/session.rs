@@ -50,6 +50,8 @@ pub struct Spilled {
     pub retain: bool,
     /// Subscription identifiers to send.
     pub subscription_ids: Box<[u32]>,
+    /// Asked of the shell (`Output::request_load`), not yet answered.
+    pub requested: bool,
 }
 
 impl Queued {
@@ -318,6 +320,7 @@ impl Session {
                         retain: o.retain,
                         subscription_ids: std::mem::take(&mut o.subscription_ids)
                             .into_boxed_slice(),
+                        requested: false,
                     });
                 }
             }

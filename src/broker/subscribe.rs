@@ -159,7 +159,7 @@ impl Broker {
             self.config.max_subscriptions_per_client,
             complaint,
         );
-        out.send(
+        out.send_after_commit(
             conn,
             version,
             &Packet::SubAck(SubAck {
@@ -222,7 +222,7 @@ impl Broker {
         if !version.is_v5() {
             reasons.clear();
         }
-        out.send(
+        out.send_after_commit(
             conn,
             version,
             &Packet::UnsubAck(UnsubAck {

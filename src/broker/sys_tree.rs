@@ -286,6 +286,8 @@ mod tests {
 
     impl Output for Out {
         fn send(&mut self, _: ConnId, _: ProtocolVersion, _: &Packet<'_>) {}
+        fn send_after_commit(&mut self, _: ConnId, _: ProtocolVersion, _: &Packet<'_>) {}
+        fn request_load(&mut self, _: crate::broker::Load) {}
         fn pending_bytes(&self, _: ConnId) -> usize {
             0
         }

@@ -13,6 +13,7 @@ struct Recorder {
     sent: Vec<(ConnId, Vec<u8>, String)>,
     closed: Vec<ConnId>,
     timers: Vec<(Instant, Timer)>,
+    loads: Vec<Load>,
 }
 
 impl Output for Recorder {
@@ -21,8 +22,14 @@ impl Output for Recorder {
         encode(packet, version, &mut buf).expect("encodable");
         self.sent.push((conn, buf, format!("{packet:?}")));
     }
+    fn send_after_commit(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        self.send(conn, version, packet);
+    }
     fn pending_bytes(&self, _: ConnId) -> usize {
         0
+    }
+    fn request_load(&mut self, load: Load) {
+        self.loads.push(load);
     }
     fn close(&mut self, conn: ConnId) {
         self.closed.push(conn);
@@ -131,12 +138,45 @@ fn qos2_duplicate_is_delivered_once() {
     connect(&mut b, &mut r, now, 2, "pub", true);
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtMostOnce);
     b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
-    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
+    // [MQTT-3.3.1-1] the re-delivery carries DUP.
+    b.handle_packet(
+        now,
+        2,
+        redelivery(publish("t", b"x", QoS::ExactlyOnce, 9)),
+        &mut r,
+    );
     assert_eq!(r.take(1).len(), 1, "exactly once");
     let acks = r.take(2);
     assert_eq!(acks.len(), 2);
     b.handle_packet(now, 2, Packet::PubRel(PubResp::success(9)), &mut r);
     assert!(r.take(2)[0].starts_with("PubComp"));
+}
+
+fn redelivery(p: Packet<'_>) -> Packet<'_> {
+    match p {
+        Packet::Publish(p) => Packet::Publish(Publish { dup: true, ..p }),
+        other => other,
+    }
+}
+
+/// A QoS 2 PUBLISH without DUP whose id is still held is a new message: a
+/// client reuses an id only after PUBCOMP [MQTT-2.2.1-3], so the broker lost
+/// the release (a power cut with `persistence_sync periodic`). Acknowledging
+/// and dropping it would lose an acknowledged message.
+#[test]
+fn qos2_id_reused_without_dup_is_a_new_message() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", true);
+    connect(&mut b, &mut r, now, 2, "pub", true);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtMostOnce);
+    b.handle_packet(now, 2, publish("t", b"one", QoS::ExactlyOnce, 9), &mut r);
+    b.handle_packet(now, 2, publish("t", b"two", QoS::ExactlyOnce, 9), &mut r);
+    let got = r.take(1);
+    assert_eq!(got.len(), 2, "both delivered: {got:?}");
+    assert_eq!(r.take(2).len(), 2, "both acknowledged");
+    b.handle_packet(now, 2, Packet::PubRel(PubResp::success(9)), &mut r);
+    assert!(r.take(2)[0].starts_with("PubComp"));
+    b.check_invariants().expect("invariants");
 }
 
 #[test]
@@ -338,6 +378,17 @@ fn failing_persistence_refuses_qos1_and_2() {
     impl Output for Failing {
         fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
             self.0.send(conn, version, packet)
+        }
+        fn send_after_commit(
+            &mut self,
+            conn: ConnId,
+            version: ProtocolVersion,
+            packet: &Packet<'_>,
+        ) {
+            self.0.send(conn, version, packet)
+        }
+        fn request_load(&mut self, load: Load) {
+            self.0.request_load(load)
         }
         fn pending_bytes(&self, conn: ConnId) -> usize {
             self.0.pending_bytes(conn)

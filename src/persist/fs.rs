@@ -188,6 +188,12 @@ impl MemFs {
         })
     }
 
+    /// What a power cut would keep of `path` (its contents as of its last sync).
+    pub fn synced(&self, path: &Path) -> Option<Vec<u8>> {
+        let st = self.state();
+        st.names.get(path).map(|&i| st.inodes[i].durable.clone())
+    }
+
     /// The current contents of `path`.
     pub fn contents(&self, path: &Path) -> Option<Vec<u8>> {
         let st = self.state();

@@ -15,11 +15,13 @@
 //! sessions and QoS 0 traffic write nothing. Version 1 logs are refused with a
 //! message saying so.
 //!
-//! Records of one loop turn are buffered and written together; with
-//! `persistence_sync always` (the default) the file is `fdatasync`ed *before* the
-//! server flushes that turn's output, so no PUBACK/PUBREC leaves for a message
-//! that is not on disk: one sync per loop turn, however many messages (group
-//! commit). With `periodic` the sync happens every `autosave_interval` seconds.
+//! Records of one loop turn are buffered and written together, ending with a
+//! commit marker (replay applies a batch only with its marker); with
+//! `persistence_sync always` (the default) the file is `fdatasync`ed before
+//! any acknowledgement that depends on them leaves (the broker sends those with
+//! `Output::send_after_commit`): one sync per loop turn, however many messages
+//! (group commit). With `periodic` the sync happens every `autosave_interval`
+//! seconds. A failed sync is fatal for the log until restart.
 //!
 //! Start-up streams the log through a 64 KiB buffer into a [`Recovered`]
 //! state; queued messages stay in the file (an index keeps where). A torn

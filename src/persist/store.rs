@@ -25,6 +25,13 @@ const COMPACT_MIN: u64 = 4 << 20;
 /// Replay reads through a buffer of this size: a restart needs no RAM in
 /// proportion to the log (only to the live state the broker keeps in RAM).
 const READ_BUF: usize = 64 << 10;
+/// Kind byte of the commit marker that ends each batch of records (one per
+/// commit). Record kinds are small numbers (see `record`); this one is not a
+/// record: replay applies a batch only once it has seen its marker, so a power
+/// cut that keeps part of a batch (a message queued for some sessions but not
+/// others, a QoS 2 id without its deliveries) loses all of it. Its
+/// acknowledgements never left: they wait for the whole commit.
+const COMMIT: u8 = 0xC0;
 
 /// When the log is synced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,12 +51,21 @@ pub enum PersistError {
     Corrupt(PathBuf, u64, String),
     /// A log in an older format version, which this midge does not read.
     OldVersion(PathBuf, u8),
+    /// A sync failed earlier: the kernel may have dropped the unsynced pages,
+    /// so nothing written since can be trusted to be on disk until a restart
+    /// replays the file.
+    Dead(PathBuf),
 }
 
 impl fmt::Display for PersistError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PersistError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            PersistError::Dead(p) => write!(
+                f,
+                "{}: a sync failed earlier; nothing more is written until a restart",
+                p.display()
+            ),
             PersistError::Corrupt(p, off, why) => write!(
                 f,
                 "{}: corrupt record at offset {off} ({why}); start with --recover (or `persistence_recover true`) to keep what precedes it",
@@ -123,10 +139,26 @@ pub struct Recovered {
 /// One record as replay sees it: a `Message` by its head only.
 enum Step {
     Record(Owned),
-    Message { mid: u64, len: u32 },
+    Message {
+        mid: u64,
+        len: u32,
+    },
+    /// The end of a commit (see [`COMMIT`]).
+    Commit,
 }
 
 impl Recovered {
+    /// Deliveries that went out before the restart (their content is resent
+    /// as soon as the client returns, so the broker is handed it at start-up).
+    pub fn in_flight(&self) -> impl Iterator<Item = u64> + '_ {
+        self.sessions.values().flat_map(|s| {
+            s.messages
+                .iter()
+                .filter(|(_, m)| m.sent.is_some())
+                .map(|(&id, _)| id)
+        })
+    }
+
     fn apply(&mut self, step: Step, offset: u64, index: &mut Index) {
         let rec = match step {
             Step::Message { mid, len } => {
@@ -135,6 +167,7 @@ impl Recovered {
                 return;
             }
             Step::Record(rec) => rec,
+            Step::Commit => return,
         };
         match rec {
             Owned::RetainSet(m) => {
@@ -283,6 +316,14 @@ fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Append a commit marker frame to `out`.
+fn frame_commit(out: &mut Vec<u8>) {
+    let body = [COMMIT];
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&crc32(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+}
+
 /// Keep the index in step with a record written at `offset`.
 fn note(index: &mut Index, rec: &Record<'_>, offset: u64) {
     match *rec {
@@ -371,6 +412,9 @@ fn read_record(
     if !c != crc {
         return Err(Bad::Damage("checksum mismatch", last));
     }
+    if body[..] == [COMMIT] {
+        return Ok((Step::Commit, end));
+    }
     let rec = record::decode(body).ok_or(Bad::Damage("undecodable record", last))?;
     Ok((Step::Record(rec), end))
 }
@@ -426,6 +470,10 @@ pub struct Store {
     /// The last write or sync failed: the broker must not acknowledge what it
     /// cannot keep.
     failing: bool,
+    /// A sync failed. Never retried: after a failed `fsync` Linux may have
+    /// dropped the dirty pages and marked them clean, so a later successful
+    /// sync would prove nothing. The log takes no more records until restart.
+    dead: bool,
     /// Where live deliveries and their messages are in the file.
     index: Index,
 }
@@ -493,10 +541,25 @@ impl Store {
             let mut records = 0u64;
             let mut body = Vec::new();
             let mut chunk = vec![0u8; READ_BUF];
+            // Records since the last commit marker, applied when it comes (one
+            // commit's worth: message contents are not held, only their heads).
+            let mut batch: Vec<(Step, u64)> = Vec::new();
+            // The log has commit markers (a log written before them has none, and
+            // all its records count), and where the last one ends.
+            let mut marked = false;
+            let mut committed = pos;
             while pos < file_len {
                 match read_record(&mut rd, pos, file_len, &mut body, &mut chunk) {
+                    Ok((Step::Commit, end)) => {
+                        for (step, at) in batch.drain(..) {
+                            state.apply(step, at, &mut index);
+                        }
+                        marked = true;
+                        pos = end;
+                        committed = end;
+                    }
                     Ok((step, end)) => {
-                        state.apply(step, pos, &mut index);
+                        batch.push((step, pos));
                         pos = end;
                         records += 1;
                     }
@@ -528,14 +591,30 @@ impl Store {
                         } else {
                             return Err(PersistError::Corrupt(path.to_path_buf(), pos, why.into()));
                         }
-                        drop(rd);
-                        file.truncate(pos).map_err(io)?;
-                        file.sync().map_err(io)?;
                         break;
                     }
                 }
             }
-            good = pos.min(file_len);
+            drop(rd);
+            let mut end = pos.min(file_len);
+            if marked && !batch.is_empty() {
+                // A batch whose commit never completed: none of it was acknowledged.
+                warn!(
+                    "{}: dropping {} record(s) of a commit cut short at offset {committed}: the last write before a crash.",
+                    path.display(),
+                    batch.len()
+                );
+                batch.clear();
+                end = committed;
+            }
+            for (step, at) in batch.drain(..) {
+                state.apply(step, at, &mut index);
+            }
+            if end < file_len {
+                file.truncate(end).map_err(io)?;
+                file.sync().map_err(io)?;
+            }
+            good = end;
             index.prune();
             info!(
                 "Restored {} retained message(s) and {} session(s) with {} queued message(s) from {} ({records} records).",
@@ -557,6 +636,7 @@ impl Store {
                 last_sync: Instant::now(),
                 unsynced: false,
                 failing: false,
+                dead: false,
                 index,
             },
             state,
@@ -615,19 +695,41 @@ impl Store {
         self.index.deliveries()
     }
 
-    /// True when the last write failed (new QoS 1/2 messages for durable
-    /// destinations must be refused until one succeeds).
+    /// True when the last write failed or a sync ever did (new QoS 1/2
+    /// messages for durable destinations must be refused).
     pub fn failing(&self) -> bool {
-        self.failing
+        self.failing || self.dead
     }
 
-    /// Write this turn's records and sync as the policy says. Called once per
-    /// loop turn before output is flushed. On failure the records stay buffered
-    /// and are retried next turn; the error is returned for logging.
+    /// A sync failed: the log takes no more records until restart.
+    pub fn dead(&self) -> bool {
+        self.dead
+    }
+
+    /// Records were added since the last successful [`Store::commit`]: output
+    /// that depends on them must wait for the next one.
+    pub fn needs_commit(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Write this turn's records, ending with a commit marker, and sync as the
+    /// policy says. Called before output that depends on them is released.
+    /// When the write fails the records stay buffered and are retried at the
+    /// next commit; when the sync fails the log is dead (see
+    /// [`PersistError::Dead`]) and records are dropped from then on. Either way
+    /// the caller must not release what depends on them.
     pub fn commit(&mut self, now: Instant) -> Result<(), PersistError> {
         // The turn is over: messages no delivery names can be forgotten.
         self.index.prune();
+        if self.dead {
+            if self.buf.is_empty() {
+                return Ok(());
+            }
+            self.buf.clear();
+            return Err(PersistError::Dead(self.path.clone()));
+        }
         if !self.buf.is_empty() {
+            frame_commit(&mut self.buf);
             let r = self.file.append(&self.buf);
             if let Err(e) = r {
                 self.failing = true;
@@ -645,7 +747,7 @@ impl Store {
         };
         if self.unsynced && due {
             if let Err(e) = self.file.sync() {
-                self.failing = true;
+                self.dead = true;
                 return Err(PersistError::Io(self.path.clone(), e));
             }
             self.unsynced = false;
@@ -657,7 +759,7 @@ impl Store {
 
     /// The log has grown enough to be worth compacting.
     pub fn wants_compaction(&self) -> bool {
-        self.size > COMPACT_MIN && self.size > self.base.saturating_mul(4)
+        !self.dead && self.size > COMPACT_MIN && self.size > self.base.saturating_mul(4)
     }
 
     /// Replace the log by the live state `dump` writes. Returns the pause.
@@ -727,6 +829,9 @@ impl Store {
         if let Some(e) = failure {
             return Err(io(e));
         }
+        let before = out.len();
+        frame_commit(&mut out);
+        written += (out.len() - before) as u64;
         f.append(&out).map_err(io)?;
         f.sync().map_err(io)?;
         self.fs
@@ -938,7 +1043,8 @@ mod tests {
         assert_eq!(s.load(51), None);
         // Nothing references it: the next compaction drops it.
         s.compact(|_| {}).expect("compact");
-        assert_eq!(s.size(), MAGIC.len() as u64);
+        // The header and a commit marker.
+        assert_eq!(s.size(), (MAGIC.len() + FRAME + 1) as u64);
         let _ = std::fs::remove_dir_all(&d);
     }
 
@@ -958,6 +1064,52 @@ mod tests {
         }
         assert_eq!(std::fs::read(&path).expect("read").len(), 8, "left alone");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A power cut can keep part of a commit (any prefix of the unsynced
+    /// write): a batch counts only with its commit marker, so a message is not
+    /// kept for one session and lost for another, nor a QoS 2 id held without
+    /// its deliveries. A log without markers (written before them) loads whole.
+    #[test]
+    fn a_batch_without_its_commit_marker_is_dropped_whole() {
+        let fs = crate::persist::fs::MemFs::new();
+        let path = Path::new("log");
+        let open = || Store::open_in(Box::new(fs.clone()), path, SyncPolicy::Always, false);
+        {
+            let (mut s, _) = open().expect("open");
+            s.append(&Record::RetainSet(&msg("kept", b"v")));
+            s.commit(Instant::now()).expect("commit");
+            s.append(&Record::RetainSet(&msg("a", b"v")));
+            s.append(&Record::RetainSet(&msg("b", b"v")));
+            fs.fail_sync(true);
+            assert!(s.commit(Instant::now()).is_err());
+            fs.fail_sync(false);
+        }
+        let marker = FRAME + 1;
+        // Power cut keeping both records of the second batch but not its marker.
+        fs.crash(|n| n - marker);
+        let (_s, r) = open().expect("reopen");
+        assert!(r.retained.contains_key("kept"));
+        assert!(!r.retained.contains_key("a") && !r.retained.contains_key("b"));
+        drop(_s);
+        // The same log without any marker: every record counts.
+        let data = fs.contents(path).expect("log");
+        let mut old = MAGIC.to_vec();
+        let mut pos = MAGIC.len();
+        while pos < data.len() {
+            let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]])
+                as usize;
+            if data[pos + FRAME..pos + FRAME + len] != [COMMIT] {
+                old.extend_from_slice(&data[pos..pos + FRAME + len]);
+            }
+            pos += FRAME + len;
+        }
+        let fs2 = crate::persist::fs::MemFs::new();
+        let mut f = fs2.open(path, false).expect("open");
+        f.append(&old).expect("write");
+        let (_s, r) =
+            Store::open_in(Box::new(fs2), path, SyncPolicy::Always, false).expect("old log");
+        assert!(r.retained.contains_key("kept"));
     }
 
     #[test]

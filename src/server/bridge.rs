@@ -461,6 +461,15 @@ impl Server {
     }
 
     /// Is `key` the local side of a bridge? Then which.
+    /// Bridge `i`'s local session `key` is gone (the server dropped it).
+    pub(super) fn detach_bridge_local(&mut self, i: usize, key: usize) {
+        if let Some(link) = self.bridges.get_mut(i) {
+            if link.local == Some(key) {
+                link.local = None;
+            }
+        }
+    }
+
     pub(super) fn local_bridge(&self, key: usize) -> Option<usize> {
         self.io.conns.get(key).and_then(|c| c.stream.bridge())
     }

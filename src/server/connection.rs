@@ -170,7 +170,13 @@ pub struct Connection {
     pub listener: usize,
     /// Where the MQTT handshake stands (selects the decode limits).
     pub phase: Phase,
+    /// `wbuf` from this offset on waits for the persistence log's commit
+    /// (acknowledgements of records not yet on disk); [`NO_BARRIER`] = none.
+    pub barrier: usize,
 }
+
+/// [`Connection::barrier`] when nothing is held back.
+pub const NO_BARRIER: usize = usize::MAX;
 
 /// What a flush achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +187,8 @@ pub enum Flush {
     Blocked,
     /// The socket failed (peer gone).
     Failed,
+    /// Everything before the barrier is written; the rest waits for the commit.
+    Held,
 }
 
 impl Connection {
@@ -199,6 +207,7 @@ impl Connection {
             blocked: false,
             listener: 0,
             phase: Phase::AwaitingConnect,
+            barrier: NO_BARRIER,
         }
     }
 
@@ -218,10 +227,12 @@ impl Connection {
     }
 
     /// Write as much as the socket takes, in as few syscalls as it allows: all
-    /// the packets queued in one loop turn go out in one `write`.
+    /// the packets queued in one loop turn go out in one `write`. Nothing at or
+    /// after the barrier is written.
     pub fn flush(&mut self) -> Flush {
-        while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
+        let end = self.wbuf.len().min(self.barrier);
+        while self.wpos < end {
+            match self.stream.write(&self.wbuf[self.wpos..end]) {
                 Ok(0) => return Flush::Failed,
                 Ok(n) => self.wpos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -233,6 +244,10 @@ impl Connection {
             }
         }
         self.blocked = false;
+        if end < self.wbuf.len() {
+            return Flush::Held;
+        }
+        self.barrier = NO_BARRIER;
         self.wbuf.clear();
         self.wpos = 0;
         if self.wbuf.capacity() > KEEP_CAPACITY {

@@ -1,16 +1,18 @@
 //! The server's side of the broker's [`Output`]: packets are encoded straight into
 //! each connection's write buffer, timers go into the wheel, closes are flagged
-//! for the end of the loop turn (when the buffers are flushed).
+//! for the end of the loop turn (when the buffers are flushed). Acknowledgements
+//! of durable state wait behind a per-connection barrier until the log's commit.
 
 use std::time::Instant;
 
 use log::warn;
 use slab::Slab;
 
-use crate::broker::{ConnId, IoCounters, Output, Timer};
+use crate::broker::{ConnId, IoCounters, Load, Output, Timer};
+use crate::persist::PersistError;
 use crate::protocol::{encode, Packet, ProtocolVersion};
 
-use super::connection::Connection;
+use super::connection::{Connection, NO_BARRIER};
 use super::wheel::Wheel;
 
 /// Output queued in one turn beyond which it is written at once.
@@ -43,6 +45,10 @@ pub struct Io {
     pub store: Option<crate::persist::Store>,
     /// Bytes and packets moved, for `$SYS` (plain additions on the hot path).
     pub counters: IoCounters,
+    /// Connections holding bytes behind a barrier until the log's commit.
+    held: Vec<ConnId>,
+    /// Stored messages the broker asked for, to read back this turn.
+    pub loads: Vec<Load>,
 }
 
 impl Io {
@@ -55,6 +61,8 @@ impl Io {
             next_serial: 0,
             store: None,
             counters: IoCounters::default(),
+            held: Vec::new(),
+            loads: Vec::new(),
         }
     }
 
@@ -84,13 +92,26 @@ impl Io {
     }
 }
 
-impl Output for Io {
-    fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+impl Io {
+    /// Encode `packet` on `conn`; with `after_commit`, behind a barrier while the
+    /// log has records not yet committed.
+    fn queue(
+        &mut self,
+        conn: ConnId,
+        version: ProtocolVersion,
+        packet: &Packet<'_>,
+        after_commit: bool,
+    ) {
+        let hold = after_commit && self.store.as_ref().is_some_and(|s| s.needs_commit());
         let Some(c) = self.conns.get_mut(conn) else {
             return;
         };
         if c.closing {
             return;
+        }
+        if hold && c.barrier == NO_BARRIER {
+            c.barrier = c.wbuf.len();
+            self.held.push(conn);
         }
         let n = match encode(packet, version, &mut c.wbuf) {
             Ok(n) => n,
@@ -103,11 +124,61 @@ impl Output for Io {
         self.counters.bytes_sent += n as u64;
         // A big burst within one turn (fan-out of a large batch) is written as it
         // grows rather than held to the end of the turn: memory stays bounded and
-        // a fast reader is never mistaken for a slow one.
+        // a fast reader is never mistaken for a slow one. Held acknowledgements
+        // are part of it: the log is committed first, so none leaves before the
+        // records it acknowledges are on disk.
         if !c.blocked && c.pending() >= EARLY_FLUSH && c.stream.bridge().is_none() {
-            let _ = c.flush();
+            if c.barrier != NO_BARRIER {
+                // A failure is handled at the end of the turn, where the broker
+                // can be told; until then the bytes stay held.
+                let _ = self.commit(Instant::now());
+            }
+            if let Some(c) = self.conns.get_mut(conn) {
+                let _ = c.flush();
+            }
         }
         self.mark_dirty(conn);
+    }
+
+    /// Commit the log; on success release every held byte (the connections
+    /// are already on the flush list). On failure the held bytes stay held and
+    /// the caller must drop them (see [`Io::take_held`]).
+    pub fn commit(&mut self, now: Instant) -> Result<(), PersistError> {
+        if let Some(store) = self.store.as_mut() {
+            store.commit(now)?;
+        }
+        for key in std::mem::take(&mut self.held) {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.barrier = NO_BARRIER;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed commit: cut every connection's held bytes (they
+    /// acknowledge what is not on disk and must never leave) and return the
+    /// connections, which must be closed.
+    pub fn take_held(&mut self) -> Vec<ConnId> {
+        let held = std::mem::take(&mut self.held);
+        for &key in &held {
+            if let Some(c) = self.conns.get_mut(key) {
+                if c.barrier != NO_BARRIER {
+                    c.wbuf.truncate(c.barrier);
+                    c.barrier = NO_BARRIER;
+                }
+            }
+        }
+        held
+    }
+}
+
+impl Output for Io {
+    fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        self.queue(conn, version, packet, false);
+    }
+
+    fn send_after_commit(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
+        self.queue(conn, version, packet, true);
     }
 
     fn pending_bytes(&self, conn: ConnId) -> usize {
@@ -128,8 +199,8 @@ impl Output for Io {
         }
     }
 
-    fn load(&mut self, id: u64) -> Option<crate::persist::StoredMessage> {
-        self.store.as_ref()?.load(id)
+    fn request_load(&mut self, load: Load) {
+        self.loads.push(load);
     }
 
     fn persistence_failing(&self) -> bool {
@@ -141,5 +212,195 @@ impl Output for Io {
             persistence_log_bytes: self.store.as_ref().map(|s| s.size()),
             ..self.counters
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The durability half of the broker<->shell contract, at the seam: held
+    //! bytes vs the log's sync, on a real socket and an in-memory log.
+    use std::io::{ErrorKind, Read};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+
+    use super::*;
+    use crate::broker::message::Message;
+    use crate::persist::fs::MemFs;
+    use crate::persist::{Record, Store, SyncPolicy};
+    use crate::protocol::{PubResp, Publish, QoS};
+    use crate::server::connection::Stream;
+
+    const LOG: &str = "midge.db";
+
+    /// An `Io` with one connection (key 0) on an in-memory log, and the
+    /// client's end of the socket (non-blocking).
+    fn setup(policy: SyncPolicy) -> (Io, MemFs, TcpStream) {
+        let fs = MemFs::new();
+        let (store, _) =
+            Store::open_in(Box::new(fs.clone()), Path::new(LOG), policy, false).expect("open");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        client.set_nonblocking(true).expect("nonblocking");
+        let mut io = Io::new(Instant::now());
+        io.store = Some(store);
+        let key = io.add(Connection::new(Stream::Plain(
+            mio::net::TcpStream::from_std(server),
+        )));
+        assert_eq!(key, 0);
+        (io, fs, client)
+    }
+
+    fn message(topic: &str) -> Message {
+        Message {
+            topic: topic.into(),
+            payload: b"v".to_vec().into(),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: None,
+            received: Instant::now(),
+        }
+    }
+
+    /// Everything the client can read now.
+    fn received(client: &mut TcpStream) -> Vec<u8> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return all,
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// PUBACK packet ids in a 3.1.1 byte stream of PUBACKs and PUBLISHes.
+    fn pubacks(stream: &[u8]) -> Vec<u16> {
+        let mut ids = Vec::new();
+        let mut pos = 0;
+        while pos < stream.len() {
+            let limits = crate::protocol::DecodeLimits::new(ProtocolVersion::V311, usize::MAX);
+            match crate::protocol::decode(&stream[pos..], &limits) {
+                Ok(crate::protocol::Decoded::Packet(p, used)) => {
+                    if let Packet::PubAck(r) = p {
+                        ids.push(r.packet_id);
+                    }
+                    pos += used;
+                }
+                _ => break,
+            }
+        }
+        ids
+    }
+
+    /// Issue 11 item 1: a connection whose output passes the early-flush mark
+    /// mid-turn must not let a PUBACK reach the socket before the record it
+    /// acknowledges is synced. Each step persists record i, queues PUBACK i
+    /// after the commit and a 10 kB PUBLISH; whenever the client has received
+    /// PUBACK i, record i must be in what survives a power cut.
+    #[test]
+    fn acks_reach_the_socket_only_after_their_record_is_synced() {
+        let (mut io, fs, mut client) = setup(SyncPolicy::Always);
+        let payload = vec![7u8; 10_000];
+        let mut wire = Vec::new();
+        let mut early = false;
+        for i in 1..=60u16 {
+            let topic = format!("rec/{i:04}");
+            io.persist(&Record::RetainSet(&message(&topic)));
+            io.send_after_commit(
+                0,
+                ProtocolVersion::V311,
+                &Packet::PubAck(PubResp::success(i)),
+            );
+            io.send(
+                0,
+                ProtocolVersion::V311,
+                &Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtMostOnce,
+                    retain: false,
+                    topic: "t",
+                    packet_id: 0,
+                    properties: Default::default(),
+                    payload: &payload,
+                }),
+            );
+            wire.extend(received(&mut client));
+            let acked = pubacks(&wire);
+            early |= !acked.is_empty();
+            // What a power cut would keep right now.
+            let survivor = fs.clone();
+            let durable = survivor.synced(Path::new(LOG)).expect("log");
+            for id in acked {
+                let name = format!("rec/{id:04}");
+                assert!(
+                    durable.windows(name.len()).any(|w| w == name.as_bytes()),
+                    "PUBACK {id} left before its record was synced"
+                );
+            }
+        }
+        assert!(early, "the test never reached the early flush");
+        assert!(fs.syncs() >= 2, "the early flush committed first");
+    }
+
+    /// Issue 11 item 1: when the sync fails, the held PUBACK never leaves (the
+    /// connection is handed back for closing), and the log is dead: a later
+    /// commit does not retry the sync and reports the failure.
+    #[test]
+    fn a_failed_sync_releases_no_ack_and_is_not_retried() {
+        let (mut io, fs, mut client) = setup(SyncPolicy::Always);
+        io.send(0, ProtocolVersion::V311, &Packet::PingResp);
+        io.persist(&Record::RetainSet(&message("a")));
+        io.send_after_commit(
+            0,
+            ProtocolVersion::V311,
+            &Packet::PubAck(PubResp::success(1)),
+        );
+        fs.fail_sync(true);
+        let syncs = fs.syncs();
+        assert!(io.commit(Instant::now()).is_err());
+        assert_eq!(io.take_held(), vec![0]);
+        let c = io.conns.get_mut(0).expect("conn");
+        assert_eq!(c.flush(), super::super::connection::Flush::Done);
+        let got = received(&mut client);
+        assert_eq!(got, vec![0xD0, 0], "only the PINGRESP, no PUBACK: {got:?}");
+        assert!(io.persistence_failing());
+        // The disk "recovers": the log must still not trust itself.
+        fs.fail_sync(false);
+        io.persist(&Record::RetainSet(&message("b")));
+        io.send_after_commit(
+            0,
+            ProtocolVersion::V311,
+            &Packet::PubAck(PubResp::success(2)),
+        );
+        assert!(io.commit(Instant::now()).is_err(), "the dead log refuses");
+        assert_eq!(fs.syncs(), syncs, "no sync retried after a failure");
+        assert_eq!(io.take_held(), vec![0]);
+        assert!(io.persistence_failing());
+    }
+
+    /// A failed write (not a sync) is retried: the acks stay held meanwhile
+    /// and leave once a commit succeeds.
+    #[test]
+    fn a_failed_write_holds_acks_until_a_commit_succeeds() {
+        let (mut io, fs, mut client) = setup(SyncPolicy::Always);
+        io.persist(&Record::RetainSet(&message("a")));
+        io.send_after_commit(
+            0,
+            ProtocolVersion::V311,
+            &Packet::PubAck(PubResp::success(1)),
+        );
+        fs.fail_append(true);
+        assert!(io.commit(Instant::now()).is_err());
+        assert!(io.persistence_failing());
+        fs.fail_append(false);
+        io.commit(Instant::now()).expect("retried write");
+        assert!(!io.persistence_failing());
+        let c = io.conns.get_mut(0).expect("conn");
+        assert_eq!(c.flush(), super::super::connection::Flush::Done);
+        assert_eq!(pubacks(&received(&mut client)), vec![1]);
     }
 }

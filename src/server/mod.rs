@@ -152,9 +152,15 @@ impl Server {
                 crate::persist::Store::open(&path, policy, config.persistence_recover)
                     .map_err(|e| ServerError::Security(format!("persistence: {e}")))?;
             broker.enable_persistence(state.last_id, state.last_sid);
-            // In place before the restore: messages in flight are read back.
+            let now = Instant::now();
+            broker.set_wall_clock(now, unix_ms());
+            // Messages in flight are read back from the log: start-up input.
+            let in_flight = state
+                .in_flight()
+                .filter_map(|id| Some((id, store.load(id)?)))
+                .collect();
             io.store = Some(store);
-            broker.restore(Instant::now(), state, &mut io);
+            broker.restore(now, state, in_flight, &mut io);
             info!(
                 "Persistence on: {} (sync {}).",
                 path.display(),
@@ -231,6 +237,7 @@ impl Server {
                 return Err(ServerError::Io(e));
             }
             let now = Instant::now();
+            self.broker.set_wall_clock(now, unix_ms());
             let mut shutdown = false;
             for event in events.iter() {
                 match event.token() {
@@ -622,17 +629,62 @@ impl Server {
         self.flush_all(now);
     }
 
-    /// Put this turn's durable changes on disk, before any acknowledgement of
-    /// them leaves (group commit: one sync per loop turn). Compacts the log when
-    /// it has grown enough.
+    /// Read back the stored messages the broker asked for this turn; answering
+    /// may ask for more (the next message of the same queue).
+    fn fulfil_loads(&mut self, now: Instant) {
+        while !self.io.loads.is_empty() {
+            for load in std::mem::take(&mut self.io.loads) {
+                let msg = self.io.store.as_ref().and_then(|s| s.load(load.id));
+                self.broker.handle_loaded(now, load, msg, &mut self.io);
+            }
+        }
+    }
+
+    /// Put this turn's durable changes on disk and release the output held for
+    /// them (group commit: one sync per loop turn). When the commit fails, the
+    /// held acknowledgements are dropped and their connections closed: nothing
+    /// acknowledges what is not on disk. Compacts the log when it has grown
+    /// enough.
     fn commit(&mut self, now: Instant) {
+        let Some(store) = self.io.store.as_ref() else {
+            return;
+        };
+        let was_dead = store.dead();
+        if let Err(e) = self.io.commit(now) {
+            let dead = self.io.store.as_ref().is_some_and(|s| s.dead());
+            if dead && !was_dead {
+                error!(
+                    "PERSISTENCE LOST: syncing the log failed ({e}). The kernel may have dropped what was written, so the log is no longer trusted: QoS 1/2 messages for durable sessions are refused until midge is restarted (start-up replays what is really on disk)."
+                );
+            } else if !dead {
+                error!("Persistence write failed, will retry; refusing QoS 1/2 for durable state meanwhile: {e}.");
+            }
+            for key in self.io.take_held() {
+                if let Some(i) = self.local_bridge(key) {
+                    // A bridge's local session: dropped like any other; the
+                    // bridge attaches it again (and the remote re-sends).
+                    warn!("Bridge {i}: its local session's acknowledgements could not be made durable: detaching it.");
+                    self.lost(key, now);
+                    self.detach_bridge_local(i, key);
+                    continue;
+                }
+                let Some(conn) = self.io.conns.get_mut(key) else {
+                    continue;
+                };
+                info!("Closing connection {key}: its acknowledgements could not be made durable.");
+                // What precedes the barrier promised nothing: best effort.
+                let _ = conn.flush();
+                if conn.closing {
+                    self.remove(key);
+                } else {
+                    self.lost(key, now);
+                }
+            }
+            return;
+        }
         let Some(store) = self.io.store.as_mut() else {
             return;
         };
-        if let Err(e) = store.commit(now) {
-            error!("Persistence write failed, will retry; refusing QoS 1/2 for durable state meanwhile: {e}.");
-            return;
-        }
         if store.wants_compaction() {
             let before = store.size();
             let broker = &self.broker;
@@ -647,11 +699,17 @@ impl Server {
         }
     }
 
-    /// Write out everything queued this turn: one `write` per connection.
+    /// Write out everything queued this turn: one `write` per connection, after
+    /// the log's commit.
     fn flush_all(&mut self, now: Instant) {
-        self.commit(now);
-        // Losing a connection can publish a will, which dirties others: repeat.
-        while !self.io.dirty.is_empty() {
+        // Losing a connection can publish a will, which dirties others (and may
+        // add records): repeat.
+        loop {
+            self.fulfil_loads(now);
+            self.commit(now);
+            if self.io.dirty.is_empty() && self.io.loads.is_empty() {
+                return;
+            }
             for key in std::mem::take(&mut self.io.dirty) {
                 if let Some(i) = self.local_bridge(key) {
                     self.bridge_local_output(key, i, now);
@@ -666,6 +724,8 @@ impl Server {
                 match result {
                     Flush::Done if closing => self.remove(key),
                     Flush::Done => self.set_write_interest(key, false),
+                    // Not after a commit; released bytes are flushed next round.
+                    Flush::Held => {}
                     Flush::Blocked => {
                         self.set_write_interest(key, true);
                         if closing {
@@ -754,6 +814,13 @@ impl InboundLimits {
             max_topic_filters: self.max_filters,
         }
     }
+}
+
+/// The wall-clock time in milliseconds since 1970 (the broker is given it).
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn conn_serial(io: &Io, key: usize) -> u64 {
