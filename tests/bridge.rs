@@ -392,55 +392,7 @@ fn outage_loses_nothing_and_duplicates_no_qos2() {
         present,
         "the counting session survived the remote's restart"
     );
-    let mut seen = vec![0u32; N];
-    let mut distinct = 0;
-    // A QoS 2 receiver as the spec has it: a PUBLISH whose id is still waiting
-    // for its PUBREL is the same message again [MQTT-4.3.3-10].
-    let mut awaiting_rel = std::collections::HashSet::new();
-    let count = |payload: &[u8], seen: &mut Vec<u32>, distinct: &mut usize| {
-        let i: usize = std::str::from_utf8(payload)
-            .expect("utf8")
-            .parse()
-            .expect("number");
-        if seen[i] == 0 {
-            *distinct += 1;
-        }
-        seen[i] += 1;
-    };
-    loop {
-        // After the last new message, a short quiet period catches duplicates.
-        let wait = if distinct < N {
-            TIMEOUT * 2
-        } else {
-            Duration::from_millis(500)
-        };
-        match c.try_recv(wait) {
-            Some(Ok(Packet::Publish(p))) => match p.qos {
-                QoS::ExactlyOnce => {
-                    if awaiting_rel.insert(p.packet_id) {
-                        count(p.payload, &mut seen, &mut distinct);
-                    }
-                    c.send(&Packet::PubRec(PubResp::success(p.packet_id)));
-                }
-                _ => {
-                    count(p.payload, &mut seen, &mut distinct);
-                    c.ack(&p);
-                }
-            },
-            Some(Ok(Packet::PubRel(r))) => {
-                awaiting_rel.remove(&r.packet_id);
-                c.send(&Packet::PubComp(PubResp::success(r.packet_id)));
-            }
-            None if distinct == N => break,
-            other => panic!(
-                "after {distinct} of {N} messages: {other:?}; missing: {:?}",
-                (0..N)
-                    .filter(|i| seen[*i] == 0)
-                    .take(20)
-                    .collect::<Vec<_>>()
-            ),
-        }
-    }
+    let seen = count_numbered(&mut c, N);
     assert!(
         midge.log_text().contains("Bridge out: connection to"),
         "the link was not interrupted"
@@ -585,4 +537,303 @@ fn bad_bridge_ca_stops_start_up() {
         err.contains("bridge tls") && err.contains("no PEM certificate"),
         "{err}"
     );
+}
+
+/// Count what a persistent QoS 2 subscriber receives until `n` distinct numbered
+/// payloads arrived and a short quiet period passed; returns the count per payload.
+/// QoS 2 as the spec has it: a PUBLISH whose id still waits for its PUBREL is the
+/// same message again [MQTT-4.3.3-10].
+fn count_numbered(c: &mut Client, n: usize) -> Vec<u32> {
+    let mut seen = vec![0u32; n];
+    let mut distinct = 0;
+    let mut awaiting_rel = std::collections::HashSet::new();
+    loop {
+        let wait = if distinct < n {
+            TIMEOUT * 2
+        } else {
+            Duration::from_millis(500)
+        };
+        let mut count = |payload: &[u8]| {
+            let i: usize = std::str::from_utf8(payload)
+                .expect("utf8")
+                .parse()
+                .expect("number");
+            if seen[i] == 0 {
+                distinct += 1;
+            }
+            seen[i] += 1;
+        };
+        match c.try_recv(wait) {
+            Some(Ok(Packet::Publish(p))) => {
+                if p.qos == QoS::ExactlyOnce {
+                    if awaiting_rel.insert(p.packet_id) {
+                        count(p.payload);
+                    }
+                    c.send(&Packet::PubRec(PubResp::success(p.packet_id)));
+                } else {
+                    count(p.payload);
+                    c.ack(&p);
+                }
+            }
+            Some(Ok(Packet::PubRel(r))) => {
+                awaiting_rel.remove(&r.packet_id);
+                c.send(&Packet::PubComp(PubResp::success(r.packet_id)));
+            }
+            None if distinct == n => return seen,
+            other => panic!(
+                "after {distinct} of {n} messages: {other:?}; missing: {:?}",
+                (0..n)
+                    .filter(|i| seen[*i] == 0)
+                    .take(20)
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
+/// Issue 12 test 6: with `persistence true`, messages acknowledged while the
+/// uplink is down survive `kill -9` of midge and reach the remote after the
+/// restart: every one, QoS 2 once.
+#[test]
+fn outage_and_kill_9_keep_every_acknowledged_message() {
+    const N: usize = 200;
+    let mdir = temp_dir("mosquitto-kill9");
+    let mconf = format!(
+        "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
+        mdir.display()
+    );
+    let mut remote = Mosquitto::start_on(free_port(), &mconf, mdir.clone());
+    let rport = remote.port;
+    let counter = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(ProtocolVersion::V311, "counter9")
+    };
+    let (mut c, _) = Client::connect_with(rport, &counter);
+    c.subscribe("sf/#", QoS::ExactlyOnce);
+    c.disconnect();
+    remote.stop();
+
+    let pdir = temp_dir("midge-kill9");
+    let port = free_port();
+    let conf = format!(
+        "listener {port} 127.0.0.1\npersistence true\npersistence_location {}\n{}",
+        pdir.display(),
+        section("sf", rport, "topic sf/# out 2\n")
+    );
+    let midge = BrokerProcess::start_with_config(port, &conf, &[]);
+    midge.wait_log("Bridge sf: cannot connect");
+    let mut p = Client::connect_v(port, ProtocolVersion::V311, "sf-pub");
+    for i in 0..N {
+        let qos = if i % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        p.publish("sf/m", format!("{i}").as_bytes(), qos, false, 1 + i as u16);
+    }
+    // kill -9: no shutdown path runs.
+    drop(p);
+    drop(midge);
+    let midge = BrokerProcess::start_with_config(port, &conf, &[]);
+    let _remote = Mosquitto::start_on(rport, &mconf, mdir);
+    midge.wait_log("Bridge sf: connected");
+    let (mut c, (_, present)) = Client::connect_with(rport, &counter);
+    assert!(present);
+    let seen = count_numbered(&mut c, N);
+    let dup2: Vec<usize> = (0..N).filter(|i| i % 2 == 1 && seen[*i] > 1).collect();
+    assert!(dup2.is_empty(), "QoS 2 messages delivered twice: {dup2:?}");
+}
+
+/// Issue 12 test 7: the first address is dead, the second alive: the bridge
+/// connects to the second without waiting out its back-off; with `round_robin`
+/// a lost link moves on to the next address.
+#[test]
+fn address_failover_and_round_robin() {
+    let dead = free_port();
+    let mut a = Mosquitto::start("");
+    let b = Mosquitto::start("");
+    let conf = format!(
+        "connection f\naddress 127.0.0.1:{dead} 127.0.0.1:{} 127.0.0.1:{}\nremote_clientid f\n\
+         restart_timeout 30\nround_robin true\ntopic t/# out 1\n",
+        a.port, b.port
+    );
+    let midge = BrokerProcess::start(&conf);
+    // restart_timeout 30: connecting within TIMEOUT means no back-off between
+    // addresses of one round.
+    midge.wait_log(&format!("Bridge f: connected to 127.0.0.1:{}", a.port));
+    a.kill();
+    midge.wait_log(&format!("Bridge f: connected to 127.0.0.1:{}", b.port));
+    let mut sub = Client::connect_v(b.port, ProtocolVersion::V311, "fsub");
+    sub.subscribe("t/#", QoS::AtLeastOnce);
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V311, "fpub");
+    p.publish("t/x", b"via b", QoS::AtLeastOnce, false, 1);
+    assert_eq!(next_publish(&mut sub).payload, b"via b");
+}
+
+/// Issue 12 test 9: a bridge whose address does not resolve keeps retrying
+/// without slowing local clients: name resolution runs off the loop thread.
+#[test]
+fn unresolvable_address_does_not_slow_local_traffic() {
+    let midge = BrokerProcess::start(
+        "connection dns\naddress no-such-host.invalid:1883\nremote_clientid dns\nrestart_timeout 1\ntopic # out 1\n",
+    );
+    midge.wait_log("Bridge dns: connecting to no-such-host.invalid:1883");
+    let mut sub = Client::connect_v(midge.port, ProtocolVersion::V311, "rtt-sub");
+    sub.subscribe("rtt", QoS::AtMostOnce);
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V311, "rtt-pub");
+    let mut rtts = Vec::new();
+    let start = std::time::Instant::now();
+    // Long enough to span several retries (restart_timeout 1).
+    while start.elapsed() < Duration::from_millis(2500) {
+        let t = std::time::Instant::now();
+        p.publish(
+            "rtt",
+            format!("{}", rtts.len()).as_bytes(),
+            QoS::AtMostOnce,
+            false,
+            0,
+        );
+        let _ = next_publish(&mut sub);
+        rtts.push(t.elapsed());
+    }
+    rtts.sort();
+    let p99 = rtts[rtts.len() * 99 / 100];
+    let worst = rtts[rtts.len() - 1];
+    eprintln!(
+        "dns: {} local round trips in 2.5 s while the bridge retries: median {:?}, p99 {p99:?}, worst {worst:?}",
+        rtts.len(),
+        rtts[rtts.len() / 2]
+    );
+    // A getaddrinfo on the loop thread would stall round trips for the whole
+    // lookup (seconds with a dead DNS server), once per retry.
+    assert!(
+        p99 < Duration::from_millis(50),
+        "p99 local round trip {p99:?}"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "worst local round trip {worst:?}"
+    );
+    let log = midge.log_text();
+    assert!(log.contains("Bridge dns: connecting"), "{log}");
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost, a client certificate
+/// signed by it, and an unrelated CA (openssl on the command line).
+fn bridge_pki() -> std::path::PathBuf {
+    let d = temp_dir("bridge-pki");
+    let ossl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&d)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other-ca"] {
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=bridge test {ca}"),
+        );
+        let mut a = vec![
+            "req", "-x509", "-days", "2", "-keyout", &key, "-out", &crt, "-subj", &subj,
+        ];
+        a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
+        a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
+        a.extend(ec);
+        ossl(&a);
+    }
+    std::fs::write(
+        d.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
+    std::fs::write(
+        d.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("ext");
+    for (name, cn, ext) in [
+        ("server", "localhost", "server.ext"),
+        ("client", "edge-bridge", "client.ext"),
+    ] {
+        let (key, csr, crt, subj) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("/CN={cn}"),
+        );
+        let mut a = vec!["req", "-new", "-keyout", &key, "-out", &csr, "-subj", &subj];
+        a.extend(ec);
+        ossl(&a);
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            ext,
+        ]);
+    }
+    d
+}
+
+/// Issue 12 test 8: a TLS bridge to mosquitto's TLS listener. The CA that
+/// signed the server works, with a client certificate the remote requires;
+/// another CA is refused with a clear log line and no plain-text fallback.
+#[test]
+fn tls_bridge_to_mosquitto() {
+    let pki = bridge_pki();
+    let p = |f: &str| pki.join(f).display().to_string();
+    let tls_port = free_port();
+    let remote = Mosquitto::start(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+        p("ca.crt"),
+        p("server.crt"),
+        p("server.key")
+    ));
+    let tls_lines = |ca: &str| {
+        format!(
+            "bridge_cafile {}\nbridge_certfile {}\nbridge_keyfile {}\ntopic tls/# out 1\n",
+            p(ca),
+            p("client.crt"),
+            p("client.key")
+        )
+    };
+    let good = BrokerProcess::start(&section("secure", tls_port, &tls_lines("ca.crt")));
+    good.wait_log("Bridge secure: connected");
+    let mut sub = Client::connect_v(remote.port, ProtocolVersion::V311, "tls-sub");
+    sub.subscribe("tls/#", QoS::AtLeastOnce);
+    let mut publisher = Client::connect_v(good.port, ProtocolVersion::V311, "tls-pub");
+    publisher.publish("tls/x", b"over tls", QoS::AtLeastOnce, false, 1);
+    assert_eq!(next_publish(&mut sub).payload, b"over tls");
+
+    let bad = BrokerProcess::start(&section("wrongca", tls_port, &tls_lines("other-ca.crt")));
+    let line = bad.wait_log("Bridge wrongca: cannot connect");
+    assert!(
+        line.contains("TLS") && line.contains("certificate verify failed"),
+        "{line}"
+    );
+    assert!(!bad.log_text().contains("Bridge wrongca: connected"));
 }
