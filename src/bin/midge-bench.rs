@@ -28,6 +28,8 @@ const MAX_PENDING: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 struct Opts {
     addr: SocketAddr,
+    /// Where subscribers connect (`--sub-port`): another broker, for bridges.
+    sub_addr: Option<SocketAddr>,
     scenario: String,
     qos: QoS,
     payload: usize,
@@ -89,6 +91,12 @@ fn parse_opts() -> Result<Opts, String> {
         "broker process for CPU and RSS figures",
         "PID",
     );
+    o.optopt(
+        "",
+        "sub-port",
+        "subscribers connect to this port instead (a bridge's remote)",
+        "PORT",
+    );
     o.optopt("", "mqtt", "3 (3.1.1) or 5 (3)", "V");
     o.optopt("", "tag", "label for the JSON line", "TEXT");
     o.optflag("", "json", "print one JSON line of results");
@@ -114,6 +122,14 @@ fn parse_opts() -> Result<Opts, String> {
     let addr = format!("{host}:{port}")
         .parse()
         .map_err(|e| format!("address {host}:{port}: {e}"))?;
+    let sub_addr = match m.opt_str("sub-port") {
+        None => None,
+        Some(p) => Some(
+            format!("{host}:{p}")
+                .parse()
+                .map_err(|e| format!("--sub-port {p}: {e}"))?,
+        ),
+    };
     let qos = match num("qos", 0.0)? as u8 {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
@@ -128,6 +144,7 @@ fn parse_opts() -> Result<Opts, String> {
     };
     Ok(Opts {
         addr,
+        sub_addr,
         qos,
         payload: (num("payload", 64.0)? as usize).max(HEADER),
         inflight: (num("inflight", 64.0)? as usize).max(1),
@@ -318,7 +335,11 @@ fn run(o: &Opts) -> Result<(), String> {
     let connect_started = Instant::now();
     let mut publishers = 0u32;
     for (i, (pub_topic, sub_filter)) in plan.iter().enumerate() {
-        let mut c = Conn::open(o.addr).map_err(io)?;
+        let addr = match (sub_filter, o.sub_addr) {
+            (Some(_), Some(a)) => a,
+            _ => o.addr,
+        };
+        let mut c = Conn::open(addr).map_err(io)?;
         poll.registry()
             .register(
                 &mut c.stream,

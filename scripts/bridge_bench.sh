@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Bridge benchmark (issue 12): messages forwarded per CPU-second of the edge
+# broker, midge -> mosquitto against mosquitto -> mosquitto, QoS 0 and 1 (four
+# publishers on the edge, one subscriber on the remote, same load generator);
+# then the drain rate of a 100,000-message QoS 1 backlog queued on the edge while
+# the remote was down (first to last arrival at a subscriber on the remote).
+#
+#   scripts/bridge_bench.sh        (DURATION seconds per run, default 5; BACKLOG, default 100000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-5}"
+BACKLOG="${BACKLOG:-100000}"
+MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+cargo build --release --bins -q
+work="$(mktemp -d)"
+chmod 777 "$work"
+trap 'kill $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# start NAME BINARY PORT CONFIG-LINES -> pid in $pid
+start() {
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\n%b\n' "$3" "$4" >"$work/$1.conf"
+    if [ "$2" = midge ]; then
+        sed -i '/^user root$/d' "$work/$1.conf"
+        target/release/midge -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
+    else
+        "$MOSQUITTO" -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
+    fi
+    pid=$!
+    echo "$pid" >>"$work/pids"
+    wait_port "$3"
+}
+bridge_lines() { # remote-port client-id
+    printf 'connection up\naddress 127.0.0.1:%s\nremote_clientid %s\nrestart_timeout 1\ntopic bench/# out 1\nmax_queued_messages 0\nmax_inflight_messages 100' "$1" "$2"
+}
+wait_log() { for _ in $(seq 1 200); do grep -q "$2" "$work/$1.log" && return 0; sleep 0.05; done; echo "no '$2' in $1.log" >&2; cat "$work/$1.log" >&2; exit 1; }
+
+echo "== forwarded per edge CPU-second ($DURATION s, 4 publishers -> edge -> remote -> 1 subscriber, 64-byte payloads)"
+rport="$(port)"
+start remote mosquitto "$rport" "max_queued_messages 0"
+remote_pid=$pid
+for edge in midge mosquitto; do
+    eport="$(port)"
+    start "edge-$edge" "$edge" "$eport" "$(bridge_lines "$rport" "edge-$edge")"
+    epid=$pid
+    if [ "$edge" = midge ]; then wait_log "edge-$edge" "Bridge up: connected"; else wait_log remote "edge-mosquitto"; fi
+    for q in 0 1; do
+        printf '%-10s -> mosquitto  QoS %s: ' "$edge" "$q"
+        target/release/midge-bench -p "$eport" --sub-port "$rport" -s fanin -c 4 -q "$q" -d "$DURATION" --broker-pid "$epid" | sed -n '1p;3p' | tr '\n' ' '
+        echo
+    done
+    kill "$epid"; wait "$epid" 2>/dev/null || true
+done
+kill "$remote_pid"; wait "$remote_pid" 2>/dev/null || true
+
+echo "== drain of a $BACKLOG-message QoS 1 backlog after an outage"
+for edge in midge mosquitto; do
+    rport="$(port)"; eport="$(port)"
+    start "drain-$edge" "$edge" "$eport" "$(bridge_lines "$rport" "drain-$edge")"
+    epid=$pid
+    # The backlog: QoS 1 messages acknowledged by the edge (a local subscriber
+    # there too) while the remote is down.
+    target/release/midge-bench -p "$eport" -s fanin -c 4 -q 1 -n $((BACKLOG / 4)) >/dev/null
+    start "drain-remote-$edge" mosquitto "$rport" "max_queued_messages 0"
+    t0=$(date +%s.%N)
+    # The subscriber is on before the edge's next retry (restart_timeout 1).
+    mosquitto_sub -p "$rport" -t 'bench/#' -q 1 -C "$BACKLOG" -F '%U' -W 120 >"$work/drain-$edge.ts"
+    first=$(head -1 "$work/drain-$edge.ts"); last=$(tail -1 "$work/drain-$edge.ts")
+    python3 -c "import sys; f,l,n,t0=float('$first'),float('$last'),$BACKLOG,float('$t0'); print('%-10s -> mosquitto  %d messages in %.2f s: %.0f msg/s (remote up to last: %.2f s)' % ('$edge', n, l-f, n/(l-f), l-t0))"
+    kill "$epid"; wait "$epid" 2>/dev/null || true
+done
