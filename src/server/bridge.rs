@@ -15,7 +15,7 @@ use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsConnector, TlsStream}
 use crate::bridge::{Action, Bridge};
 use crate::protocol::{decode, DecodeLimits, Decoded, ProtocolVersion};
 
-use super::connection::{Connection, Stream};
+use super::connection::{Connection, Stream, NO_BARRIER};
 use super::io::Due;
 use super::{Server, READS_PER_TURN};
 
@@ -235,7 +235,17 @@ impl Server {
             return;
         };
         conn.dirty = false;
-        let bytes = std::mem::take(&mut conn.wbuf);
+        // Bytes behind the durability barrier (acks of records not yet synced)
+        // stay until the commit releases them: the remote must not hear an ack
+        // before the message is on disk.
+        let held = if conn.barrier == NO_BARRIER || conn.closing {
+            Vec::new()
+        } else {
+            let rest = conn.wbuf.split_off(conn.barrier.min(conn.wbuf.len()));
+            conn.barrier = 0;
+            rest
+        };
+        let bytes = std::mem::replace(&mut conn.wbuf, held);
         let closing = conn.closing;
         if closing {
             // The broker ended the session (taken over, protocol error).
@@ -257,11 +267,16 @@ impl Server {
             link.machine.feed_local(now, &bytes);
         }
         if let Some(conn) = self.io.conns.get_mut(key) {
-            // Keep the buffer's memory for the next turn.
-            let mut b = bytes;
-            b.clear();
-            if b.capacity() <= 64 * 1024 {
-                conn.wbuf = b;
+            if conn.wbuf.is_empty() {
+                // Keep the buffer's memory for the next turn.
+                let mut b = bytes;
+                b.clear();
+                if b.capacity() <= 64 * 1024 {
+                    conn.wbuf = b;
+                }
+            } else {
+                // Held bytes: handed over after the commit, next round.
+                self.io.mark_dirty(key);
             }
         }
         self.drive_bridge(i, now);
