@@ -257,6 +257,8 @@ impl Server {
                         link.machine.name()
                     );
                     link.local = None;
+                    link.machine
+                        .link_failed(now, "its local session was closed");
                 }
             }
         }
@@ -475,16 +477,21 @@ impl Server {
         }
     }
 
-    /// Is `key` the local side of a bridge? Then which.
     /// Bridge `i`'s local session `key` is gone (the server dropped it).
     pub(super) fn detach_bridge_local(&mut self, i: usize, key: usize) {
-        if let Some(link) = self.bridges.get_mut(i) {
-            if link.local == Some(key) {
-                link.local = None;
-            }
+        let Some(link) = self.bridges.get_mut(i) else {
+            return;
+        };
+        if link.local == Some(key) {
+            link.local = None;
+            // Both sides start again from a clean state: the remote link is
+            // dropped too, and the reconnect attaches the local session anew
+            // (what it had in flight is resent).
+            self.bridge_failed(i, Instant::now(), "its local session was closed");
         }
     }
 
+    /// Is `key` the local side of a bridge? Then which.
     pub(super) fn local_bridge(&self, key: usize) -> Option<usize> {
         self.io.conns.get(key).and_then(|c| c.stream.bridge())
     }
