@@ -25,6 +25,12 @@ pub struct SignalPipe {
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
+    // The handler interrupts code that may be about to read errno (between a
+    // failed syscall and its check); a failing write(2) here would change it
+    // under that code's feet. Saved and restored, as POSIX handlers must.
+    // SAFETY: __errno_location returns this thread's errno slot, valid for the
+    // thread's lifetime; reading and writing an int there is async-signal-safe.
+    let saved = unsafe { *libc::__errno_location() };
     let fd = WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
         let byte = sig as u8;
@@ -34,6 +40,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::write(fd, (&byte as *const u8).cast(), 1);
         }
     }
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = saved };
 }
 
 impl SignalPipe {
@@ -101,5 +109,25 @@ impl SignalPipe {
 impl Drop for SignalPipe {
     fn drop(&mut self) {
         WRITE_FD.store(-1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler whose write(2) fails (here: EBADF on a read-only descriptor)
+    /// leaves errno as the interrupted code had it.
+    #[test]
+    fn the_handler_preserves_errno() {
+        let file = std::fs::File::open("/dev/null").expect("open /dev/null");
+        let before = WRITE_FD.swap(file.as_raw_fd(), Ordering::Relaxed);
+        // SAFETY: this thread's errno slot.
+        unsafe { *libc::__errno_location() = libc::EINTR };
+        on_signal(libc::SIGHUP);
+        // SAFETY: as above.
+        let after = unsafe { *libc::__errno_location() };
+        WRITE_FD.store(before, Ordering::Relaxed);
+        assert_eq!(after, libc::EINTR, "errno changed by the handler");
     }
 }

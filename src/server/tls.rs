@@ -9,7 +9,10 @@
 use std::path::Path;
 
 use openssl::nid::Nid;
-use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslRef, SslVerifyMode, SslVersion};
+use openssl::ssl::{
+    SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslOptions, SslRef, SslVerifyMode,
+    SslVersion,
+};
 use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
 
@@ -25,11 +28,20 @@ fn path_str<'a>(what: &str, p: &'a Path) -> Result<&'a str, String> {
 
 /// Build the acceptor for one listener. Errors name the directive and file.
 pub fn acceptor(t: &TlsConfig) -> Result<SslAcceptor, String> {
+    Ok(builder(t)?.build())
+}
+
+/// The acceptor's settings, before they are frozen (tests look at them here).
+fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
     let e = |what: &str, p: &Path, err: openssl::error::ErrorStack| {
         format!("{what} {}: {err}", p.display())
     };
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
         .map_err(|err| format!("TLS set-up: {err}"))?;
+    // A client-initiated TLS 1.2 renegotiation makes the server redo a handshake's
+    // public-key work on demand (a cheap way to burn the loop's CPU) and has no
+    // use for MQTT; TLS 1.3 has no renegotiation at all.
+    b.set_options(SslOptions::NO_RENEGOTIATION);
     let cert = t.certfile.as_deref().ok_or("TLS needs certfile")?;
     let key = t.keyfile.as_deref().ok_or("TLS needs keyfile")?;
     // Existence first: OpenSSL's messages for a missing file are cryptic.
@@ -90,7 +102,7 @@ pub fn acceptor(t: &TlsConfig) -> Result<SslAcceptor, String> {
     } else {
         b.set_verify(SslVerifyMode::NONE);
     }
-    Ok(b.build())
+    Ok(b)
 }
 
 /// The name a verified client certificate gives: its CN, or with `subject` the
@@ -112,4 +124,55 @@ pub fn identity(ssl: &SslRef, subject: bool) -> Option<String> {
     }
     let cn = name.entries_by_nid(Nid::COMMONNAME).next()?;
     cn.data().to_string().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509NameBuilder, X509};
+
+    /// A self-signed EC certificate and its key, as PEM files in a fresh directory.
+    fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("curve");
+        let key = PKey::from_ec_key(EcKey::generate(&group).expect("key")).expect("pkey");
+        let mut name = X509NameBuilder::new().expect("name");
+        name.append_entry_by_nid(Nid::COMMONNAME, "midge-test")
+            .expect("cn");
+        let name = name.build();
+        let mut b = X509::builder().expect("x509");
+        b.set_version(2).expect("version");
+        b.set_subject_name(&name).expect("subject");
+        b.set_issuer_name(&name).expect("issuer");
+        b.set_pubkey(&key).expect("pubkey");
+        b.set_not_before(&Asn1Time::days_from_now(0).expect("time"))
+            .expect("not before");
+        b.set_not_after(&Asn1Time::days_from_now(1).expect("time"))
+            .expect("not after");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        let cert = b.build();
+        let dir = std::env::temp_dir().join(format!("midge-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&c, cert.to_pem().expect("pem")).expect("write cert");
+        std::fs::write(&k, key.private_key_to_pem_pkcs8().expect("pem")).expect("write key");
+        (c, k)
+    }
+
+    /// [issue 10 item 13] Clients may not renegotiate (SSL_OP_NO_RENEGOTIATION).
+    #[test]
+    fn the_acceptor_refuses_renegotiation() {
+        let (certfile, keyfile) = self_signed();
+        let t = TlsConfig {
+            certfile: Some(certfile),
+            keyfile: Some(keyfile),
+            ..TlsConfig::default()
+        };
+        let b = builder(&t).expect("acceptor");
+        assert!(b.options().contains(SslOptions::NO_RENEGOTIATION));
+        assert!(acceptor(&t).is_ok());
+    }
 }
