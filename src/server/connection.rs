@@ -173,6 +173,14 @@ pub struct Connection {
     /// `wbuf` from this offset on waits for the persistence log's commit
     /// (acknowledgements of records not yet on disk); [`NO_BARRIER`] = none.
     pub barrier: usize,
+    /// Reading stopped because output is stuck above the cap (resumed when it
+    /// drains).
+    pub read_paused: bool,
+    /// A DISCONNECT or a refusing CONNACK is queued: after the flush, shut the
+    /// write side and drain input rather than close with input unread.
+    pub linger: bool,
+    /// The write side is shut; input is read and thrown away until EOF.
+    pub draining: bool,
 }
 
 /// [`Connection::barrier`] when nothing is held back.
@@ -208,6 +216,9 @@ impl Connection {
             listener: 0,
             phase: Phase::AwaitingConnect,
             barrier: NO_BARRIER,
+            read_paused: false,
+            linger: false,
+            draining: false,
         }
     }
 
@@ -254,6 +265,20 @@ impl Connection {
             self.wbuf = Vec::new();
         }
         Flush::Done
+    }
+
+    /// Shut the write side down (TLS: close_notify first), so the peer reads
+    /// everything queued and then EOF, while we can still read.
+    pub fn shutdown_write(&mut self) -> io::Result<()> {
+        match &mut self.stream {
+            Stream::Plain(t) => t.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => {
+                // Best effort: a close_notify that does not fit now is skipped.
+                let _ = s.shutdown();
+                s.get_ref().shutdown(std::net::Shutdown::Write)
+            }
+            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::NotConnected.into()),
+        }
     }
 
     /// Release the partial-packet buffer's memory if it grew for a large packet.

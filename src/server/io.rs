@@ -122,6 +122,13 @@ impl Io {
         };
         self.counters.packets_sent += 1;
         self.counters.bytes_sent += n as u64;
+        // A goodbye with a reason: it must reach the client, so the close that
+        // follows drains input instead of resetting the connection.
+        if matches!(packet, Packet::Disconnect(_))
+            || matches!(packet, Packet::ConnAck(a) if a.reason.0 >= 0x80)
+        {
+            c.linger = true;
+        }
         // A big burst within one turn (fan-out of a large batch) is written as it
         // grows rather than held to the end of the turn: memory stays bounded and
         // a fast reader is never mistaken for a slow one. Held acknowledgements

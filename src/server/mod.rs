@@ -68,6 +68,11 @@ const READS_PER_TURN: usize = 16;
 /// How long a closed connection may take to drain its last packets (a CONNACK
 /// refusal, a DISCONNECT) before it is dropped anyway.
 const LINGER: Duration = Duration::from_secs(5);
+/// How long a connection closed with a reason (DISCONNECT, refusing CONNACK)
+/// has, once that is written, to read it and close its side: its unread input
+/// is drained meanwhile, as closing with input unread makes the kernel send a
+/// reset that can destroy the reason in flight.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
 /// Retry interval for `accept` after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 
@@ -92,6 +97,10 @@ struct Server {
     signals: SignalPipe,
     max_connections: Option<usize>,
     limits: InboundLimits,
+    /// Output stuck on a connection above which its input is no longer read
+    /// (the broker's `max_pending_bytes`): a client that sends but never reads
+    /// cannot make the server hold its answers without bound.
+    read_pause_bytes: usize,
     /// Connections left with unread data by the fairness cap.
     again: Vec<usize>,
     /// `accept` failed for lack of descriptors: retry soon.
@@ -197,6 +206,7 @@ impl Server {
         // subscribes first.
         broker.start_sys_tree(Instant::now(), &mut io);
         let limits = InboundLimits::new(config, broker.config().max_packet_size);
+        let read_pause_bytes = broker.config().max_pending_bytes;
         Ok(Server {
             config: config.clone(),
             poll,
@@ -207,6 +217,7 @@ impl Server {
             signals,
             max_connections: config.max_connections,
             limits,
+            read_pause_bytes,
             again: Vec::new(),
             accept_paused: false,
             replay_again: false,
@@ -472,7 +483,17 @@ impl Server {
             let Some(conn) = self.io.conns.get_mut(key) else {
                 return;
             };
+            if conn.draining {
+                return self.discard(key);
+            }
             if conn.closing {
+                return;
+            }
+            if conn.backlog() > self.read_pause_bytes {
+                // Back-pressure: what the peer sends is left in the kernel
+                // (whose window then stops the peer) until it reads its answers;
+                // the flush that drains them resumes reading.
+                conn.read_paused = true;
                 return;
             }
             match conn.stream.read(&mut self.scratch) {
@@ -488,6 +509,47 @@ impl Server {
                 Err(_) => return self.lost(key, now),
             }
         }
+        self.again.push(key);
+    }
+
+    /// Read and throw away what a draining connection sends, until EOF.
+    fn discard(&mut self, key: usize) {
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.io.conns.get_mut(key) else {
+                return;
+            };
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => return self.remove(key),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.remove(key),
+            }
+        }
+        self.again.push(key);
+    }
+
+    /// The broker's close of `key` is flushed. With a reason on its way, shut
+    /// the write side and drain input until EOF or [`DRAIN_LINGER`]; otherwise
+    /// (nothing to deliver, e.g. a first packet that is not CONNECT) close now.
+    fn finish(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
+        if conn.draining {
+            return;
+        }
+        if !conn.linger || conn.shutdown_write().is_err() {
+            return self.remove(key);
+        }
+        conn.draining = true;
+        let serial = conn.serial;
+        self.io
+            .wheel
+            .insert(now + DRAIN_LINGER, Due::Linger(key, serial));
+        self.set_write_interest(key, false);
+        // Input may be waiting already, and edge-triggered readiness will not
+        // say so again.
         self.again.push(key);
     }
 
@@ -721,8 +783,12 @@ impl Server {
                 conn.dirty = false;
                 let result = conn.flush();
                 let closing = conn.closing;
+                if conn.read_paused && conn.backlog() <= self.read_pause_bytes {
+                    conn.read_paused = false;
+                    self.again.push(key);
+                }
                 match result {
-                    Flush::Done if closing => self.remove(key),
+                    Flush::Done if closing => self.finish(key, now),
                     Flush::Done => self.set_write_interest(key, false),
                     // Not after a commit; released bytes are flushed next round.
                     Flush::Held => {}
