@@ -14,6 +14,8 @@ mod common;
 
 #[path = "amplification/flood.rs"]
 mod flood;
+#[path = "amplification/preconnect.rs"]
+mod preconnect;
 #[path = "amplification/retained.rs"]
 mod retained;
 
@@ -51,6 +53,7 @@ fn all_patterns() -> Vec<Pattern> {
     let mut all = Vec::new();
     all.extend(flood::patterns());
     all.extend(retained::patterns());
+    all.extend(preconnect::patterns());
     all
 }
 

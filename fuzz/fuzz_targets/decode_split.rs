@@ -2,9 +2,17 @@
 //! packets, then the same final state (an error, or waiting for the same number
 //! of bytes), must come out however the bytes arrive. Never panics.
 //!
+//! Bytes held: like the server, the chunked run keeps only the unconsumed tail
+//! of what arrived; an incomplete packet may never make it hold more than the
+//! size limit (the fixed header alone decides), and in pre-CONNECT mode a first
+//! byte that is not CONNECT ends the stream at once [MQTT-3.1.0-1], so an
+//! unauthenticated peer gets no more buffering than a CONNECT may take.
+//!
 //! Input: byte 0 picks the version (% 3) and the size limit (bit 7: 1 MiB, else
 //! a small limit so `PacketTooLarge` is reachable); bytes 1-2 seed the chunk
-//! sizes; the rest is the stream.
+//! sizes, and bit 7 of byte 2 turns on pre-CONNECT mode (the first packet must
+//! be CONNECT, as the server decodes before the broker accepted one); the rest
+//! is the stream.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -32,13 +40,19 @@ fn limits(b: u8) -> DecodeLimits {
     DecodeLimits::new(version, max_packet_size)
 }
 
+/// Once a packet has decoded, the connection is past CONNECT (the server
+/// switches `expect_connect` off after the first packet).
+fn after_packet(limits: &mut DecodeLimits) {
+    limits.expect_connect = false;
+}
+
 /// Decode packets from `buf[*pos..]` until the buffer runs dry or an error.
 /// Returns the final state when it is final (an error), `None` when more bytes
 /// could still help.
 fn drain(
     buf: &[u8],
     pos: &mut usize,
-    limits: &DecodeLimits,
+    limits: &mut DecodeLimits,
     packets: &mut Vec<String>,
 ) -> Result<Option<usize>, String> {
     loop {
@@ -53,6 +67,7 @@ fn drain(
                 assert!(used <= limits.max_packet_size, "packet over the limit");
                 packets.push(format!("{p:?}"));
                 *pos += used;
+                after_packet(limits);
             }
             Ok(Decoded::NeedMore(n)) => {
                 if let Some(n) = n {
@@ -71,9 +86,10 @@ fn drain(
 }
 
 fn whole(stream: &[u8], limits: &DecodeLimits) -> Outcome {
+    let mut limits = *limits;
     let mut packets = Vec::new();
     let mut pos = 0;
-    let end = match drain(stream, &mut pos, limits, &mut packets) {
+    let end = match drain(stream, &mut pos, &mut limits, &mut packets) {
         Ok(n) => format!("NeedMore({n:?})"),
         Err(e) => e,
     };
@@ -81,6 +97,7 @@ fn whole(stream: &[u8], limits: &DecodeLimits) -> Outcome {
 }
 
 fn chunked(stream: &[u8], limits: &DecodeLimits, seed: u16) -> Outcome {
+    let mut limits = *limits;
     // xorshift16 (never 0), chunk sizes 1..=32; seed 0 means one byte at a time.
     let mut state = seed | 1;
     let mut next_len = || {
@@ -101,10 +118,18 @@ fn chunked(stream: &[u8], limits: &DecodeLimits, seed: u16) -> Outcome {
         let len = next_len().min(stream.len() - offset);
         buf.extend_from_slice(&stream[offset..offset + len]);
         offset += len;
-        last = drain(&buf, &mut pos, limits, &mut packets);
+        last = drain(&buf, &mut pos, &mut limits, &mut packets);
         if last.is_err() {
             break;
         }
+        // Bytes held for the packet under way: under the limit in force (a
+        // type byte and at most three length bytes while the size is unknown).
+        let held = buf.len() - pos;
+        assert!(
+            held < limits.max_packet_size.max(5),
+            "holding {held} bytes with a limit of {}",
+            limits.max_packet_size
+        );
         // Like a server, drop what was consumed once it is most of the buffer.
         if pos > 64 {
             buf.drain(..pos);
@@ -122,9 +147,16 @@ fuzz_target!(|data: &[u8]| {
     let [b0, b1, b2, stream @ ..] = data else {
         return;
     };
-    let limits = limits(*b0);
+    let mut limits = limits(*b0);
+    limits.expect_connect = b2 & 0x80 != 0;
     let seed = u16::from_le_bytes([*b1, *b2]);
     let a = whole(stream, &limits);
     let b = chunked(stream, &limits, seed);
     assert_eq!(a, b, "whole vs chunked (seed {seed})");
+    // [MQTT-3.1.0-1] Before CONNECT, any other first byte is the end.
+    if let (true, Some(&first)) = (limits.expect_connect, stream.first()) {
+        if first >> 4 != 1 {
+            assert!(a.packets.is_empty() && a.end.starts_with("NotConnect"), "{a:?}");
+        }
+    }
 });
