@@ -224,7 +224,8 @@ pub struct Broker {
     stored_msg: Option<(std::sync::Weak<Message>, u64)>,
     /// Wall-clock time (Unix ms) at a monotonic instant, given by the shell
     /// (the broker never reads a clock): ages of stored messages, client ids.
-    wall_anchor: (Instant, u64),
+    /// `None` until the shell gives one (wall time then reads as 0).
+    wall_anchor: Option<(Instant, u64)>,
     next_serial: u64,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
@@ -258,7 +259,7 @@ impl Broker {
             next_message_id: 0,
             next_sid: 0,
             stored_msg: None,
-            wall_anchor: (Instant::now(), 0),
+            wall_anchor: None,
             next_serial: 0,
             stats: Stats::default(),
             scratch: Vec::new(),
@@ -317,12 +318,14 @@ impl Broker {
     /// shell calls this before handing over stored state and once per loop
     /// turn; the broker extrapolates with the monotonic time it is given.
     pub fn set_wall_clock(&mut self, now: Instant, unix_ms: u64) {
-        self.wall_anchor = (now, unix_ms);
+        self.wall_anchor = Some((now, unix_ms));
     }
 
     /// Wall-clock milliseconds at `now` (from the last anchor the shell gave).
     fn wall_ms(&self, now: Instant) -> u64 {
-        let (at, ms) = self.wall_anchor;
+        let Some((at, ms)) = self.wall_anchor else {
+            return 0;
+        };
         let since = now.saturating_duration_since(at).as_millis();
         let before = at.saturating_duration_since(now).as_millis();
         (u128::from(ms) + since).saturating_sub(before) as u64

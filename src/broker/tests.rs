@@ -445,3 +445,26 @@ fn failing_persistence_refuses_qos1_and_2() {
     assert!(f.0.closed.contains(&2), "3.1.1 publisher disconnected");
     b.check_invariants().expect("invariants");
 }
+
+/// The broker is sans-IO: it is given the time and never reads a clock, so a
+/// test or fuzz input replays exactly (issue 11, the broker<->shell contract).
+/// Its non-test code must not call `Instant::now` or `SystemTime::now`.
+#[test]
+fn the_broker_never_reads_a_clock() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/broker");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).expect("src/broker") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if !name.ends_with(".rs") || name.ends_with("tests.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for clock in ["Instant::now()", "SystemTime::now()"] {
+            assert!(!code.contains(clock), "{name} calls {clock}");
+        }
+        checked += 1;
+    }
+    assert!(checked > 10, "only {checked} files checked");
+}

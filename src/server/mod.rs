@@ -241,9 +241,23 @@ impl Server {
         self.flush_all(start);
         loop {
             let timeout = self.poll_timeout();
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            if self.turn(&mut events, timeout)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One loop turn: wait up to `timeout` for events, handle them, run the
+    /// timers, commit and flush. True once a shutdown has been carried out.
+    fn turn(
+        &mut self,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> Result<bool, ServerError> {
+        {
+            if let Err(e) = self.poll.poll(events, timeout) {
                 if e.kind() == ErrorKind::Interrupted {
-                    continue;
+                    return Ok(false);
                 }
                 return Err(ServerError::Io(e));
             }
@@ -300,9 +314,10 @@ impl Server {
                 );
                 self.broker.shutdown(now, &mut self.io);
                 self.flush_all(now);
-                return Ok(());
+                return Ok(true);
             }
         }
+        Ok(false)
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
@@ -891,4 +906,139 @@ fn unix_ms() -> u64 {
 
 fn conn_serial(io: &Io, key: usize) -> u64 {
     io.conns.get(key).map_or(0, |c| c.serial)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The whole server, one loop turn at a time, on an in-memory log whose
+    //! sync fails: the durability contract end to end (issue 11 item 1).
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::TcpStream;
+    use std::path::Path;
+
+    use super::*;
+    use crate::persist::fs::MemFs;
+    use crate::persist::{Store, SyncPolicy};
+    use crate::protocol::{encode, Connect, Properties, ProtocolVersion, Publish, QoS};
+
+    fn server(fs: &MemFs) -> (Server, std::net::SocketAddr) {
+        let dir = std::env::temp_dir().join(format!("midge-server-{}", std::process::id()));
+        let text = format!(
+            "listener 0 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}\n",
+            dir.display()
+        );
+        let config = Config::parse_str(&text, Path::new("test.conf")).expect("config");
+        let mut s = Server::new(&config).expect("server");
+        let (store, _) = Store::open_in(
+            Box::new(fs.clone()),
+            Path::new("midge.db"),
+            SyncPolicy::Always,
+            false,
+        )
+        .expect("log");
+        s.io.store = Some(store);
+        let addr = s.listeners[0].0.socket.local_addr().expect("addr");
+        let _ = std::fs::remove_dir_all(&dir);
+        (s, addr)
+    }
+
+    fn bytes(packet: &Packet<'_>) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode(packet, ProtocolVersion::V5, &mut b).expect("encode");
+        b
+    }
+
+    /// Run loop turns until the client has `want` bytes or the socket closed;
+    /// returns what arrived and whether it closed.
+    fn pump(
+        s: &mut Server,
+        events: &mut Events,
+        c: &mut TcpStream,
+        want: usize,
+    ) -> (Vec<u8>, bool) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        for _ in 0..500 {
+            s.turn(events, Some(Duration::from_millis(5)))
+                .expect("turn");
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) => return (got, true),
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(_) => return (got, true),
+                }
+            }
+            if want > 0 && got.len() >= want {
+                return (got, false);
+            }
+        }
+        (got, false)
+    }
+
+    fn client(
+        addr: std::net::SocketAddr,
+        s: &mut Server,
+        events: &mut Events,
+        id: &str,
+    ) -> TcpStream {
+        let mut c = TcpStream::connect(addr).expect("connect");
+        c.set_nonblocking(true).expect("nonblocking");
+        let connect = Packet::Connect(Connect {
+            version: ProtocolVersion::V5,
+            clean_start: false,
+            keep_alive: 0,
+            properties: Properties {
+                session_expiry_interval: Some(3600),
+                ..Properties::default()
+            },
+            client_id: id,
+            will: None,
+            username: None,
+            password: None,
+        });
+        c.write_all(&bytes(&connect)).expect("write");
+        let (got, closed) = pump(s, events, &mut c, 1);
+        assert!(!closed && got.first() == Some(&0x20), "CONNACK: {got:?}");
+        c
+    }
+
+    fn publish_qos1(c: &mut TcpStream, id: u16) {
+        let p = Packet::Publish(Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "kept",
+            packet_id: id,
+            properties: Properties::default(),
+            payload: b"v",
+        });
+        c.write_all(&bytes(&p)).expect("write");
+    }
+
+    /// Issue 11 item 1: the log's `fdatasync` fails (EIO). The PUBACK of the
+    /// publish whose record it was must not leave: the connection is closed
+    /// without it. The failure is fatal for the log: the next QoS 1 publish is
+    /// refused (v5 PUBACK 0x97), even though the disk "works" again.
+    #[test]
+    fn a_failing_fdatasync_releases_no_puback() {
+        let fs = MemFs::new();
+        let (mut s, addr) = server(&fs);
+        let mut events = Events::with_capacity(64);
+        let mut c = client(addr, &mut s, &mut events, "pub");
+        fs.fail_sync(true);
+        publish_qos1(&mut c, 1);
+        let (got, closed) = pump(&mut s, &mut events, &mut c, 0);
+        assert!(closed, "the connection is closed");
+        assert!(
+            !got.contains(&0x40),
+            "no PUBACK left before a failed sync: {got:?}"
+        );
+        fs.fail_sync(false);
+        let mut c = client(addr, &mut s, &mut events, "pub2");
+        publish_qos1(&mut c, 2);
+        let (got, _) = pump(&mut s, &mut events, &mut c, 4);
+        // PUBACK, remaining length 3, packet id 2, reason 0x97 (quota exceeded).
+        assert_eq!(got.get(..5), Some(&[0x40, 3, 0, 2, 0x97][..]), "{got:?}");
+    }
 }
