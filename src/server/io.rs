@@ -47,6 +47,8 @@ pub struct Io {
     pub counters: IoCounters,
     /// Connections holding bytes behind a barrier until the log's commit.
     held: Vec<ConnId>,
+    /// A connection's held output passed the early-flush mark this turn.
+    early: bool,
     /// Stored messages the broker asked for, to read back this turn.
     pub loads: Vec<Load>,
 }
@@ -62,6 +64,7 @@ impl Io {
             store: None,
             counters: IoCounters::default(),
             held: Vec::new(),
+            early: false,
             loads: Vec::new(),
         }
     }
@@ -132,19 +135,36 @@ impl Io {
         // A big burst within one turn (fan-out of a large batch) is written as it
         // grows rather than held to the end of the turn: memory stays bounded and
         // a fast reader is never mistaken for a slow one. Held acknowledgements
-        // are part of it: the log is committed first, so none leaves before the
-        // records it acknowledges are on disk.
+        // stay held (the flush stops at the barrier); the server commits the log
+        // after the packet being handled (`commit_early`) and releases them.
         if !c.blocked && c.pending() >= EARLY_FLUSH && c.stream.bridge().is_none() {
             if c.barrier != NO_BARRIER {
-                // A failure is handled at the end of the turn, where the broker
-                // can be told; until then the bytes stay held.
-                let _ = self.commit(Instant::now());
+                self.early = true;
             }
-            if let Some(c) = self.conns.get_mut(conn) {
-                let _ = c.flush();
-            }
+            let _ = c.flush();
         }
         self.mark_dirty(conn);
+    }
+
+    /// Held output passed the early-flush mark: commit the log now and write
+    /// what it held. Called by the server between two packets, never inside
+    /// the handling of one, so a packet's records stay one batch. A failure is
+    /// handled at the end of the turn, where the broker can be told; until
+    /// then the bytes stay held.
+    pub fn commit_early(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.early) {
+            return;
+        }
+        let held = self.held.clone();
+        if self.commit(now).is_ok() {
+            for key in held {
+                if let Some(c) = self.conns.get_mut(key) {
+                    if !c.blocked && c.pending() >= EARLY_FLUSH {
+                        let _ = c.flush();
+                    }
+                }
+            }
+        }
     }
 
     /// Commit the log; on success release every held byte (the connections
@@ -335,6 +355,8 @@ mod tests {
                     payload: &payload,
                 }),
             );
+            // The server's point between two packets.
+            io.commit_early(Instant::now());
             wire.extend(received(&mut client));
             let acked = pubacks(&wire);
             early |= !acked.is_empty();

@@ -617,6 +617,10 @@ impl Server {
                             }
                         }
                         broker.handle_packet(now, key, packet, io);
+                        // Between packets (never inside one: a packet's records
+                        // are one all-or-nothing batch), held output that grew
+                        // large is released by an early commit.
+                        io.commit_early(now);
                     }
                     Ok(Decoded::NeedMore(n)) => break n,
                     Err(e) => {
