@@ -889,3 +889,25 @@ fn bridge_queue_obeys_max_queued_messages() {
     assert_eq!(got, want, "the first messages, in order");
     assert!((5..=6).contains(&got.len()), "kept {got:?}");
 }
+
+/// `max_keepalive` is for network clients: the bridge's local side (keep-alive
+/// 0, no socket) is not told a Server Keep Alive and then dropped for silence.
+#[test]
+fn max_keepalive_does_not_drop_the_local_side() {
+    let remote = Mosquitto::start("");
+    let midge = BrokerProcess::start(&format!(
+        "max_keepalive 1\n{}",
+        section("ka", remote.port, "topic ka/# out 1\n")
+    ));
+    midge.wait_log("Bridge ka: connected");
+    let mut sub = Client::connect_v(remote.port, ProtocolVersion::V311, "ka-sub");
+    sub.subscribe("ka/#", QoS::AtLeastOnce);
+    // Silence on the local side for longer than 1.5 x max_keepalive.
+    sub.expect_nothing(Duration::from_millis(2000));
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V5, "ka-pub");
+    p.publish("ka/x", b"still here", QoS::AtLeastOnce, false, 1);
+    assert_eq!(next_publish(&mut sub).payload, b"still here");
+    let log = midge.log_text();
+    assert!(!log.contains("local.ka has exceeded timeout"), "{log}");
+    assert_eq!(log.matches("Bridge ka: connected").count(), 1, "{log}");
+}

@@ -134,7 +134,13 @@ impl Broker {
         // Keep-alive against max_keepalive: v5 is told the lower value (Server
         // Keep Alive, 3.2.2.3.14); 3.1/3.1.1 cannot be, so it is refused, as
         // mosquitto does.
-        let max_ka = self.config.max_keepalive;
+        // A bridge's local side has no socket to watch: max_keepalive is for
+        // network clients.
+        let max_ka = if listener == crate::auth::BRIDGE_LISTENER {
+            u16::MAX
+        } else {
+            self.config.max_keepalive
+        };
         let mut keep_alive = connect.keep_alive;
         let mut server_keep_alive = None;
         if max_ka < u16::MAX && (keep_alive == 0 || keep_alive > max_ka) {
