@@ -111,9 +111,10 @@ fn watchdog_keepalives_at_half_the_interval() {
     let started = std::time::Instant::now();
     assert_eq!(recv(&socket), "WATCHDOG=1");
     assert_eq!(recv(&socket), "WATCHDOG=1");
-    // Two at 200 ms intervals; well under the full 400 ms each.
+    // Two at 200 ms intervals, not one per loop turn. READY may have been read
+    // late on a loaded machine, which shortens what we see: 100 ms of slack.
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(390), "{took:?}");
+    assert!(took >= Duration::from_millis(300), "{took:?}");
     drop(_b);
 
     let other = start(&[

@@ -508,6 +508,8 @@ impl Client {
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     return None
                 }
+                // A signal landed in the read (EINTR): read again.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Some(Err(e.to_string())),
             }
         }
