@@ -54,6 +54,9 @@ pub trait Fs {
     /// Make the directory holding `file` durable (its entries: a created or
     /// renamed file survives a power cut only after this).
     fn sync_dir_of(&self, file: &Path) -> io::Result<()>;
+    /// Whether `path` names a file (a conversion interrupted between its
+    /// renames is finished at the next start: see `legacy`).
+    fn exists(&self, path: &Path) -> io::Result<bool>;
 }
 
 /// The directory a file name lives in (`.` for a bare name).
@@ -109,6 +112,9 @@ impl Fs for RealFs {
     }
     fn sync_dir_of(&self, file: &Path) -> io::Result<()> {
         File::open(dir_of(file))?.sync_all()
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        path.try_exists()
     }
 }
 
@@ -268,6 +274,9 @@ impl Fs for MemFs {
             .collect();
         st.durable_names.extend(entries);
         Ok(())
+    }
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        Ok(self.state().names.contains_key(path))
     }
 }
 

@@ -12,8 +12,9 @@
 //! sessions it is queued for); a delivery of it queued for, sent to, or
 //! completed by a persistent session; an incoming QoS 2 id held or released; a
 //! pending will. Sessions are named by a number, not their client id. Clean
-//! sessions and QoS 0 traffic write nothing. Version 1 logs are refused with a
-//! message saying so.
+//! sessions and QoS 0 traffic write nothing. A version 1 log (midge 0.1.0) is
+//! converted to version 2 at start, record by record into a new file; the old
+//! file is kept beside it as `<name>.v1-<unix seconds>`.
 //!
 //! Records of one loop turn are buffered and written together, ending with a
 //! commit marker (replay applies a batch only with its marker); with
@@ -39,6 +40,7 @@
 
 pub mod fs;
 mod index;
+mod legacy;
 mod record;
 mod store;
 

@@ -160,26 +160,26 @@ pub(super) const MESSAGE_HEAD: usize = 1 + 8 + 4;
 pub(super) struct W<'b>(pub &'b mut Vec<u8>);
 
 impl W<'_> {
-    fn u8(&mut self, v: u8) {
+    pub(super) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u16(&mut self, v: u16) {
+    pub(super) fn u16(&mut self, v: u16) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u32(&mut self, v: u32) {
+    pub(super) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(super) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, b: &[u8]) {
+    pub(super) fn bytes(&mut self, b: &[u8]) {
         self.u32(b.len() as u32);
         self.0.extend_from_slice(b);
     }
-    fn str(&mut self, s: &str) {
+    pub(super) fn str(&mut self, s: &str) {
         self.bytes(s.as_bytes());
     }
-    fn opt_u32(&mut self, v: Option<u32>) {
+    pub(super) fn opt_u32(&mut self, v: Option<u32>) {
         match v {
             Some(x) => {
                 self.u8(1);
@@ -209,7 +209,7 @@ impl<'b> R<'b> {
     pub(super) fn new(buf: &'b [u8]) -> Self {
         R { buf, pos: 0 }
     }
-    fn take(&mut self, n: usize) -> Option<&'b [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Option<&'b [u8]> {
         let s = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
         self.pos += n;
         Some(s)
@@ -217,27 +217,27 @@ impl<'b> R<'b> {
     pub(super) fn u8(&mut self) -> Option<u8> {
         self.take(1).map(|b| b[0])
     }
-    fn u16(&mut self) -> Option<u16> {
+    pub(super) fn u16(&mut self) -> Option<u16> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub(super) fn u32(&mut self) -> Option<u32> {
         let b = self.take(4)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(super) fn u64(&mut self) -> Option<u64> {
         let b = self.take(8)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Some(u64::from_le_bytes(a))
     }
-    fn bytes(&mut self) -> Option<&'b [u8]> {
+    pub(super) fn bytes(&mut self) -> Option<&'b [u8]> {
         let n = self.u32()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> Option<String> {
+    pub(super) fn string(&mut self) -> Option<String> {
         String::from_utf8(self.bytes()?.to_vec()).ok()
     }
-    fn opt_u32(&mut self) -> Option<Option<u32>> {
+    pub(super) fn opt_u32(&mut self) -> Option<Option<u32>> {
         match self.u8()? {
             0 => Some(None),
             1 => Some(Some(self.u32()?)),
@@ -253,6 +253,10 @@ impl<'b> R<'b> {
     }
     pub(super) fn done(&self) -> bool {
         self.pos == self.buf.len()
+    }
+    /// Bytes read so far.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
     }
 }
 
@@ -295,7 +299,7 @@ fn put_message(w: &mut W<'_>, m: &Message) {
     }
 }
 
-fn get_message(r: &mut R<'_>) -> Option<StoredMessage> {
+pub(super) fn get_message(r: &mut R<'_>) -> Option<StoredMessage> {
     let topic = r.string()?;
     let payload = r.bytes()?.to_vec();
     let qos = r.u8()?;

@@ -11,20 +11,22 @@ use log::{info, warn};
 
 use super::fs::{dir_of, Fs, LogFile, RealFs};
 use super::index::Index;
+use super::legacy;
 use super::record::{self, Owned, Record, StoredMessage, StoredSubscription, MESSAGE_HEAD};
 
 /// File header: `midge\0\0` and the format version.
-const MAGIC: &[u8; 8] = b"midge\0\0\x02";
+pub(super) const MAGIC: &[u8; 8] = b"midge\0\0\x02";
 /// Format version 1 (whole subscription lists, a copy of the message and the
-/// client id in every queue record): recognised only to refuse it clearly.
-const MAGIC_V1: &[u8; 8] = b"midge\0\0\x01";
-const FRAME: usize = 8; // length u32 + crc32 u32
+/// client id in every queue record), written by midge 0.1.0: converted at
+/// start (see `legacy`).
+pub(super) const MAGIC_V1: &[u8; 8] = b"midge\0\0\x01";
+pub(super) const FRAME: usize = 8; // length u32 + crc32 u32
 /// A record longer than this is damage, not data (the packet limit is 256 MB).
-const MAX_RECORD: usize = 300 << 20;
+pub(super) const MAX_RECORD: usize = 300 << 20;
 const COMPACT_MIN: u64 = 4 << 20;
 /// Replay reads through a buffer of this size: a restart needs no RAM in
 /// proportion to the log (only to the live state the broker keeps in RAM).
-const READ_BUF: usize = 64 << 10;
+pub(super) const READ_BUF: usize = 64 << 10;
 /// Kind byte of the commit marker that ends each batch of records (one per
 /// commit). Record kinds are small numbers (see `record`); this one is not a
 /// record: replay applies a batch only once it has seen its marker, so a power
@@ -49,8 +51,6 @@ pub enum PersistError {
     Io(PathBuf, std::io::Error),
     /// A damaged record before the end of the log.
     Corrupt(PathBuf, u64, String),
-    /// A log in an older format version, which this midge does not read.
-    OldVersion(PathBuf, u8),
     /// A sync failed earlier: the kernel may have dropped the unsynced pages,
     /// so nothing written since can be trusted to be on disk until a restart
     /// replays the file.
@@ -69,11 +69,6 @@ impl fmt::Display for PersistError {
             PersistError::Corrupt(p, off, why) => write!(
                 f,
                 "{}: corrupt record at offset {off} ({why}); start with --recover (or `persistence_recover true`) to keep what precedes it",
-                p.display()
-            ),
-            PersistError::OldVersion(p, v) => write!(
-                f,
-                "{}: log format version {v}, which this midge does not read (it writes version 2); run the midge that wrote it until its clients have fetched their messages, or move the file away to start empty",
                 p.display()
             ),
         }
@@ -278,7 +273,7 @@ impl Recovered {
 
 /// CRC-32 (IEEE), table-driven. A checksum against torn and flipped bytes, not
 /// a defence against an attacker who can write the file.
-fn crc32(data: &[u8]) -> u32 {
+pub(super) fn crc32(data: &[u8]) -> u32 {
     !crc32_update(!0, data)
 }
 
@@ -306,7 +301,7 @@ fn crc32_update(mut c: u32, data: &[u8]) -> u32 {
     c
 }
 
-fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
+pub(super) fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME]);
     record::encode(rec, out);
@@ -317,7 +312,7 @@ fn frame(rec: &Record<'_>, out: &mut Vec<u8>) {
 }
 
 /// Append a commit marker frame to `out`.
-fn frame_commit(out: &mut Vec<u8>) {
+pub(super) fn frame_commit(out: &mut Vec<u8>) {
     let body = [COMMIT];
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&crc32(&body).to_le_bytes());
@@ -350,7 +345,7 @@ fn note(index: &mut Index, rec: &Record<'_>, offset: u64) {
 }
 
 /// Why a record could not be read.
-enum Bad {
+pub(super) enum Bad {
     Io(std::io::Error),
     /// Damage; `last`: the record's declared end is at or past the file's end.
     Damage(&'static str, bool),
@@ -421,7 +416,7 @@ fn read_record(
 
 /// Is everything from `pos` to the end zeros (a preallocated block a crash
 /// left unwritten)?
-fn zeros_to_end(
+pub(super) fn zeros_to_end(
     file: &dyn LogFile,
     pos: u64,
     file_len: u64,
@@ -440,9 +435,9 @@ fn zeros_to_end(
 }
 
 /// Sequential reads of a [`LogFile`] (replay wraps it in a `BufReader`).
-struct LogReader<'f> {
-    file: &'f dyn LogFile,
-    pos: u64,
+pub(super) struct LogReader<'f> {
+    pub(super) file: &'f dyn LogFile,
+    pub(super) pos: u64,
 }
 
 impl Read for LogReader<'_> {
@@ -501,6 +496,13 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs.create_dir_all(dir).map_err(io)?;
         }
+        if legacy::resume(&*fs, path)? {
+            warn!(
+                "{}: finished converting a format 1 log that a crash interrupted (the old file is kept as {}.v1-*).",
+                path.display(),
+                path.display()
+            );
+        }
         let mut file = fs.open(path, false).map_err(io)?;
         let file_len = file.size().map_err(io)?;
         let mut state = Recovered::default();
@@ -528,7 +530,19 @@ impl Store {
                 ));
             }
             if &magic == MAGIC_V1 {
-                return Err(PersistError::OldVersion(path.to_path_buf(), 1));
+                // Written by midge 0.1.0: converted in place, the old file kept.
+                drop(rd);
+                let c = legacy::convert(&*fs, &*file, path, recover)?;
+                drop(file);
+                info!(
+                    "Converted {} from log format 1 to format 2 ({} records, {} session(s), {} queued message record(s)); the format 1 file is kept as {}.",
+                    path.display(),
+                    c.records,
+                    c.sessions,
+                    c.deliveries,
+                    c.aside.display()
+                );
+                return Self::open_in(fs, path, policy, recover);
             }
             if &magic != MAGIC {
                 return Err(PersistError::Corrupt(
@@ -1048,24 +1062,6 @@ mod tests {
         let _ = std::fs::remove_dir_all(&d);
     }
 
-    /// A log of format version 1 is refused, saying so (not "corrupt").
-    #[test]
-    fn a_version_1_log_is_refused_clearly() {
-        let d = dir("v1");
-        let path = d.join("midge.db");
-        std::fs::create_dir_all(&d).expect("dir");
-        std::fs::write(&path, b"midge\0\0\x01").expect("write");
-        match Store::open(&path, SyncPolicy::Always, true) {
-            Err(e @ PersistError::OldVersion(_, 1)) => {
-                assert!(e.to_string().contains("format version 1"), "{e}")
-            }
-            Err(e) => panic!("wrong error {e}"),
-            Ok(_) => panic!("a version 1 log was read"),
-        }
-        assert_eq!(std::fs::read(&path).expect("read").len(), 8, "left alone");
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
     /// A power cut can keep part of a commit (any prefix of the unsynced
     /// write): a batch counts only with its commit marker, so a message is not
     /// kept for one session and lost for another, nor a QoS 2 id held without
@@ -1214,6 +1210,9 @@ mod tests {
                 return Err(std::io::Error::other("injected directory sync failure"));
             }
             self.0.sync_dir_of(file)
+        }
+        fn exists(&self, path: &Path) -> std::io::Result<bool> {
+            self.0.exists(path)
         }
     }
 
