@@ -10,13 +10,18 @@
 //! * Every wildcard filter has a *shape*: one byte per level, `+` for a `+` level,
 //!   `#` for a final `#` level and `.` for a literal level (`devices/+/cmd/#` has
 //!   shape `.+.#`). `shapes` maps each shape to the number of filters that have it.
-//! * To match a topic we look the topic itself up (exact filters), then, for every
-//!   active shape that fits the topic's level count, we build the one filter of
+//! * Shapes are grouped by the topics they can fit: a shape without `#` fits only
+//!   topics of exactly its level count, a shape ending in `#` fits topics with at
+//!   least as many levels as come before the `#`. To match a topic of L levels we
+//!   look the topic itself up (exact filters), then for every shape of the group of
+//!   L levels and of the `#` groups of at most L levels we build the one filter of
 //!   that shape that could match (the topic's levels with `+` at the shape's plus
-//!   levels, cut at `#`) and look that up. Cost per publish:
-//!   O(active shapes x topic length) hash work, independent of how many filters or
-//!   subscribers exist. Real deployments have a handful of shapes; a client that
-//!   invents many distinct shapes only slows matching down linearly in them.
+//!   levels, cut at `#`) and look that up. Cost per publish: O(fitting shapes x
+//!   topic length) hash work, independent of how many filters or subscribers
+//!   exist, and of shapes that cannot fit: a client that invents 10,000 shapes of
+//!   other depths costs a 3-level publish nothing (`examples/topic_index_bench`,
+//!   adversarial rows). Shapes that do fit are at most 2^L + 2^(L+1) - 1, so only
+//!   deep topics can meet many; real deployments have a handful of shapes.
 //! * No duplicates: a valid topic has no `+` or `#` [MQTT-3.3.2-2], so a candidate
 //!   string shows its own shape and two shapes never build the same filter; topics
 //!   that contain a wildcard character (invalid) match nothing.
@@ -37,9 +42,10 @@
 //!   nothing here assumes one subscriber per session.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::Hash;
+use std::rc::Rc;
 
 use crate::protocol::SubscriptionOptions;
 
@@ -174,19 +180,19 @@ fn shrink_if_sparse<A: Eq + Hash, B>(map: &mut HashMap<A, B>) {
     }
 }
 
-/// What matching needs to know about one shape, precomputed at subscribe time.
+/// The bookkeeping of one active shape.
 #[derive(Debug)]
 struct ShapeInfo {
     /// Number of distinct filters with this shape; the shape goes at zero.
     filters: usize,
-    /// Levels before the final `#` (all levels if there is none).
-    prefix: usize,
-    /// Ends in `#`: fits any topic with at least `prefix` levels (`a/#` matches
-    /// `a`: [MQTT-4.7.1-2]); otherwise exactly `prefix` levels.
-    hash: bool,
-    /// First level is a wildcard: never matches a `$` topic [MQTT-4.7.2-1].
-    wild_first: bool,
+    /// Its position in its group (see [`SubscriptionIndex::group_mut`]), so it
+    /// leaves the group in O(1).
+    slot: usize,
 }
+
+/// Shapes that fit the same topics: those of one level count, or those ending in
+/// `#` after the same number of levels. Shared with the `shapes` map's keys.
+type Group = Vec<Rc<[u8]>>;
 
 /// The shape of `filter`, or None for a filter without wildcard levels (an exact
 /// filter). A `#` that is not the last level, or wildcard characters inside a
@@ -215,6 +221,9 @@ struct Scratch {
     candidate: String,
     /// Byte range of each level of the topic.
     levels: Vec<(usize, usize)>,
+    /// Shapes visited by matching (tests check the cost follows fitting shapes).
+    #[cfg(test)]
+    visited: usize,
 }
 
 /// Subscriptions of subscribers of type `K` (the broker uses its session key).
@@ -222,7 +231,12 @@ pub struct SubscriptionIndex<K> {
     /// Every filter, exact or wildcard, with its subscribers.
     filters: HashMap<Box<str>, Subscribers<K>>,
     /// Active wildcard shapes with their filter counts.
-    shapes: HashMap<Box<[u8]>, ShapeInfo>,
+    shapes: HashMap<Rc<[u8]>, ShapeInfo>,
+    /// Shapes without `#`, by level count: fit topics of exactly that many levels.
+    fixed: BTreeMap<usize, Group>,
+    /// Shapes ending in `#`, by the levels before it: fit topics of at least that
+    /// many levels (`a/#` matches `a`: [MQTT-4.7.1-2]).
+    open: BTreeMap<usize, Group>,
     /// Number of filters without wildcards (skip the exact lookup when zero).
     exact: usize,
     /// Number of (filter, subscriber) pairs.
@@ -247,6 +261,8 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         SubscriptionIndex {
             filters: HashMap::new(),
             shapes: HashMap::new(),
+            fixed: BTreeMap::new(),
+            open: BTreeMap::new(),
             exact: 0,
             len: 0,
             scratch: Cell::new(Scratch::default()),
@@ -349,14 +365,16 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
 
         let dollar = topic.starts_with('$');
         let levels = scratch.levels.len();
-        for (shape, info) in &self.shapes {
-            let fits = if info.hash {
-                info.prefix <= levels
-            } else {
-                info.prefix == levels
-            };
+        // Only the groups whose shapes fit this many levels.
+        let fixed = self.fixed.get(&levels).into_iter();
+        let open = self.open.range(..=levels).map(|(_, group)| group);
+        for shape in fixed.chain(open).flatten() {
+            #[cfg(test)]
+            {
+                scratch.visited += 1;
+            }
             // [MQTT-4.7.2-1]: `+/...` and `#` do not match `$SYS/...` and the like.
-            if !fits || (dollar && info.wild_first) {
+            if dollar && shape.first() != Some(&LITERAL) {
                 continue;
             }
             if !build_candidate(topic, &scratch.levels, shape, &mut scratch.candidate) {
@@ -365,6 +383,14 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             if let Some((filter, subscribers)) = self.filters.get_key_value(&*scratch.candidate) {
                 subscribers.for_each(filter, f);
             }
+        }
+    }
+
+    /// The group `shape` belongs to, created if needed.
+    fn group_mut(&mut self, shape: &[u8]) -> &mut Group {
+        match shape.split_last() {
+            Some((&HASH, before)) => self.open.entry(before.len()).or_default(),
+            _ => self.fixed.entry(shape.len()).or_default(),
         }
     }
 
@@ -378,14 +404,11 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             info.filters += 1;
             return;
         }
-        let hash = shape.last() == Some(&HASH);
-        let info = ShapeInfo {
-            filters: 1,
-            prefix: shape.len() - usize::from(hash),
-            hash,
-            wild_first: matches!(shape.first(), Some(&PLUS) | Some(&HASH)),
-        };
-        self.shapes.insert(shape.into_boxed_slice(), info);
+        let shape: Rc<[u8]> = shape.into();
+        let group = self.group_mut(&shape);
+        group.push(Rc::clone(&shape));
+        let slot = group.len() - 1;
+        self.shapes.insert(shape, ShapeInfo { filters: 1, slot });
     }
 
     /// Uncount a removed filter; drop its shape when no filter has it any more.
@@ -394,12 +417,35 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             self.exact = self.exact.saturating_sub(1);
             return;
         };
-        if let Some(info) = self.shapes.get_mut(shape.as_slice()) {
-            info.filters = info.filters.saturating_sub(1);
-            if info.filters == 0 {
-                self.shapes.remove(shape.as_slice());
-                shrink_if_sparse(&mut self.shapes);
+        let Some(info) = self.shapes.get_mut(shape.as_slice()) else {
+            return;
+        };
+        info.filters = info.filters.saturating_sub(1);
+        if info.filters > 0 {
+            return;
+        }
+        let slot = info.slot;
+        self.shapes.remove(shape.as_slice());
+        shrink_if_sparse(&mut self.shapes);
+        let (groups, key) = match shape.split_last() {
+            Some((&HASH, before)) => (&mut self.open, before.len()),
+            _ => (&mut self.fixed, shape.len()),
+        };
+        let Some(group) = groups.get_mut(&key) else {
+            return;
+        };
+        if slot < group.len() {
+            group.swap_remove(slot);
+        }
+        if let Some(moved) = group.get(slot) {
+            if let Some(info) = self.shapes.get_mut(&**moved) {
+                info.slot = slot;
             }
+        }
+        if group.is_empty() {
+            groups.remove(&key);
+        } else if group.capacity() > 64 && group.len() * 4 < group.capacity() {
+            group.shrink_to(group.len() * 2);
         }
     }
 }
@@ -705,6 +751,74 @@ mod tests {
         assert!(std::mem::size_of::<Subscribers<u32>>() <= 24);
     }
 
+    /// Shapes visited while matching `topic`.
+    fn visited(ix: &SubscriptionIndex<u32>, topic: &str) -> usize {
+        let mut scratch = ix.scratch.take();
+        scratch.visited = 0;
+        ix.match_with(topic, &mut scratch, &mut |_, _, _| {});
+        let n = scratch.visited;
+        ix.scratch.set(scratch);
+        n
+    }
+
+    /// Every shape is in the group that fits it, at the slot it records, once.
+    fn assert_groups_consistent(ix: &SubscriptionIndex<u32>) {
+        let mut seen = 0;
+        for (open, groups) in [(false, &ix.fixed), (true, &ix.open)] {
+            for (&key, group) in groups {
+                assert!(!group.is_empty(), "empty group kept");
+                for (slot, shape) in group.iter().enumerate() {
+                    assert_eq!(shape.last() == Some(&HASH), open);
+                    assert_eq!(shape.len() - usize::from(open), key);
+                    assert_eq!(ix.shapes.get(&**shape).map(|i| i.slot), Some(slot));
+                    seen += 1;
+                }
+            }
+        }
+        assert_eq!(seen, ix.shapes.len());
+    }
+
+    #[test]
+    fn publish_visits_only_shapes_that_fit_its_depth() {
+        // Issue 10 item 5: one client's 10,000 shapes of other depths must not
+        // cost every publish a visit each.
+        let mut ix = SubscriptionIndex::new();
+        let s = sub(QoS::AtMostOnce, None);
+        ix.subscribe("devices/+/status", 1, s);
+        ix.subscribe("devices/#", 1, s);
+        for i in 0..10_000u32 {
+            // 8..=199 levels, distinct `+` patterns on levels 1..=6.
+            let levels = 8 + (i % 190) as usize;
+            let pattern = i / 190 + 1;
+            let mut f: Vec<&str> = (0..levels)
+                .map(|j| {
+                    if (1..=6).contains(&j) && pattern >> (j - 1) & 1 == 1 {
+                        "+"
+                    } else {
+                        "x"
+                    }
+                })
+                .collect();
+            if (i / 190) % 3 == 2 {
+                f.push("#");
+            }
+            ix.subscribe(&f.join("/"), 2, s);
+        }
+        assert_eq!(ix.shapes.len(), 10_002);
+        assert_groups_consistent(&ix);
+        assert_eq!(
+            matches_of(&ix, "devices/7/status"),
+            pairs(&[("devices/#", 1), ("devices/+/status", 1)])
+        );
+        // `.+.` and `.#`: the only shapes of 3 levels or with `#` after at most 3.
+        assert_eq!(visited(&ix, "devices/7/status"), 2);
+        // A 20-level topic meets the ~35 shapes of 20 levels and the ~220 `#`
+        // shapes cut at 8 to 20 levels, not all 10,000.
+        let deep = vec!["x"; 20].join("/");
+        assert!(visited(&ix, &deep) < 300, "{}", visited(&ix, &deep));
+        assert!(!matches_of(&ix, &deep).is_empty());
+    }
+
     fn random_level(rng: &mut Rng, first: bool) -> &'static str {
         const LEVELS: [&str; 4] = ["", "a", "b", "c"];
         if first && rng.below(6) == 0 {
@@ -769,6 +883,7 @@ mod tests {
                 }
                 assert_eq!(ix.len(), model.len());
                 if step % 50 == 0 {
+                    assert_groups_consistent(&ix);
                     for topic in &topics {
                         let mut got = Vec::new();
                         ix.for_each_match(topic, |f, k, s| got.push((f.to_string(), k, *s)));
@@ -789,6 +904,7 @@ mod tests {
             assert!(ix.is_empty());
             assert!(ix.filters.is_empty(), "{:?}", ix);
             assert!(ix.shapes.is_empty(), "{:?}", ix);
+            assert!(ix.fixed.is_empty() && ix.open.is_empty(), "{:?}", ix);
             assert_eq!(ix.exact, 0);
         }
     }
