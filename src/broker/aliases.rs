@@ -1,10 +1,22 @@
 //! MQTT 5 topic aliases (3.3.2.3.4), per connection and per direction: the
 //! client's aliases for topics it publishes (up to the maximum midge announces)
-//! and midge's aliases for topics it sends (up to the client's maximum), so a
-//! repeated long topic costs two bytes on the wire. Mappings die with the
-//! connection [MQTT-3.3.2-7].
+//! and midge's aliases for topics it sends, so a repeated long topic costs two
+//! bytes on the wire. Mappings die with the connection [MQTT-3.3.2-7].
+//!
+//! The outbound table is midge's memory spent at the client's request, so it is
+//! capped by midge, not by the client: at most [`OUTBOUND_MAX`] aliases and
+//! [`OUTBOUND_BYTES`] bytes of topic text per connection, whatever Topic Alias
+//! Maximum the client announced (issue 10: ten clients announcing 65,535 once
+//! held 55 MB of topics).
 
 use std::collections::HashMap;
+
+/// Most aliases midge hands out on one connection (the client's Topic Alias
+/// Maximum lowers it further).
+pub const OUTBOUND_MAX: u16 = 32;
+/// Most bytes of topic text one connection's outbound table holds; a topic that
+/// does not fit goes out in full.
+pub const OUTBOUND_BYTES: usize = 8 * 1024;
 
 /// Both directions' alias tables for one connection: one pointer until a
 /// client uses aliases (most never do, and every connection carries this).
@@ -21,8 +33,11 @@ struct Tables {
 
 #[derive(Debug)]
 struct Outbound {
+    /// min(client's Topic Alias Maximum, [`OUTBOUND_MAX`]).
     max: u16,
     map: HashMap<Box<str>, u16>,
+    /// Topic bytes held in `map`, at most [`OUTBOUND_BYTES`].
+    bytes: usize,
 }
 
 /// What an inbound alias lookup found.
@@ -72,12 +87,14 @@ impl TopicAliases {
         Inbound::Topic(topic)
     }
 
-    /// The client accepts up to `max` aliases from us (CONNECT's Topic Alias Maximum).
+    /// The client accepts up to `max` aliases from us (CONNECT's Topic Alias
+    /// Maximum); midge uses at most [`OUTBOUND_MAX`] of them.
     pub fn accept_outbound(&mut self, max: u16) {
         if max > 0 {
             self.0.get_or_insert_with(Box::default).outbound = Some(Outbound {
-                max,
+                max: max.min(OUTBOUND_MAX),
                 map: HashMap::new(),
+                bytes: 0,
             });
         } else if let Some(t) = self.0.as_mut() {
             t.outbound = None;
@@ -85,7 +102,8 @@ impl TopicAliases {
     }
 
     /// Decide how to send `topic`: aliases are handed out first come, first
-    /// served until the client's maximum; later topics go out in full.
+    /// served until the table is full (alias count or bytes); later topics go
+    /// out in full [MQTT-3.3.2-11: never over the client's maximum].
     pub fn outbound(&mut self, topic: &str) -> SendAs {
         let Some(out) = self.0.as_mut().and_then(|t| t.outbound.as_mut()) else {
             return SendAs::Plain;
@@ -94,18 +112,25 @@ impl TopicAliases {
             return SendAs::Use(a);
         }
         let next = out.map.len();
-        if next >= usize::from(out.max) {
+        if next >= usize::from(out.max) || out.bytes + topic.len() > OUTBOUND_BYTES {
             return SendAs::Plain;
         }
-        let alias = (next + 1) as u16;
+        let Ok(alias) = u16::try_from(next + 1) else {
+            return SendAs::Plain;
+        };
+        out.bytes += topic.len();
         out.map.insert(topic.into(), alias);
         SendAs::Set(alias)
     }
 
-    /// Forget an alias handed out for a packet that was not sent after all.
+    /// Forget the alias just handed out by [`Self::outbound`] for a packet that
+    /// was not sent after all (alias numbers follow the table's size, so only the
+    /// latest may be taken back).
     pub fn forget(&mut self, topic: &str) {
         if let Some(out) = self.0.as_mut().and_then(|t| t.outbound.as_mut()) {
-            out.map.remove(topic);
+            if out.map.remove(topic).is_some() {
+                out.bytes = out.bytes.saturating_sub(topic.len());
+            }
         }
     }
 }
@@ -139,5 +164,32 @@ mod tests {
         assert_eq!(a.outbound("b"), SendAs::Set(2));
         assert_eq!(a.outbound("c"), SendAs::Plain);
         assert_eq!(a.outbound("b"), SendAs::Use(2));
+    }
+
+    #[test]
+    fn outbound_table_is_capped_by_midge_not_the_client() {
+        // Issue 10 item 6: a client announcing 65,535 gets OUTBOUND_MAX aliases.
+        let mut a = TopicAliases::default();
+        a.accept_outbound(u16::MAX);
+        for i in 0..usize::from(OUTBOUND_MAX) {
+            assert_eq!(a.outbound(&format!("t/{i}")), SendAs::Set(i as u16 + 1));
+        }
+        assert_eq!(a.outbound("one/more"), SendAs::Plain);
+        assert_eq!(a.outbound("t/0"), SendAs::Use(1));
+
+        // And at most OUTBOUND_BYTES of topic text.
+        let mut a = TopicAliases::default();
+        a.accept_outbound(u16::MAX);
+        let long = |i: usize| format!("{i:04}{}", "x".repeat(996));
+        let fit = OUTBOUND_BYTES / long(0).len();
+        for i in 0..fit {
+            assert_eq!(a.outbound(&long(i)), SendAs::Set(i as u16 + 1));
+        }
+        assert_eq!(a.outbound(&long(fit)), SendAs::Plain);
+        assert_eq!(a.outbound("short"), SendAs::Set(fit as u16 + 1));
+        assert_eq!(a.outbound(&long(fit)), SendAs::Plain, "still too long");
+        // An alias forgotten (its packet was not sent) gives its bytes back.
+        a.forget("short");
+        assert_eq!(a.outbound("short"), SendAs::Set(fit as u16 + 1));
     }
 }
