@@ -6,6 +6,7 @@
 mod aliases;
 mod auth;
 mod connect;
+mod deadlines;
 mod durable;
 mod filter_log;
 pub mod message;
@@ -232,6 +233,8 @@ pub struct Broker {
     scratch: Vec<publish::Hit>,
     /// The `$SYS` publisher's state, once started (`sys_interval` > 0).
     sys_tree: Option<Box<sys_tree::SysTree>>,
+    /// When disconnected sessions expire and delayed wills are due.
+    deadlines: deadlines::Deadlines,
 }
 
 impl Broker {
@@ -264,6 +267,7 @@ impl Broker {
             stats: Stats::default(),
             scratch: Vec::new(),
             sys_tree: None,
+            deadlines: deadlines::Deadlines::default(),
         }
     }
 
@@ -560,6 +564,11 @@ impl Broker {
                 }
             }
             TimerKind::SysTree => self.sys_tree_tick(now, out),
+            TimerKind::Deadlines => {
+                for (skey, kind) in self.deadlines.fired(now, timer.serial, out) {
+                    self.deadline_due(now, skey, kind, out);
+                }
+            }
             TimerKind::SessionExpiry(skey) => {
                 let Some(s) = self.sessions.get(skey) else {
                     return;
@@ -569,6 +578,35 @@ impl Broker {
                     self.stats.clients_expired += 1;
                     self.remove_session(now, skey, out);
                 }
+            }
+        }
+    }
+
+    /// A session deadline is due. The pending deadline is always the one set at
+    /// the session's latest disconnect, so only "is it still offline" matters.
+    fn deadline_due(
+        &mut self,
+        now: Instant,
+        skey: usize,
+        kind: deadlines::Deadline,
+        out: &mut impl Output,
+    ) {
+        let Some(s) = self.sessions.get_mut(skey) else {
+            return;
+        };
+        if s.conn.is_some() {
+            return;
+        }
+        match kind {
+            deadlines::Deadline::Will => {
+                if let Some(w) = s.will.take() {
+                    self.persist_will(skey, None, out);
+                    self.publish_will(now, w.msg, out);
+                }
+            }
+            deadlines::Deadline::SessionExpiry => {
+                debug!("Session of {} expired.", s.client_id);
+                self.remove_session(now, skey, out);
             }
         }
     }
@@ -691,29 +729,25 @@ impl Broker {
                     // Survives a restart during the delay.
                     self.persist_will(skey, Some(&pending), out);
                 }
-                out.set_timer(
-                    at,
-                    Timer {
-                        kind: TimerKind::WillDelay(skey),
-                        serial,
-                    },
-                );
+                self.deadlines
+                    .schedule(now, skey, deadlines::Deadline::Will, at, out);
             }
         }
         if why == End::TakenOver {
             // The new connection attaches to (or replaces) the session next.
             return;
         }
+        // One pending expiry per session, replaced at each disconnect (issue 10
+        // item 9: a timer per disconnect piled up for as long as the expiry).
         match self.sessions[skey].expiry {
             Some(d) if d.is_zero() => self.remove_session(now, skey, out),
-            Some(d) => out.set_timer(
-                now + d,
-                Timer {
-                    kind: TimerKind::SessionExpiry(skey),
-                    serial,
-                },
-            ),
-            None => {}
+            Some(d) => {
+                self.deadlines
+                    .schedule(now, skey, deadlines::Deadline::SessionExpiry, now + d, out)
+            }
+            None => self
+                .deadlines
+                .cancel(skey, deadlines::Deadline::SessionExpiry),
         }
     }
 
@@ -723,6 +757,8 @@ impl Broker {
         let Some(s) = self.sessions.try_remove(skey) else {
             return;
         };
+        // The slot may be reused: its deadlines go with it.
+        self.deadlines.cancel_session(skey);
         // Only a session that was durable has records to delete.
         if self.persistence && s.sid != 0 {
             out.persist(&crate::persist::Record::SessionDelete(s.sid));
@@ -829,6 +865,15 @@ impl Broker {
         }
         if self.by_client_id.len() != self.sessions.len() {
             return Err("client id map and sessions differ".into());
+        }
+        // One deadline of each kind per session; a bounded number of wheel timers.
+        if self.deadlines.len() > 2 * self.sessions.len() || self.deadlines.armed() > 64 {
+            return Err(format!(
+                "{} session deadlines, {} wheel timers for {} sessions",
+                self.deadlines.len(),
+                self.deadlines.armed(),
+                self.sessions.len()
+            ));
         }
         for (id, c) in self.conns.iter() {
             if let Some(skey) = c.session {

@@ -34,6 +34,9 @@ pub(crate) enum TimerKind {
     WillDelay(usize),
     /// Session expiry for a disconnected session, keyed by session slot.
     SessionExpiry(usize),
+    /// Session deadlines (expiry, will delay) may be due; `serial` is the
+    /// point it was armed for (see `deadlines.rs`).
+    Deadlines,
     /// Send a delayed CONNACK refusal (failed password: the attacker waits,
     /// the loop does not).
     Refuse(ConnId),

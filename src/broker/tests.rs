@@ -468,3 +468,45 @@ fn the_broker_never_reads_a_clock() {
     }
     assert!(checked > 10, "only {checked} files checked");
 }
+
+/// Issue 10 item 9: every disconnect of a persistent session armed a session
+/// expiry timer that stayed in the wheel until it fired (up to years): 100,000
+/// connect/disconnect cycles of one client id held +7 MB. Now a session has one
+/// pending deadline and the wheel a bounded number of timers for all of them.
+#[test]
+fn reconnect_loops_do_not_pile_up_expiry_timers() {
+    let config = BrokerConfig {
+        persistent_client_expiration: Some(Duration::from_secs(365 * 24 * 3600)),
+        ..BrokerConfig::default()
+    };
+    let (mut b, mut r, t0) = (Broker::new(config), Recorder::default(), Instant::now());
+    for i in 0..20_000u64 {
+        let now = t0 + Duration::from_millis(i);
+        connect(&mut b, &mut r, now, 1, "looping", false);
+        b.handle_packet(
+            now,
+            1,
+            Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
+            &mut r,
+        );
+        r.sent.clear();
+        r.closed.clear();
+    }
+    b.check_invariants().expect("invariants");
+    let session_timers = r
+        .timers
+        .iter()
+        .filter(|(_, t)| {
+            matches!(
+                t.kind,
+                TimerKind::SessionExpiry(_) | TimerKind::WillDelay(_) | TimerKind::Deadlines
+            )
+        })
+        .count();
+    // Before: 20,000 (one per disconnect), none of them ever due before a year.
+    assert!(
+        session_timers <= 64,
+        "{session_timers} session timers armed"
+    );
+    assert_eq!(b.session_count(), 1);
+}
