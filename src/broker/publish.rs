@@ -454,7 +454,7 @@ impl Broker {
                         needs_resend: false,
                     };
                     self.persist_inflight(&i, out);
-                    self.sessions[skey].inflight.push_back(i);
+                    self.sessions[skey].push_inflight(i);
                 } else {
                     self.persist_done(o.id, out);
                 }
@@ -651,7 +651,7 @@ impl Broker {
                     needs_resend: false,
                 };
                 self.persist_inflight(&i, out);
-                self.sessions[skey].inflight.push_back(i);
+                self.sessions[skey].push_inflight(i);
             } else {
                 self.persist_done(o.id, out);
             }
@@ -744,7 +744,7 @@ impl Broker {
                 return;
             };
             let version = s.version;
-            let Some(mut i) = s.inflight.remove(pos) else {
+            let Some(mut i) = s.remove_inflight(pos) else {
                 return;
             };
             i.needs_resend = false;
@@ -765,7 +765,7 @@ impl Broker {
             };
             if keep {
                 if let Some(s) = self.sessions.get_mut(skey) {
-                    s.inflight.insert(pos, i);
+                    s.insert_inflight(pos, i);
                 }
             } else {
                 self.persist_done(i.out.id, out);
@@ -863,7 +863,7 @@ impl Broker {
             return;
         };
         if s.inflight.get(pos).is_some_and(done) {
-            let id = s.inflight.remove(pos).map_or(0, |i| i.out.id);
+            let id = s.remove_inflight(pos).map_or(0, |i| i.out.id);
             self.persist_done(id, out);
             self.pump(now, skey, out);
             // A retained replay waiting for the window goes on.

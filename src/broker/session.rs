@@ -188,6 +188,34 @@ impl<T: Empty> Lazy<T> {
     }
 }
 
+/// In-flight windows larger than this get a bitmap of their packet ids.
+pub const IDS_INDEXED: usize = 64;
+
+/// One bit per packet id (8 KiB), for large in-flight windows.
+pub struct IdBitmap([u64; 1024]);
+
+impl IdBitmap {
+    fn get(&self, id: PacketId) -> bool {
+        self.0[usize::from(id >> 6)] & (1 << (id & 63)) != 0
+    }
+
+    fn set(&mut self, id: PacketId, on: bool) {
+        let word = &mut self.0[usize::from(id >> 6)];
+        if on {
+            *word |= 1 << (id & 63);
+        } else {
+            *word &= !(1 << (id & 63));
+        }
+    }
+}
+
+impl std::fmt::Debug for IdBitmap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n: u32 = self.0.iter().map(|w| w.count_ones()).sum();
+        write!(f, "IdBitmap({n} ids)")
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -219,6 +247,9 @@ pub struct Session {
     pub replays: Lazy<VecDeque<Replay>>,
     /// Next packet id to try.
     next_packet_id: PacketId,
+    /// The ids in `inflight` as a bitmap, kept while more than [`IDS_INDEXED`]
+    /// are in flight, so a free id is found without searching the window.
+    ids_in_use: Option<Box<IdBitmap>>,
     /// Will of the current or last connection.
     pub will: Option<PendingWill>,
     /// Most QoS 1/2 messages in flight to the client (our limit and its Receive Maximum).
@@ -253,6 +284,7 @@ impl Session {
             awaiting_rel: Lazy::default(),
             replays: Lazy::default(),
             next_packet_id: 1,
+            ids_in_use: None,
             will: None,
             send_window: usize::MAX,
             max_packet_size: None,
@@ -266,15 +298,57 @@ impl Session {
 
     /// A free packet identifier for an outgoing message [MQTT-2.2.1-3]: never 0,
     /// never one in flight. `None` when all 65,535 are in use.
+    ///
+    /// Small windows are searched; beyond [`IDS_INDEXED`] in flight a bitmap
+    /// answers, so a window of thousands (`max_inflight_messages 0`) costs
+    /// O(1) per id instead of a search of the window per id (issue 10 item 8).
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
+        if self.inflight.len() > IDS_INDEXED && self.ids_in_use.is_none() {
+            let mut map = Box::new(IdBitmap([0; 1024]));
+            for i in self.inflight.iter() {
+                map.set(i.packet_id, true);
+            }
+            self.ids_in_use = Some(map);
+        }
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            if !self.inflight.iter().any(|i| i.packet_id == id) {
+            let used = match &self.ids_in_use {
+                Some(map) => map.get(id),
+                None => self.inflight.iter().any(|i| i.packet_id == id),
+            };
+            if !used {
                 return Some(id);
             }
         }
         None
+    }
+
+    /// Put a message in flight (after its id came from [`Self::allocate_packet_id`]).
+    pub fn push_inflight(&mut self, i: Inflight) {
+        if let Some(map) = self.ids_in_use.as_mut() {
+            map.set(i.packet_id, true);
+        }
+        self.inflight.push_back(i);
+    }
+
+    /// Put an entry taken out with [`Self::remove_inflight`] back at `pos`.
+    pub fn insert_inflight(&mut self, pos: usize, i: Inflight) {
+        if let Some(map) = self.ids_in_use.as_mut() {
+            map.set(i.packet_id, true);
+        }
+        self.inflight.insert(pos, i);
+    }
+
+    /// Take the in-flight entry at `pos` out of the window.
+    pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
+        let i = self.inflight.remove(pos)?;
+        if self.inflight.len() <= IDS_INDEXED / 2 {
+            self.ids_in_use = None;
+        } else if let Some(map) = self.ids_in_use.as_mut() {
+            map.set(i.packet_id, false);
+        }
+        Some(i)
     }
 
     /// Room for one more QoS 1/2 message in flight (entries still waiting to be
@@ -302,6 +376,9 @@ impl Session {
 
     /// Return the memory of flows that are over (an idle session holds none).
     pub fn release_idle(&mut self) {
+        if self.inflight.len() <= IDS_INDEXED / 2 {
+            self.ids_in_use = None;
+        }
         self.inflight.release_if_empty();
         self.queue.release_if_empty();
         self.awaiting_rel.release_if_empty();
@@ -360,5 +437,62 @@ mod tests {
             needs_resend: false,
         });
         assert_eq!(s.allocate_packet_id(), Some(3), "2 is in flight");
+    }
+
+    /// Issue 10 item 8: with `max_inflight_messages 0` the window can hold all
+    /// 65,535 ids; filling it searched the window for every id (quadratic: ~2e9
+    /// comparisons). Now ids come from a bitmap; this fills the whole window,
+    /// frees ids out of order, and checks the bitmap stays exact.
+    #[test]
+    fn packet_ids_for_a_full_window_are_found_without_searching() {
+        let mut s = Session::new("c", ProtocolVersion::V5, 1);
+        let msg = Arc::new(Message {
+            topic: "t".into(),
+            payload: Box::new([]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            received: std::time::Instant::now(),
+        });
+        let entry = |packet_id| Inflight {
+            packet_id,
+            out: Outgoing {
+                msg: Arc::clone(&msg),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                id: 0,
+            },
+            released: false,
+            needs_resend: false,
+        };
+        let start = std::time::Instant::now();
+        for n in 1..=u16::MAX {
+            let id = s.allocate_packet_id().expect("a free id");
+            assert_eq!(id, n);
+            s.push_inflight(entry(id));
+        }
+        // Quadratic search took seconds here; the bitmap takes milliseconds.
+        assert!(start.elapsed() < std::time::Duration::from_secs(1));
+        assert_eq!(s.allocate_packet_id(), None, "all 65,535 in use");
+        // Free every third id from the middle out; exactly those come back.
+        let freed: Vec<u16> = (1..=u16::MAX).filter(|id| id % 3 == 0).collect();
+        for id in &freed {
+            let pos = s.inflight_position(*id).expect("in flight");
+            assert_eq!(s.remove_inflight(pos).map(|i| i.packet_id), Some(*id));
+        }
+        let mut again: Vec<u16> = (0..freed.len())
+            .map(|_| s.allocate_packet_id().expect("freed id"))
+            .collect();
+        again.sort_unstable();
+        assert_eq!(again, freed);
+        // Back below the threshold the bitmap goes and the search takes over.
+        while s.inflight.len() > 3 {
+            s.remove_inflight(0);
+        }
+        assert!(s.ids_in_use.is_none());
+        let held: Vec<u16> = s.inflight.iter().map(|i| i.packet_id).collect();
+        let id = s.allocate_packet_id().expect("free id");
+        assert!(!held.contains(&id));
     }
 }

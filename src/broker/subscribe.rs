@@ -1,6 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE: the subscription index, SUBACK/UNSUBACK, and the
 //! retained messages a new subscription receives.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -195,17 +196,23 @@ impl Broker {
         u: Unsubscribe<'_>,
         out: &mut impl Output,
     ) {
-        let Some(s) = self.sessions.get_mut(skey) else {
+        let Some(s) = self.sessions.get(skey) else {
             return;
         };
         let version = s.version;
-        let mut log = FilterLog::unsubscribe(&s.client_id);
-        let mut reasons = Vec::new();
+        let client_id = Arc::clone(&s.client_id);
+        let mut log = FilterLog::unsubscribe(&client_id);
+        // The index says in O(1) whether the subscription exists; the session's
+        // list is then filtered once. (A search of the list per filter froze the
+        // loop for 1.6 s on a 1.8 MB UNSUBSCRIBE: issue 10 item 8.) A filter
+        // named twice is removed once; the second gets 0x11.
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut removed: HashSet<&str> = HashSet::new();
         for filter in &u.filters {
-            log.filter(&s.client_id, filter, 0);
-            let existed = s.subscriptions.iter().any(|f| &**f == *filter);
+            log.filter(&client_id, filter, 0);
+            let existed = self.unsubscribe_filter(filter, skey);
             if existed {
-                s.subscriptions.retain(|f| &**f != *filter);
+                removed.insert(filter);
             }
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -213,11 +220,14 @@ impl Broker {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
-        log.finish(&s.client_id, 0, 0, None);
-        for filter in &u.filters {
-            if self.unsubscribe_filter(filter, skey) {
-                self.persist_subscription(skey, filter, false, out);
+        log.finish(&client_id, 0, 0, None);
+        if !removed.is_empty() {
+            if let Some(s) = self.sessions.get_mut(skey) {
+                s.subscriptions.retain(|f| !removed.contains(&**f));
             }
+        }
+        for filter in &removed {
+            self.persist_subscription(skey, filter, false, out);
         }
         if !version.is_v5() {
             reasons.clear();
