@@ -605,7 +605,8 @@ impl Broker {
                 }
             }
             deadlines::Deadline::SessionExpiry => {
-                debug!("Session of {} expired.", s.client_id);
+                debug!("Session of {} expired.", LogStr(&s.client_id));
+                self.stats.clients_expired += 1;
                 self.remove_session(now, skey, out);
             }
         }
