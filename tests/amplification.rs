@@ -12,6 +12,8 @@
 
 mod common;
 
+#[path = "amplification/cost.rs"]
+mod cost;
 #[path = "amplification/flood.rs"]
 mod flood;
 #[path = "amplification/preconnect.rs"]
@@ -52,6 +54,7 @@ pub struct Pattern {
 fn all_patterns() -> Vec<Pattern> {
     let mut all = Vec::new();
     all.extend(flood::patterns());
+    all.extend(cost::patterns());
     all.extend(retained::patterns());
     all.extend(preconnect::patterns());
     all
