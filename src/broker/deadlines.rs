@@ -176,6 +176,7 @@ fn shrink<A: Eq + std::hash::Hash, B>(map: &mut HashMap<A, B>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::output::Load;
     use crate::protocol::{Packet, ProtocolVersion};
 
     /// A wheel with millisecond resolution: holds the timers, fires them in order.
@@ -186,6 +187,8 @@ mod tests {
 
     impl Output for Wheel {
         fn send(&mut self, _: usize, _: ProtocolVersion, _: &Packet<'_>) {}
+        fn send_after_commit(&mut self, _: usize, _: ProtocolVersion, _: &Packet<'_>) {}
+        fn request_load(&mut self, _: Load) {}
         fn pending_bytes(&self, _: usize) -> usize {
             0
         }
