@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use midge::auth::PasswordHash;
 use midge::protocol::{
     Connect, Packet, Properties, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions,
     Unsubscribe,
@@ -164,4 +165,84 @@ fn worst_ping_during_unsubscribe(held: usize) -> Duration {
         other => panic!("expected UNSUBACK, got {other:?}"),
     }
     worst
+}
+
+/// Issue 10 item 8: PBKDF2 ran on the loop for every CONNECT naming a user, so
+/// a flood of CONNECTs for a user whose hash has a high iteration count froze
+/// everyone for (flood size x one hash). Now hashing has a budget per 100 ms
+/// window (at least one verification) and CONNECTs over it wait on the wheel:
+/// a bystander waits at most about one hash, however large the flood.
+#[test]
+fn connect_flood_against_a_costly_hash_does_not_starve_the_loop() {
+    const FLOOD: usize = 20;
+    let dir = temp_dir("costly-hash");
+    let hash = |pw: &[u8]| PasswordHash::new(pw, 20_000).expect("hash").to_string();
+    let file = dir.join("passwd");
+    std::fs::write(
+        &file,
+        format!("victim:{}\nprobe:{}\n", hash(b"right"), hash(b"probe")),
+    )
+    .expect("write password file");
+    let b = BrokerProcess::start(&format!(
+        "password_file {}\nallow_anonymous true\n",
+        file.display()
+    ));
+    let mut bystander = Client::connect(b.port, "hash-bystander");
+    bystander.ping();
+    // One verification, timed through a CONNECT of its own.
+    let with_user = |id: &str, user: &str, password: &[u8]| {
+        let mut c = Client::open(b.port, ProtocolVersion::V311);
+        c.send(&Packet::Connect(Connect {
+            version: ProtocolVersion::V311,
+            clean_start: true,
+            keep_alive: 60,
+            properties: Properties::default(),
+            client_id: leak_str(id),
+            will: None,
+            username: Some(leak_str(user)),
+            password: Some(leak_bytes(password)),
+        }));
+        c
+    };
+    let t = Instant::now();
+    let mut probe = with_user("probe", "probe", b"probe");
+    match probe.recv() {
+        Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::SUCCESS),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    let one_hash = t.elapsed();
+    let mut flood: Vec<Client> = (0..FLOOD)
+        .map(|i| with_user(&format!("guess-{i}"), "victim", b"wrong"))
+        .collect();
+    let done = Arc::new(AtomicBool::new(false));
+    let answers = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            // Refused after the bad-password delay, or closed by the connect
+            // timeout while waiting its turn (the broker bounds the wait).
+            let mut refused = 0;
+            for c in &mut flood {
+                match c.try_recv(Duration::from_secs(15)) {
+                    Some(Ok(Packet::ConnAck(a))) if a.reason != ReasonCode::SUCCESS => refused += 1,
+                    Some(Err(_)) => refused += 1,
+                    other => panic!("flood CONNECT answered with {other:?}"),
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            refused
+        })
+    };
+    let mut worst = Duration::ZERO;
+    while !done.load(Ordering::SeqCst) {
+        let t = Instant::now();
+        bystander.ping();
+        worst = worst.max(t.elapsed());
+    }
+    assert_eq!(answers.join().expect("flood thread"), FLOOD, "none let in");
+    eprintln!("CONNECT flood: one hash {one_hash:?}, worst bystander round trip {worst:?}");
+    // Before: the whole flood hashed in one loop turn, ~FLOOD x one hash.
+    assert!(
+        worst < one_hash * 3 + Duration::from_millis(150),
+        "bystander waited {worst:?}; one hash takes {one_hash:?}"
+    );
 }

@@ -237,6 +237,16 @@ impl PasswordFile {
         }
     }
 
+    /// What checking `user`'s password costs, in PBKDF2 iterations (a `$6$`
+    /// hash counts as one; an unknown user costs the decoy's).
+    pub fn cost(&self, user: &str) -> u64 {
+        match self.index.get(user).and_then(|&i| self.entries.get(i)) {
+            Some((_, PasswordHash::Pbkdf2 { iterations, .. })) => u64::from(*iterations),
+            Some((_, PasswordHash::Sha512 { .. })) => 1,
+            None => u64::from(DEFAULT_ITERATIONS),
+        }
+    }
+
     /// Add or replace a user.
     pub fn set(&mut self, user: &str, hash: PasswordHash) {
         match self.index.get(user) {

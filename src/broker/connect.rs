@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use super::hashing::Checked;
 use super::message::Message;
 use super::output::TimerKind;
 use super::session::{PendingWill, Session};
@@ -80,11 +81,24 @@ impl Broker {
         } else {
             connect.username.map(Into::into)
         };
+        // Hashing is metered (issue 10 item 8): over budget, the CONNECT waits.
+        let password_ok = match (&username, &sec.passwords) {
+            (Some(user), Some(pw)) if !by_certificate => {
+                match self
+                    .hashing
+                    .check(now, pw, user, connect.password.unwrap_or(b""))
+                {
+                    Checked::Done(ok) => ok,
+                    Checked::Wait => return self.hold_connect(now, conn, &connect, out),
+                }
+            }
+            _ => false,
+        };
         let verdict = match (&username, &sec.passwords) {
             (None, _) if by_certificate => Err(ReasonCode::NOT_AUTHORIZED),
             (Some(_), _) if by_certificate => Ok(()),
-            (Some(user), Some(pw)) => {
-                if pw.verify(user, connect.password.unwrap_or(b"")) {
+            (Some(_), Some(_)) => {
+                if password_ok {
                     Ok(())
                 } else {
                     Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
@@ -398,7 +412,7 @@ impl Broker {
     }
 
     /// CONNACK with a refusal, then close [MQTT-3.2.2-5].
-    fn refuse(
+    pub(super) fn refuse(
         &mut self,
         conn: ConnId,
         version: ProtocolVersion,

@@ -9,6 +9,7 @@ mod connect;
 mod deadlines;
 mod durable;
 mod filter_log;
+mod hashing;
 pub mod message;
 pub mod output;
 mod publish;
@@ -170,6 +171,8 @@ struct Conn {
     identity: Option<Box<str>>,
     /// A refusal waiting for its delay to pass (version, reason).
     refusal: Option<(ProtocolVersion, ReasonCode)>,
+    /// Its CONNECT (and what followed) waiting for password-hashing budget.
+    held: Option<Box<hashing::Held>>,
     /// Complaint lines logged about it (bounded: see `Broker::complain`).
     complaints: crate::logging::Complaints,
     /// The client announced itself as a bridge (protocol level | 0x80, as
@@ -235,6 +238,8 @@ pub struct Broker {
     sys_tree: Option<Box<sys_tree::SysTree>>,
     /// When disconnected sessions expire and delayed wills are due.
     deadlines: deadlines::Deadlines,
+    /// Password hashing budget and verified-credentials cache.
+    hashing: hashing::Hashing,
 }
 
 impl Broker {
@@ -268,6 +273,7 @@ impl Broker {
             scratch: Vec::new(),
             sys_tree: None,
             deadlines: deadlines::Deadlines::default(),
+            hashing: hashing::Hashing::default(),
         }
     }
 
@@ -280,6 +286,7 @@ impl Broker {
     /// SIGHUP: connected clients keep their sessions, new checks use the new rules).
     pub fn set_security(&mut self, security: crate::auth::Security) {
         self.security = security;
+        self.hashing.forget_verified();
     }
 
     /// The TLS handshake of `conn` completed with this client certificate name
@@ -365,6 +372,7 @@ impl Broker {
                 listener,
                 identity: None,
                 refusal: None,
+                held: None,
                 complaints: Default::default(),
                 bridge: false,
             },
@@ -393,6 +401,18 @@ impl Broker {
         c.last_seen = now;
         if c.refusal.is_some() {
             // Waiting to be refused: nothing else is processed.
+            return;
+        }
+        if let Some(held) = c.held.as_mut() {
+            // Its CONNECT waits for hashing budget: what follows waits behind it.
+            if !held.push(&packet) {
+                debug!(
+                    "Connection from {} sent too much behind a held CONNECT: closing.",
+                    c.peer
+                );
+                self.conns.remove(&conn);
+                out.close(conn);
+            }
             return;
         }
         let Some(skey) = c.session.filter(|s| self.sessions.contains(*s)) else {
@@ -564,6 +584,7 @@ impl Broker {
                 }
             }
             TimerKind::SysTree => self.sys_tree_tick(now, out),
+            TimerKind::Resume(conn) => self.resume_held(now, conn, timer.serial, out),
             TimerKind::Deadlines => {
                 for (skey, kind) in self.deadlines.fired(now, timer.serial, out) {
                     self.deadline_due(now, skey, kind, out);

@@ -40,6 +40,8 @@ pub(crate) enum TimerKind {
     /// Send a delayed CONNACK refusal (failed password: the attacker waits,
     /// the loop does not).
     Refuse(ConnId),
+    /// Resume a CONNECT held for password-hashing budget (`hashing.rs`).
+    Resume(ConnId),
     /// Time to refresh the `$SYS` tree (every `sys_interval`).
     SysTree,
 }
