@@ -19,6 +19,8 @@ pub struct ListenerConfig {
     pub auth: AuthConfig,
     /// TLS settings; `None` = plain TCP.
     pub tls: Option<TlsConfig>,
+    /// `protocol websockets`: MQTT over WebSockets (wss with TLS settings).
+    pub websockets: bool,
 }
 
 impl ListenerConfig {
@@ -80,6 +82,11 @@ pub enum LogDest {
     #[default]
     Stderr,
 }
+
+/// Default `websockets_headers_size`: mosquitto's libwebsockets default is
+/// 1024, which a browser's request with a few cookies passes; 4 KiB leaves room
+/// and still bounds what an unauthenticated peer makes the server hold.
+pub const WEBSOCKETS_HEADERS_SIZE: usize = 4096;
 
 /// The largest packet the protocol can express: remaining length 268,435,455
 /// plus a five-byte fixed header (`max_packet_size 0`).
@@ -147,6 +154,9 @@ pub struct Config {
     pub max_retained_bytes: usize,
     /// `connect_timeout` seconds a socket may take to send CONNECT (default 10).
     pub connect_timeout: Duration,
+    /// `websockets_headers_size`: most bytes of a WebSocket upgrade request
+    /// (request line and headers).
+    pub websockets_headers_size: usize,
     /// `max_topic_alias` (default 10): Topic Alias Maximum announced to v5 clients.
     pub max_topic_alias: u16,
     /// `outgoing_topic_aliases` (default true, midge only): alias repeated topics
@@ -207,6 +217,7 @@ impl Default for Config {
             max_retained_messages: 100_000,
             max_retained_bytes: 16 << 20,
             connect_timeout: Duration::from_secs(10),
+            websockets_headers_size: WEBSOCKETS_HEADERS_SIZE,
             max_topic_alias: 10,
             outgoing_topic_aliases: true,
             response_information: None,
@@ -346,7 +357,6 @@ const NOT_YET: &[&str] = &[
     "persistent_client_expiration_",
     "plugin",
     "plugin_opt_",
-    "protocol",
     "psk_file",
     "psk_hint",
     "set_tcp_nodelay",
@@ -586,6 +596,25 @@ impl Parser<'_> {
                     );
                 }
                 c.per_listener_settings = line.boolean()?;
+            }
+            "protocol" => {
+                let websockets = match line.one()? {
+                    "mqtt" => false,
+                    "websockets" => true,
+                    other => {
+                        return Err(line.error(format!(
+                            "`protocol` expects mqtt or websockets, got `{other}`"
+                        )))
+                    }
+                };
+                match c.listeners.last_mut() {
+                    Some(l) => l.websockets = websockets,
+                    None => return Err(line.error("`protocol` must follow a `listener` line")),
+                }
+            }
+            "websockets_headers_size" => {
+                let n: usize = line.number(0, 65_536)?;
+                c.websockets_headers_size = if n == 0 { WEBSOCKETS_HEADERS_SIZE } else { n };
             }
             "certfile" | "keyfile" | "cafile" | "capath" | "crlfile" => {
                 let p = PathBuf::from(line.one()?);

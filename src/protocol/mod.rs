@@ -13,6 +13,7 @@ pub mod properties;
 mod property_codec;
 pub mod reason;
 pub mod topic;
+pub mod websocket;
 mod wire;
 
 #[cfg(test)]

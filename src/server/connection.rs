@@ -14,7 +14,7 @@ use crate::protocol::ProtocolVersion;
 const KEEP_CAPACITY: usize = 16 * 1024;
 
 /// The byte stream under MQTT: plain TCP, or TLS (during or after the handshake).
-/// A WebSocket would be one more variant here.
+/// WebSocket framing sits above it (see [`Connection::ws`]).
 pub enum Stream {
     /// Plain TCP.
     Plain(TcpStream),
@@ -181,6 +181,8 @@ pub struct Connection {
     pub linger: bool,
     /// The write side is shut; input is read and thrown away until EOF.
     pub draining: bool,
+    /// WebSocket framing, on `protocol websockets` listeners only.
+    pub ws: Option<Box<super::websocket::WsState>>,
 }
 
 /// [`Connection::barrier`] when nothing is held back.
@@ -219,6 +221,7 @@ impl Connection {
             read_paused: false,
             linger: false,
             draining: false,
+            ws: None,
         }
     }
 
@@ -241,6 +244,9 @@ impl Connection {
     /// the packets queued in one loop turn go out in one `write`. Nothing at or
     /// after the barrier is written.
     pub fn flush(&mut self) -> Flush {
+        if let Some(ws) = self.ws.as_deref_mut() {
+            super::websocket::frame_output(ws, &mut self.wbuf, &mut self.barrier);
+        }
         let end = self.wbuf.len().min(self.barrier);
         while self.wpos < end {
             match self.stream.write(&self.wbuf[self.wpos..end]) {
@@ -261,6 +267,9 @@ impl Connection {
         self.barrier = NO_BARRIER;
         self.wbuf.clear();
         self.wpos = 0;
+        if let Some(ws) = self.ws.as_deref_mut() {
+            super::websocket::reset(ws);
+        }
         if self.wbuf.capacity() > KEEP_CAPACITY {
             self.wbuf = Vec::new();
         }

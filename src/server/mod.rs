@@ -18,6 +18,7 @@ pub mod listener;
 mod resolver;
 mod signals;
 pub mod tls;
+mod websocket;
 pub mod wheel;
 
 use std::io::{ErrorKind, Read};
@@ -395,6 +396,14 @@ impl Server {
             };
             let mut conn = Connection::new(stream);
             conn.want_write = listener.tls.is_some();
+            if self
+                .config
+                .listeners
+                .get(config_index)
+                .is_some_and(|l| l.websockets)
+            {
+                conn.ws = Some(Box::default());
+            }
             conn.listener = config_index;
             self.io.add(conn);
             debug!("New connection from {peer} on listener {config_index}.");
@@ -577,8 +586,41 @@ impl Server {
             broker,
             scratch,
             limits,
+            config,
             ..
         } = self;
+        let Some(conn) = io.conns.get_mut(key) else {
+            return false;
+        };
+        let was_pending = conn.pending();
+        let n = match websocket::input(
+            conn,
+            scratch,
+            n,
+            limits.max_packet_size,
+            config.websockets_headers_size,
+        ) {
+            websocket::Input::Data(0) if conn.ws.is_some() => {
+                let changed = conn.pending() != was_pending;
+                if websocket::finished(conn) {
+                    io.close_conn(key);
+                    return false;
+                }
+                if changed {
+                    io.mark_dirty(key);
+                }
+                return true;
+            }
+            websocket::Input::Data(n) => n,
+            websocket::Input::Close => {
+                io.close_conn(key);
+                return false;
+            }
+        };
+        if conn.pending() != was_pending {
+            // The upgrade's answer or a pong.
+            io.mark_dirty(key);
+        }
         let Some(conn) = io.conns.get_mut(key) else {
             return false;
         };
@@ -651,6 +693,11 @@ impl Server {
             conn.rbuf.extend_from_slice(&fresh[pos..]);
         }
         conn.trim_read_buffer();
+        if websocket::finished(conn) {
+            // The client's close frame came after the data just handled.
+            io.close_conn(key);
+            return false;
+        }
         true
     }
 

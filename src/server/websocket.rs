@@ -1,0 +1,178 @@
+//! The WebSocket layer of a `protocol websockets` connection, between the
+//! socket and the MQTT decoder: the upgrade request is collected in the
+//! connection's partial-packet buffer (bounded by `websockets_headers_size`),
+//! then frames are unwrapped in place in the loop's shared read buffer, and the
+//! connection's MQTT output is wrapped in binary frames at flush time. The only
+//! per-connection cost is [`WsState`] (one allocation, WebSocket connections
+//! only); no buffer is added.
+
+use log::debug;
+
+use crate::protocol::websocket::frame::{self, CloseCode, Control, FrameDecoder};
+use crate::protocol::websocket::parse_upgrade;
+
+use super::connection::{Connection, NO_BARRIER};
+
+/// One WebSocket connection's state.
+#[derive(Debug, Default)]
+pub struct WsState {
+    /// The `101` answer was queued: the stream is frames.
+    upgraded: bool,
+    /// The client's frames.
+    decoder: FrameDecoder,
+    /// `wbuf[..framed]` is framed wire bytes; what follows is MQTT output not
+    /// yet wrapped. Always a frame boundary, so control frames go in here.
+    framed: usize,
+    /// A close frame (or an HTTP refusal) was queued: nothing may follow it.
+    finished: bool,
+}
+
+/// What the bytes read mean for the MQTT decoder.
+pub enum Input {
+    /// `scratch[..n]` is MQTT data (possibly none).
+    Data(usize),
+    /// The connection must close after its queued output (a refusal, a close
+    /// answer, or a protocol error's close frame).
+    Close,
+}
+
+/// Unwrap the `n` bytes just read into `scratch`: complete the upgrade, or
+/// unmask frames in place. Answers (the `101`, pongs, close frames) are queued
+/// on `conn`.
+pub fn input(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    n: usize,
+    max_frame: usize,
+    max_header: usize,
+) -> Input {
+    let Connection {
+        ws, wbuf, barrier, ..
+    } = conn;
+    let Some(ws) = ws.as_deref_mut() else {
+        return Input::Data(n);
+    };
+    if ws.finished {
+        return Input::Close;
+    }
+    let mut n = n;
+    if !ws.upgraded {
+        // The request is bounded: at most `max_header` bytes are ever kept.
+        conn.rbuf.extend_from_slice(&scratch[..n]);
+        match parse_upgrade(&conn.rbuf, max_header) {
+            Ok(None) => return Input::Data(0),
+            Err(e) => {
+                debug!("WebSocket upgrade refused: {e}.");
+                conn.rbuf = Vec::new();
+                wbuf.extend_from_slice(e.response());
+                ws.framed = wbuf.len();
+                ws.finished = true;
+                return Input::Close;
+            }
+            Ok(Some(u)) => {
+                u.write_response(wbuf);
+                ws.framed = wbuf.len();
+                ws.upgraded = true;
+                // Frames sent right behind the request (without waiting for
+                // the answer) go on to the frame decoder.
+                let rest = conn.rbuf.len() - u.used;
+                if rest > scratch.len() {
+                    ws.finished = true;
+                    return Input::Close;
+                }
+                scratch[..rest].copy_from_slice(&conn.rbuf[u.used..]);
+                conn.rbuf = Vec::new();
+                n = rest;
+            }
+        }
+    }
+    let mut closing = None;
+    let framed = &mut ws.framed;
+    let result = ws
+        .decoder
+        .unframe(&mut scratch[..n], max_frame as u64, &mut |c| match c {
+            Control::Ping(p) => {
+                let mut pong = Vec::with_capacity(2 + p.len());
+                frame::write_pong(p, &mut pong);
+                insert(wbuf, framed, barrier, &pong);
+            }
+            Control::Close(code) => closing = Some(code.unwrap_or(CloseCode::NORMAL)),
+        });
+    match result {
+        Ok(m) => match closing {
+            None => Input::Data(m),
+            Some(code) => {
+                // Answer the close after the MQTT data before it was handled:
+                // the caller handles `m` bytes first, then closes.
+                close(ws, wbuf, barrier, code);
+                if m > 0 {
+                    Input::Data(m)
+                } else {
+                    Input::Close
+                }
+            }
+        },
+        Err(e) => {
+            debug!("WebSocket protocol error: {e}.");
+            close(ws, wbuf, barrier, e.close_code());
+            Input::Close
+        }
+    }
+}
+
+/// Put a whole control frame at the frame boundary.
+fn insert(wbuf: &mut Vec<u8>, framed: &mut usize, barrier: &mut usize, f: &[u8]) {
+    wbuf.splice(*framed..*framed, f.iter().copied());
+    *framed += f.len();
+    if *barrier != NO_BARRIER {
+        *barrier += f.len();
+    }
+}
+
+/// Frame what is queued and end the stream with a close frame.
+fn close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize, code: CloseCode) {
+    if ws.finished {
+        return;
+    }
+    frame_output(ws, wbuf, barrier);
+    let mut f = Vec::with_capacity(4);
+    frame::write_close(code, &mut f);
+    insert(wbuf, &mut ws.framed, barrier, &f);
+    ws.finished = true;
+}
+
+/// True once the connection's stream is finished (close frame or refusal
+/// queued): the connection should close.
+pub fn finished(conn: &Connection) -> bool {
+    conn.ws.as_ref().is_some_and(|w| w.finished)
+}
+
+/// Wrap the MQTT output queued since the last frame, up to the barrier (what
+/// waits for the log's commit is framed once released), in one binary frame:
+/// one frame may carry several packets [MQTT-6.0.0-2]. After a close frame,
+/// nothing more is sent.
+pub fn frame_output(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) {
+    if ws.finished {
+        wbuf.truncate(ws.framed);
+        if *barrier >= wbuf.len() {
+            *barrier = NO_BARRIER;
+        }
+        return;
+    }
+    let end = wbuf.len().min(*barrier);
+    if end <= ws.framed {
+        return;
+    }
+    let mut h = [0u8; 10];
+    let hn = frame::server_header(frame::BINARY, end - ws.framed, &mut h);
+    wbuf.splice(ws.framed..ws.framed, h[..hn].iter().copied());
+    ws.framed = end + hn;
+    if *barrier != NO_BARRIER {
+        *barrier += hn;
+    }
+}
+
+/// The whole output was written and the buffer cleared.
+pub fn reset(ws: &mut WsState) {
+    ws.framed = 0;
+}
