@@ -106,12 +106,18 @@ pub fn parse_args(args: &[String]) -> Result<Command, String> {
 }
 
 /// The configuration the options describe, and notices to log once logging is up.
-pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), ConfigError> {
+///
+/// Every error of the file is reported (file:line each), not only the first.
+/// Relative paths are resolved against the working directory now.
+pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), Vec<ConfigError>> {
     let mut notices = Vec::new();
     let mut config = match &opts.config_file {
-        Some(path) => Config::load(path)?,
+        Some(path) => Config::load_all(path)?,
         None => Config::default(),
     };
+    if let Ok(cwd) = std::env::current_dir() {
+        config.resolve_paths(&cwd);
+    }
     if opts.recover {
         config.persistence_recover = true;
     }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use log::{error, info, warn};
 
 use midge::cli::{self, Command};
+use midge::config::LogDest;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,18 +28,62 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (config, notices) = match cli::build_config(&opts) {
+    let (mut config, mut notices) = match cli::build_config(&opts) {
         Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("Error: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    if opts.test_config {
+        // Everything start-up would load or bind, all problems in one run.
+        let problems = midge::server::check::check(&config);
+        if problems.is_empty() {
+            println!("config OK: {} listener(s)", config.listeners.len());
+            return ExitCode::SUCCESS;
+        }
+        for p in &problems {
+            eprintln!("Error: {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    if opts.daemon {
+        // Detached, stdout and stderr are /dev/null: log to syslog instead
+        // unless the file names a destination that survives.
+        let survives = config
+            .log_dests
+            .iter()
+            .any(|d| !matches!(d, LogDest::Stdout | LogDest::Stderr));
+        if !survives {
+            config.log_dests = vec![LogDest::Syslog];
+            notices.push("Running as a daemon: logging to syslog.".to_string());
+        }
+        // Fail here, where the user still sees it, rather than after detaching.
+        let problems = midge::server::check::check(&config);
+        if !problems.is_empty() {
+            for p in &problems {
+                eprintln!("Error: {p}");
+            }
+            return ExitCode::FAILURE;
+        }
+    }
+    let sink = match midge::logging::open(&config) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("Error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if opts.test_config {
-        println!("config OK: {} listener(s)", config.listeners.len());
-        return ExitCode::SUCCESS;
+    if opts.daemon {
+        if let Err(e) = midge::sys::daemonize() {
+            eprintln!("Error: unable to daemonise: {e}.");
+            return ExitCode::FAILURE;
+        }
     }
-    midge::logging::init(opts.verbose, &config);
+    // After the fork: the log writer is a thread, and threads do not survive it.
+    midge::logging::init(opts.verbose, &config, sink);
     info!(target: midge::logging::NOTICE, "{} starting", cli::version());
     if let Some(f) = &opts.config_file {
         info!(target: midge::logging::NOTICE, "Config loaded from {}.", f.display());
@@ -48,15 +93,10 @@ fn main() -> ExitCode {
     for n in &notices {
         info!("{n}");
     }
-    if opts.daemon {
-        if let Err(e) = midge::sys::daemonize() {
-            error!("Unable to daemonise: {e}.");
-            return ExitCode::FAILURE;
-        }
-    }
     if let Some(p) = &config.pid_file {
         if let Err(e) = midge::sys::write_pid_file(p) {
-            error!("Unable to write pid file {}: {e}.", p.display());
+            error!("Error: unable to write pid file {}: {e}.", p.display());
+            midge::logging::flush();
             return ExitCode::FAILURE;
         }
     }
@@ -72,7 +112,7 @@ fn main() -> ExitCode {
     if let Some(p) = pid_file {
         let _ = std::fs::remove_file(p);
     }
-    match result {
+    let code = match result {
         Ok(()) => {
             info!(target: midge::logging::NOTICE, "{} terminating", cli::version());
             ExitCode::SUCCESS
@@ -81,5 +121,7 @@ fn main() -> ExitCode {
             error!("Error: {e}.");
             ExitCode::FAILURE
         }
-    }
+    };
+    midge::logging::flush();
+    code
 }

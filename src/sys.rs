@@ -95,3 +95,69 @@ pub fn watchdog_interval() -> Option<std::time::Duration> {
     let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
     (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
 }
+
+/// An account's ids, for `user`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// User id.
+    pub uid: libc::uid_t,
+    /// Primary group id.
+    pub gid: libc::gid_t,
+}
+
+/// Look up `name` in the password database.
+pub fn lookup_user(name: &str) -> io::Result<Account> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with a NUL byte"))?;
+    // SAFETY: zeroed passwd is a valid out-parameter; buf outlives the call
+    // and the result is only read before buf is dropped.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: all pointers are valid for the call, buf.len() is its size.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            cname.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    if result.is_null() {
+        return Err(io::Error::new(io::ErrorKind::NotFound, "no such user"));
+    }
+    Ok(Account {
+        uid: pwd.pw_uid,
+        gid: pwd.pw_gid,
+    })
+}
+
+/// `user NAME`: when running as root, switch to that account (groups first,
+/// then the user id: afterwards root's rights are gone for good). Not root,
+/// or `user root`: nothing to do. Returns whether privileges were dropped.
+pub fn drop_privileges(name: &str) -> io::Result<bool> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || name == "root" {
+        return Ok(false);
+    }
+    let account = lookup_user(name)?;
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "user name with a NUL byte"))?;
+    // SAFETY: plain system calls with valid arguments.
+    unsafe {
+        if libc::setgid(account.gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::initgroups(cname.as_ptr(), account.gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setuid(account.uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(true)
+}

@@ -69,6 +69,20 @@ impl Broker {
             None => connect.client_id.into(),
         };
 
+        // `clientid_prefixes`: other ids are refused as not authorised, as
+        // mosquitto does.
+        if let Some(prefix) = &self.config.clientid_prefixes {
+            if !client_id.starts_with(prefix.as_str()) {
+                info!(
+                    target: NOTICE,
+                    "Client connection from {peer} refused: client id {} lacks the prefix `clientid_prefixes` asks for.",
+                    LogStr(&client_id)
+                );
+                self.refuse(conn, version, ReasonCode::NOT_AUTHORIZED, out);
+                return;
+            }
+        }
+
         // Credentials (password file, certificate identity) and the will's ACL.
         let (listener, identity) = match self.conns.get(&conn) {
             Some(c) => (c.listener, c.identity.clone()),
@@ -240,6 +254,7 @@ impl Broker {
         s.send_window = ours.min(theirs);
         s.max_packet_size = props.maximum_packet_size;
         s.dropping = false;
+        let s_username = username.clone();
         s.username = username;
         s.listener = listener;
 
@@ -300,13 +315,20 @@ impl Broker {
         }
         // Session present promises the session's state: after its records.
         out.send_after_commit(conn, version, &ack);
-        info!(
-            target: NOTICE,
-            "New client connected from {peer} as {} (p{}, c{}, k{keep_alive}).",
-            LogStr(&client_id),
-            version.level(),
-            u8::from(connect.clean_start)
-        );
+        if self.config.connection_messages {
+            // mosquitto's line, the user name last when there is one.
+            let user = match s_username.as_deref() {
+                Some(u) => format!(", u'{}'", LogStr(u)),
+                None => String::new(),
+            };
+            info!(
+                target: NOTICE,
+                "New client connected from {peer} as {} (p{}, c{}, k{keep_alive}{user}).",
+                LogStr(&client_id),
+                version.level(),
+                u8::from(connect.clean_start)
+            );
+        }
         // One timer per connection: the CONNECT timeout, still pending, fires
         // before the keep-alive deadline when the grace is longer, and is turned
         // into the keep-alive check then (see `handle_timer`).
@@ -445,7 +467,8 @@ impl Broker {
             x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
             x ^= x >> 29;
             let id = format!(
-                "auto-{:08X}-{:08X}",
+                "{}{:08X}-{:08X}",
+                self.config.auto_id_prefix,
                 (x >> 32) as u32,
                 (x as u32) ^ (n as u32)
             );

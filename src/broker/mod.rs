@@ -18,6 +18,7 @@ pub mod retained;
 pub mod session;
 pub mod shared;
 mod subscribe;
+mod sys_log;
 mod sys_tree;
 pub mod topic_index;
 
@@ -87,6 +88,12 @@ pub struct BrokerConfig {
     pub response_information: Option<String>,
     /// Time between `$SYS` refreshes (`sys_interval`); zero = no `$SYS` tree.
     pub sys_interval: Duration,
+    /// Log clients connecting and leaving (`connection_messages`).
+    pub connection_messages: bool,
+    /// Start of client ids the broker assigns (`auto_id_prefix`).
+    pub auto_id_prefix: String,
+    /// Only client ids starting with this may connect (`clientid_prefixes`).
+    pub clientid_prefixes: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -113,6 +120,9 @@ impl Default for BrokerConfig {
             outgoing_topic_aliases: true,
             response_information: None,
             sys_interval: Duration::from_secs(10),
+            connection_messages: true,
+            auto_id_prefix: "auto-".to_string(),
+            clientid_prefixes: None,
         }
     }
 }
@@ -705,8 +715,10 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
+        // mosquitto logs every DISCONNECT the same way, 0x04 (with will) too.
         match why {
-            End::Disconnect { with_will: false } => {
+            _ if !self.config.connection_messages => {}
+            End::Disconnect { .. } => {
                 info!(target: NOTICE, "Client {} disconnected.", LogStr(&s.client_id));
             }
             End::Lost => {

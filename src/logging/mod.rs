@@ -7,12 +7,18 @@
 //! filter with env_logger's.
 
 mod budget;
+mod sink;
 mod text;
+pub mod topic;
 
 pub use budget::{Complaints, Verdict};
+pub use sink::{OpenError, Sink};
 pub use text::LogStr;
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, LogDest};
@@ -122,10 +128,13 @@ impl LogTypes {
     }
 }
 
-/// The installed logger: the enabled types and where lines go.
+/// The installed logger: the enabled types, the writer thread's queue, and
+/// whether lines are also published to `$SYS/broker/log/...`.
 struct Logger {
     types: LogTypes,
-    dest: LogDest,
+    tx: Option<SyncSender<sink::Msg>>,
+    dropped: AtomicU64,
+    topic: bool,
 }
 
 impl log::Log for Logger {
@@ -139,21 +148,46 @@ impl log::Log for Logger {
         }
         let secs = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        // A log that cannot be written must not stop the broker.
-        let _ = match self.dest {
-            LogDest::Stdout => writeln!(std::io::stdout().lock(), "{secs}: {}", record.args()),
-            LogDest::Stderr => writeln!(std::io::stderr().lock(), "{secs}: {}", record.args()),
+            .map_or(0, |d| d.as_secs() as i64);
+        let kind = LogType::of(record.level(), record.target());
+        let text = record.args().to_string();
+        if self.topic {
+            topic::push(kind, secs, &text);
+        }
+        let Some(tx) = &self.tx else {
+            return;
         };
+        let dropped_before = self.dropped.swap(0, Ordering::Relaxed);
+        let msg = sink::Msg::Line {
+            secs,
+            kind,
+            text,
+            dropped_before,
+        };
+        // Never wait for the writer: a full queue drops the line and counts it.
+        if tx.try_send(msg).is_err() {
+            self.dropped
+                .fetch_add(dropped_before + 1, Ordering::Relaxed);
+        }
     }
 
     fn flush(&self) {
-        let _ = std::io::stdout().flush();
+        flush();
     }
 }
 
-/// Install the logger for `log_type` (`-v`: every type).
-pub fn init(verbose: bool, config: &Config) {
+/// The logger once installed (for [`reopen`] and [`flush`]).
+static SENDER: OnceLock<SyncSender<sink::Msg>> = OnceLock::new();
+
+/// Open the log destinations of `config` (files now: a bad path is reported
+/// before `-d` detaches and before privileges are dropped).
+pub fn open(config: &Config) -> Result<Sink, OpenError> {
+    Sink::open(config)
+}
+
+/// Install the logger for `log_type` (`-v`: every type), writing to `sink`
+/// from a thread of its own (start it after `-d` has forked).
+pub fn init(verbose: bool, config: &Config, sink: Sink) {
     if let Ok(spec) = std::env::var("RUST_LOG") {
         return init_env_logger(&spec, config);
     }
@@ -162,9 +196,29 @@ pub fn init(verbose: bool, config: &Config) {
     } else {
         LogTypes::from_config(&config.log_types)
     };
+    let tx = if sink.is_empty() {
+        None
+    } else {
+        let (tx, rx) = std::sync::mpsc::sync_channel(sink::QUEUE_LINES);
+        let spawned = std::thread::Builder::new()
+            .name("log".into())
+            .spawn(move || sink.run(rx));
+        match spawned {
+            Ok(_) => {
+                let _ = SENDER.set(tx.clone());
+                Some(tx)
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "Error: unable to start logging: {e}.");
+                None
+            }
+        }
+    };
     let logger = Logger {
         types,
-        dest: config.log_dest,
+        tx,
+        dropped: AtomicU64::new(0),
+        topic: config.log_dests.contains(&LogDest::Topic),
     };
     // A second init (tests) is harmless.
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
@@ -172,13 +226,33 @@ pub fn init(verbose: bool, config: &Config) {
     }
 }
 
-/// `RUST_LOG` set: env_logger's module filters, same line format.
+/// SIGHUP: reopen `log_dest file` files (after logrotate moved them).
+pub fn reopen() {
+    if let Some(tx) = SENDER.get() {
+        let _ = tx.try_send(sink::Msg::Reopen);
+    }
+}
+
+/// Wait (at most two seconds) until every line logged so far is written: at
+/// exit, so that the last lines are not lost.
+pub fn flush() {
+    if let Some(tx) = SENDER.get() {
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        if tx.send(sink::Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// `RUST_LOG` set: env_logger's module filters, same line format, to the
+/// first stdout/stderr destination.
 fn init_env_logger(spec: &str, config: &Config) {
     let mut builder = env_logger::Builder::new();
     builder.parse_filters(spec);
-    builder.target(match config.log_dest {
-        LogDest::Stdout => env_logger::Target::Stdout,
-        LogDest::Stderr => env_logger::Target::Stderr,
+    builder.target(if config.log_dests.first() == Some(&LogDest::Stdout) {
+        env_logger::Target::Stdout
+    } else {
+        env_logger::Target::Stderr
     });
     builder.format(|buf, record| {
         let secs = SystemTime::now()

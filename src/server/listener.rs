@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::config::ListenerConfig;
+use crate::config::{ListenerConfig, SocketDomain};
 
 /// Pending connections the kernel may hold for us (mosquitto uses 100; accepts are
 /// cheap here and bursts of reconnecting gateways are the norm).
@@ -22,38 +22,76 @@ pub struct Listener {
     pub tls: Option<std::sync::Arc<openssl::ssl::SslAcceptor>>,
 }
 
-/// Bind every address `config` asks for: all interfaces (IPv6 dual-stack, or IPv4
-/// when the host has no IPv6) when no address is given, else each address the
-/// name resolves to.
-pub fn bind(config: &ListenerConfig) -> Result<Vec<Listener>, (String, std::io::Error)> {
+/// The addresses a listener binds: all interfaces when no address is given
+/// (`[::]` dual-stack, `0.0.0.0` with `socket_domain ipv4`), else each address
+/// the name resolves to of the `socket_domain` family.
+pub fn addresses(config: &ListenerConfig) -> Result<Vec<SocketAddr>, (String, std::io::Error)> {
+    let want = |a: &SocketAddr| match config.socket_domain {
+        Some(SocketDomain::V4) => a.is_ipv4(),
+        Some(SocketDomain::V6) => a.is_ipv6(),
+        None => true,
+    };
     let addrs: Vec<SocketAddr> = match &config.bind_address {
-        None => {
-            let v6 = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), config.port);
-            match bind_one(v6) {
-                Ok(l) => return Ok(vec![l]),
-                // No IPv6 on this host: fall back to IPv4 alone.
-                Err(_) => vec![SocketAddr::new(
-                    IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                    config.port,
-                )],
-            }
-        }
+        None => match config.socket_domain {
+            Some(SocketDomain::V4) => vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                config.port,
+            )],
+            _ => vec![SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                config.port,
+            )],
+        },
         Some(host) => match (host.as_str(), config.port).to_socket_addrs() {
-            Ok(a) => a.collect(),
+            Ok(a) => a.filter(want).collect(),
             Err(e) => return Err((format!("{host}:{}", config.port), e)),
         },
     };
+    if addrs.is_empty() {
+        let host = config.bind_address.as_deref().unwrap_or("");
+        return Err((
+            format!("{host}:{}", config.port),
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                "no address of the `socket_domain` family",
+            ),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Bind every address `config` asks for ([`addresses`]); all interfaces
+/// fall back to IPv4 alone on a host without IPv6.
+pub fn bind(config: &ListenerConfig) -> Result<Vec<Listener>, (String, std::io::Error)> {
+    let addrs = addresses(config)?;
+    let only_v6 = config.socket_domain == Some(SocketDomain::V6);
+    let device = config.bind_interface.as_deref();
+    if config.bind_address.is_none() && config.socket_domain.is_none() {
+        if let Ok(l) = bind_one(addrs[0], false, device) {
+            return Ok(vec![l]);
+        }
+        // No IPv6 on this host: IPv4 alone.
+        let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), config.port);
+        return bind_one(v4, false, device)
+            .map(|l| vec![l])
+            .map_err(|e| (v4.to_string(), e));
+    }
     addrs
         .into_iter()
-        .map(|a| bind_one(a).map_err(|e| (a.to_string(), e)))
+        .map(|a| bind_one(a, only_v6, device).map_err(|e| (a.to_string(), e)))
         .collect()
 }
 
-fn bind_one(addr: SocketAddr) -> std::io::Result<Listener> {
+fn bind_one(addr: SocketAddr, only_v6: bool, device: Option<&str>) -> std::io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     if addr.is_ipv6() {
-        // One socket for both families when bound to [::], as mosquitto does.
-        socket.set_only_v6(!addr.ip().is_unspecified())?;
+        // One socket for both families when bound to [::], as mosquitto does,
+        // unless `socket_domain ipv6` asks for IPv6 alone.
+        socket.set_only_v6(only_v6 || !addr.ip().is_unspecified())?;
+    }
+    if let Some(name) = device {
+        // `bind_interface`: SO_BINDTODEVICE (Linux; needs CAP_NET_RAW).
+        socket.bind_device(Some(name.as_bytes()))?;
     }
     // Restarting the broker must not wait for TIME_WAIT sockets to clear.
     socket.set_reuse_address(true)?;

@@ -12,6 +12,7 @@
 
 mod bridge;
 mod bridge_tls;
+pub mod check;
 mod connection;
 mod io;
 pub mod listener;
@@ -83,7 +84,21 @@ const LISTENER_BASE: usize = usize::MAX - 4096;
 
 /// Run the broker with `config` until SIGINT/SIGTERM.
 pub fn run(config: Config) -> Result<(), ServerError> {
-    Server::new(&config)?.run()
+    let server = Server::new(&config)?;
+    // Listeners are bound and the log and persistence files open: root's
+    // rights are no longer needed (mosquitto's order).
+    if let Some(user) = &config.user {
+        match crate::sys::drop_privileges(user) {
+            Ok(true) => info!("Running as user {user}."),
+            Ok(false) => {}
+            Err(e) => {
+                return Err(ServerError::Security(format!(
+                    "unable to drop privileges to user {user}: {e}"
+                )))
+            }
+        }
+    }
+    server.run()
 }
 
 struct Server {
@@ -117,6 +132,8 @@ struct Server {
     bridge_again: Vec<usize>,
     /// Name resolution for bridges, off the loop thread (only with bridges).
     resolver: Option<resolver::Resolver>,
+    /// `log_dest topic`: log lines are published each turn.
+    log_topic: bool,
 }
 
 impl Server {
@@ -227,6 +244,7 @@ impl Server {
             bridges,
             bridge_again: Vec::new(),
             resolver,
+            log_topic: config.log_dests.contains(&crate::config::LogDest::Topic),
         })
     }
 
@@ -305,6 +323,9 @@ impl Server {
                 self.bridge_read(i, now);
             }
             self.run_timers(now);
+            if self.log_topic {
+                self.publish_log_lines(now);
+            }
             self.flush_all(now);
             self.replay(now);
             if shutdown {
@@ -321,8 +342,19 @@ impl Server {
         Ok(false)
     }
 
+    /// `log_dest topic`: publish the lines logged since the last turn.
+    fn publish_log_lines(&mut self, now: Instant) {
+        for (topic, line) in crate::logging::topic::take() {
+            self.broker.publish_log_line(now, topic, line, &mut self.io);
+        }
+    }
+
     fn poll_timeout(&self) -> Option<Duration> {
-        if !self.again.is_empty() || self.replay_again || !self.bridge_again.is_empty() {
+        if !self.again.is_empty()
+            || self.replay_again
+            || !self.bridge_again.is_empty()
+            || (self.log_topic && crate::logging::topic::pending())
+        {
             return Some(Duration::ZERO);
         }
         let wheel = self
@@ -479,6 +511,7 @@ impl Server {
     /// connections). A broken file keeps the old rules, with the reason logged.
     fn reload(&mut self) {
         info!("Reloading password, ACL and certificate files.");
+        crate::logging::reopen();
         match crate::auth::Security::load(&self.config) {
             Ok(s) => self.broker.set_security(s),
             Err(e) => error!("Reload failed, keeping the old rules: {e}."),

@@ -80,6 +80,15 @@ fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
             .set_flags(X509VerifyFlags::CRL_CHECK)
             .map_err(|err| e("crlfile", crl, err))?;
     }
+    if let Some(dh) = t.dhparamfile.as_deref() {
+        path_str("dhparamfile", dh)?;
+        let pem =
+            std::fs::read(dh).map_err(|err| format!("dhparamfile {}: {err}", dh.display()))?;
+        let params =
+            openssl::dh::Dh::params_from_pem(&pem).map_err(|err| e("dhparamfile", dh, err))?;
+        b.set_tmp_dh(&params)
+            .map_err(|err| e("dhparamfile", dh, err))?;
+    }
     // `tls_version` is the lowest version accepted; the default allows 1.2 and 1.3.
     let min = match t.tls_version.as_deref() {
         Some("tlsv1.3") => SslVersion::TLS1_3,

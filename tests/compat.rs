@@ -1,0 +1,314 @@
+//! Running midge like mosquitto: the directive table, real-world mosquitto
+//! configurations, logging destinations, `--test-config`, `-d`, `user`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use midge::directives;
+
+const BEGIN: &str = "<!-- directives:begin -->\n";
+const END: &str = "<!-- directives:end -->";
+
+/// The README's directive table is the one `src/directives.rs` generates.
+/// `MIDGE_BLESS=1 cargo test --test compat readme` rewrites it.
+#[test]
+fn readme_directive_table_matches_the_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+    let readme = std::fs::read_to_string(&path).expect("README");
+    let start = readme.find(BEGIN).expect("begin marker") + BEGIN.len();
+    let end = readme.find(END).expect("end marker");
+    let want = directives::markdown_table();
+    if std::env::var_os("MIDGE_BLESS").is_some() {
+        let fixed = format!("{}{want}{}", &readme[..start], &readme[end..]);
+        std::fs::write(&path, fixed).expect("write README");
+        return;
+    }
+    assert_eq!(
+        &readme[start..end],
+        want,
+        "README directive table differs from src/directives.rs (MIDGE_BLESS=1 to regenerate)"
+    );
+}
+
+/// Run midge with `args` to completion (stdin closed, output captured).
+fn run_midge(args: &[&str], cwd: &Path) -> (i32, String) {
+    let out = Command::new(midge_bin())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run midge");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn connect_as(
+    port: u16,
+    version: ProtocolVersion,
+    id: &str,
+    user: Option<&str>,
+) -> (Client, ReasonCode) {
+    let mut c = Client::open(port, version);
+    c.send(&Packet::Connect(Connect {
+        version,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties::default(),
+        client_id: leak_str(id),
+        will: None,
+        username: user.map(leak_str),
+        password: None,
+    }));
+    match c.recv() {
+        Packet::ConnAck(a) => (c, a.reason),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+use midge::protocol::{Connect, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode};
+
+/// `--test-config` loads every file and checks every address, and reports
+/// every problem of the file in one run. Before: "config OK" for a missing
+/// password file, a broken ACL and an address the host does not have, and one
+/// parse error per run.
+#[test]
+fn test_config_reports_every_problem_in_one_run() {
+    let dir = temp_dir("compat-testconfig");
+    let conf = dir.join("m.conf");
+    std::fs::write(
+        &conf,
+        "listener 1883 192.0.2.77\npassword_file /nonexistent/pw\nacl_file acl\nlog_dest file /nonexistent/dir/m.log\n",
+    )
+    .expect("write");
+    std::fs::write(dir.join("acl"), "topic frobnicate x\n").expect("write acl");
+    let conf_s = conf.display().to_string();
+    let (code, text) = run_midge(&["--test-config", "-c", &conf_s], &dir);
+    assert_eq!(code, 1, "{text}");
+    for needle in ["/nonexistent/pw", "192.0.2.77", "/nonexistent/dir/m.log"] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    // Syntax errors: all of them, each with file:line.
+    std::fs::write(
+        &conf,
+        "bogus 1\nmax_keepalive x\nlistener 1883 # fine\nlog_dest dlt\n",
+    )
+    .expect("write");
+    let (code, text) = run_midge(&["--test-config", "-c", &conf_s], &dir);
+    assert_eq!(code, 1, "{text}");
+    for needle in [
+        ":1: unknown directive `bogus`",
+        ":2: `max_keepalive`",
+        ":4: `log_dest dlt` is refused",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    // A good one passes, even with its port held by a running broker.
+    let b = BrokerProcess::start("");
+    std::fs::write(
+        &conf,
+        format!("listener {} 127.0.0.1  # the test broker's\n", b.port),
+    )
+    .expect("write");
+    let (code, text) = run_midge(&["--test-config", "-c", &conf_s], &dir);
+    assert_eq!(code, 0, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-d`: a config problem is reported before detaching (exit 1, on stderr);
+/// relative paths mean the start directory, not `/`; with a log file the
+/// daemon's lines land there. Before: exit 0, nothing said, `/midge.pid`.
+#[test]
+fn daemon_fails_before_detaching_and_keeps_relative_paths() {
+    let dir = temp_dir("compat-daemon");
+    let port = free_port();
+    std::fs::write(
+        dir.join("m.conf"),
+        format!("listener {port} 127.0.0.1\npassword_file missing-pw\n"),
+    )
+    .expect("write");
+    let (code, text) = run_midge(&["-d", "-c", "m.conf"], &dir);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("missing-pw"), "{text}");
+
+    std::fs::write(
+        dir.join("m.conf"),
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npid_file m.pid\nlog_dest file m.log\n"),
+    )
+    .expect("write");
+    let (code, text) = run_midge(&["-d", "-c", "m.conf"], &dir);
+    assert_eq!(code, 0, "{text}");
+    // The daemon writes its pid file, then listens: wait for the listen line in
+    // its log file (reads with a deadline, no fixed sleep).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let log = loop {
+        let log = std::fs::read_to_string(dir.join("m.log")).unwrap_or_default();
+        if log.contains("Opening listen socket") && dir.join("m.pid").exists() {
+            break log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "daemon did not start: {log}"
+        );
+        std::thread::yield_now();
+    };
+    let pid: i32 = std::fs::read_to_string(dir.join("m.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(log.contains("starting"), "{log}");
+    let c = Client::connect(port, "daemon-client");
+    c.disconnect();
+    // SAFETY: plain kill(2) on the daemon this test started.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while dir.join("m.pid").exists() {
+        assert!(std::time::Instant::now() < deadline, "daemon did not stop");
+        std::thread::yield_now();
+    }
+    let log = std::fs::read_to_string(dir.join("m.log")).unwrap_or_default();
+    assert!(log.contains("terminating"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `log_dest file` + `topic` + `stdout` at once, `log_timestamp_format`, and
+/// the file reopened on SIGHUP after logrotate moved it. `topic` lines arrive
+/// on `$SYS/broker/log/N` (mosquitto's topics).
+#[test]
+fn log_destinations_file_topic_and_reopen() {
+    let dir = temp_dir("compat-logdest");
+    let log = dir.join("m.log");
+    let b = BrokerProcess::start(&format!(
+        "log_dest file {}\nlog_dest stdout\nlog_dest topic\nlog_timestamp_format %Y-%m-%dT%H:%M:%S\n",
+        log.display()
+    ));
+    let mut watcher = Client::connect(b.port, "log-watcher");
+    watcher.subscribe("$SYS/broker/log/N", QoS::AtMostOnce);
+    let c = Client::connect(b.port, "someone");
+    let p = watcher.recv_publish();
+    assert_eq!(p.topic, "$SYS/broker/log/N");
+    let text = String::from_utf8_lossy(p.payload).to_string();
+    assert!(
+        text.contains("New client connected") && text.contains("someone"),
+        "{text}"
+    );
+    b.wait_log("as someone");
+    let line = b
+        .log_text()
+        .lines()
+        .find(|l| l.contains("as someone"))
+        .map(str::to_string)
+        .expect("line");
+    // `YYYY-MM-DDTHH:MM:SS: New client...`
+    assert_eq!(line.as_bytes().get(4), Some(&b'-'), "{line}");
+    assert_eq!(line.as_bytes().get(10), Some(&b'T'), "{line}");
+    c.disconnect();
+    b.wait_log("Client someone disconnected.");
+    // logrotate: move the file, HUP, the next lines go to a new file.
+    std::fs::rename(&log, dir.join("m.log.1")).expect("rename");
+    b.signal("HUP");
+    b.wait_log("Reloading");
+    let c = Client::connect(b.port, "after-rotate");
+    b.wait_log("as after-rotate");
+    c.disconnect();
+    b.wait_log("Client after-rotate disconnected.");
+    // The writer thread may be a moment behind stdout: wait for the file.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+        if fresh.contains("as after-rotate") {
+            assert!(!fresh.contains("as someone"), "{fresh}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line in the new file: {fresh}"
+        );
+        std::thread::yield_now();
+    }
+    let old = std::fs::read_to_string(dir.join("m.log.1")).expect("old log");
+    assert!(old.contains("as someone"), "{old}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// mosquitto's connection lines: the user name on "New client connected",
+/// "Client X disconnected." after a v5 DISCONNECT 0x04 too, and none at all
+/// with `connection_messages false`.
+#[test]
+fn connection_messages_as_mosquitto() {
+    let b = BrokerProcess::start("");
+    let (c, rc) = connect_as(b.port, ProtocolVersion::V5, "named", Some("carol"));
+    assert_eq!(rc, ReasonCode::SUCCESS);
+    let line = b.wait_log("as named");
+    assert!(line.contains("(p5, c1, k60, u'carol')."), "{line}");
+    let mut c = c;
+    c.send(&Packet::Disconnect(Disconnect {
+        reason: ReasonCode::DISCONNECT_WITH_WILL,
+        properties: Properties::default(),
+    }));
+    b.wait_log("Client named disconnected.");
+
+    let quiet = BrokerProcess::start("connection_messages false\n");
+    let c = Client::connect(quiet.port, "silent");
+    c.disconnect();
+    // A later line proves the earlier ones would have been written by now.
+    let mut c2 = Client::connect(quiet.port, "marker");
+    c2.ping();
+    assert!(
+        !quiet.log_text().contains("as silent"),
+        "{}",
+        quiet.log_text()
+    );
+    assert!(
+        !quiet.log_text().contains("silent disconnected"),
+        "{}",
+        quiet.log_text()
+    );
+}
+
+/// `clientid_prefixes` refuses other ids as not authorised (mosquitto's
+/// answer); `auto_id_prefix` names assigned ids.
+#[test]
+fn clientid_prefixes_and_auto_id_prefix() {
+    let b = BrokerProcess::start("clientid_prefixes gw-\nauto_id_prefix gw-auto-\n");
+    let (_c, rc) = connect_as(b.port, ProtocolVersion::V311, "gw-1", None);
+    assert_eq!(rc, ReasonCode::SUCCESS);
+    let (_c, rc) = connect_as(b.port, ProtocolVersion::V5, "other", None);
+    assert_eq!(rc, ReasonCode::NOT_AUTHORIZED);
+    let (_c, rc) = connect_as(b.port, ProtocolVersion::V311, "other", None);
+    assert_eq!(rc, ReasonCode::NOT_AUTHORIZED);
+    // An assigned id carries the prefix, and so passes clientid_prefixes.
+    let (_c, rc) = connect_as(b.port, ProtocolVersion::V5, "", None);
+    assert_eq!(rc, ReasonCode::SUCCESS);
+    b.wait_log("as gw-auto-");
+}
+
+/// `user`: started as root, midge runs as that user once listening (checked
+/// in /proc). Skipped when the tests do not run as root.
+#[test]
+fn user_drops_root_privileges_after_binding() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: privilege drop not testable here");
+        return;
+    }
+    let b = BrokerProcess::start("user nobody\n");
+    b.wait_log("Running as user nobody.");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", b.pid())).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid");
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == "65534"),
+        "{uid_line}"
+    );
+    // Still serving.
+    let c = Client::connect(b.port, "after-drop");
+    c.disconnect();
+}
