@@ -109,9 +109,6 @@ fn main() -> ExitCode {
     }
     let pid_file = config.pid_file.clone();
     let result = midge::server::run(config);
-    if let Some(p) = pid_file {
-        let _ = std::fs::remove_file(p);
-    }
     let code = match result {
         Ok(()) => {
             info!(target: midge::logging::NOTICE, "{} terminating", cli::version());
@@ -123,5 +120,10 @@ fn main() -> ExitCode {
         }
     };
     midge::logging::flush();
+    // Last: a supervisor that sees the pid file gone may rely on the log
+    // being complete.
+    if let Some(p) = pid_file {
+        let _ = std::fs::remove_file(p);
+    }
     code
 }
