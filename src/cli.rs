@@ -139,9 +139,17 @@ pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), Vec<ConfigE
         // As mosquitto 2: ports given on the command line are loopback only,
         // and anonymous clients are then allowed.
         config.local_only = true;
+        // Both loopback addresses, as mosquitto: `localhost` may resolve to
+        // either. `::1` is optional: a host without IPv6 still starts.
         config.listeners = ports
             .into_iter()
-            .map(|port| ListenerConfig::new(port, Some("127.0.0.1".to_string())))
+            .flat_map(|port| {
+                let v6 = ListenerConfig {
+                    optional: true,
+                    ..ListenerConfig::new(port, Some("::1".to_string()))
+                };
+                [ListenerConfig::new(port, Some("127.0.0.1".to_string())), v6]
+            })
             .collect();
     } else if !opts.ports.is_empty() {
         notices.push(format!(
@@ -184,7 +192,9 @@ mod tests {
     #[test]
     fn no_listeners_means_loopback_1883_with_a_notice() {
         let (c, notices) = build_config(&Options::default()).expect("config");
-        assert_eq!(c.listeners.len(), 1);
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].bind_address.as_deref(), Some("::1"));
+        assert!(c.listeners[1].optional && !c.listeners[0].optional);
         assert_eq!(c.listeners[0].port, 1883);
         assert_eq!(c.listeners[0].bind_address.as_deref(), Some("127.0.0.1"));
         assert!(notices[0].contains("local only mode"));
@@ -193,7 +203,7 @@ mod tests {
             ..Options::default()
         })
         .expect("config");
-        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners.len(), 4);
         assert!(notices.is_empty());
     }
 

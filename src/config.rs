@@ -26,6 +26,9 @@ pub struct ListenerConfig {
     pub socket_domain: Option<SocketDomain>,
     /// `bind_interface NAME`: SO_BINDTODEVICE, clients only through that interface.
     pub bind_interface: Option<String>,
+    /// A listener midge adds itself (`::1` in local-only mode): failing to bind
+    /// it is a warning, not a fatal error (a host without IPv6).
+    pub optional: bool,
 }
 
 /// `socket_domain`'s values.
@@ -178,7 +181,7 @@ pub struct Config {
     pub user: Option<String>,
     /// `pid_file` (default none).
     pub pid_file: Option<PathBuf>,
-    /// `max_topic_levels` (default 200, mosquitto's built-in limit; 0 = none).
+    /// `max_topic_levels` (default 201: mosquitto allows 200 `/` separators; 0 = none).
     pub max_topic_levels: usize,
     /// `max_subscriptions_per_client` (default 10,000; 0 = none).
     pub max_subscriptions_per_client: usize,
@@ -254,7 +257,7 @@ impl Default for Config {
             clientid_prefixes: None,
             user: None,
             pid_file: None,
-            max_topic_levels: 200,
+            max_topic_levels: 201,
             max_subscriptions_per_client: 10_000,
             max_retained_messages: 100_000,
             max_retained_bytes: 16 << 20,

@@ -312,3 +312,145 @@ fn user_drops_root_privileges_after_binding() {
     let c = Client::connect(b.port, "after-drop");
     c.disconnect();
 }
+
+/// A log destination that stops taking lines must not stop the broker: here
+/// midge's stderr is a pipe nobody reads. Before, once the pipe's 64 KiB were
+/// full the single thread blocked in write(2) and every client timed out; now
+/// lines are dropped and counted, and the broker keeps serving.
+#[test]
+fn a_stuck_log_pipe_never_stalls_the_broker() {
+    let port = free_port();
+    let dir = temp_dir("compat-stuck-log");
+    let conf = dir.join("m.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\nlog_type all\n"),
+    )
+    .expect("write");
+    let mut child = Command::new(midge_bin())
+        .args(["-c", &conf.display().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped()) // held, never read
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("spawn");
+    // Up when it accepts a connection (polled with a deadline).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "midge did not start");
+        std::thread::yield_now();
+    }
+    // Each cycle logs three lines of ~150 bytes: 2,000 cycles are ~1 MB, far
+    // past the pipe's buffer. Client::connect fails after 5 s without CONNACK.
+    let long = "x".repeat(100);
+    for i in 0..2000 {
+        let c = Client::connect(port, &format!("flood-{i:05}-{long}"));
+        c.disconnect();
+    }
+    let mut c = Client::connect(port, "still-here");
+    c.ping();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn connect_with_will(port: u16, version: ProtocolVersion, id: &str, payload: &[u8]) -> ReasonCode {
+    let mut c = Client::open(port, version);
+    c.send(&Packet::Connect(Connect {
+        version,
+        clean_start: true,
+        keep_alive: 60,
+        properties: Properties::default(),
+        client_id: leak_str(id),
+        will: Some(midge::protocol::Will {
+            topic: "wills/x",
+            payload: leak_bytes(payload),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+        }),
+        username: None,
+        password: None,
+    }));
+    match c.recv() {
+        Packet::ConnAck(a) => a.reason,
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+}
+
+/// A will payload over `message_size_limit` is refused at CONNECT, as
+/// mosquitto does: v5 0x95, 3.1.1 CONNACK 5. Before, it was accepted.
+#[test]
+fn will_payload_over_message_size_limit_is_refused() {
+    let b = BrokerProcess::start("message_size_limit 100\n");
+    assert_eq!(
+        connect_with_will(b.port, ProtocolVersion::V5, "w5", &[1; 101]),
+        ReasonCode::PACKET_TOO_LARGE
+    );
+    assert_eq!(
+        connect_with_will(b.port, ProtocolVersion::V311, "w3", &[1; 101]),
+        ReasonCode::NOT_AUTHORIZED
+    );
+    assert_eq!(
+        connect_with_will(b.port, ProtocolVersion::V5, "ok", &[1; 100]),
+        ReasonCode::SUCCESS
+    );
+}
+
+/// mosquitto accepts 200 `/` separators (201 levels) and no more; so does
+/// midge's default now (before: 200 levels).
+#[test]
+fn default_topic_depth_is_mosquittos() {
+    let b = BrokerProcess::start("");
+    let mut c = Client::connect_v(b.port, ProtocolVersion::V5, "deep");
+    let deep = vec!["a"; 201].join("/");
+    assert_eq!(
+        c.subscribe(&deep, QoS::AtMostOnce),
+        vec![ReasonCode::GRANTED_QOS_0]
+    );
+    let deeper = vec!["a"; 202].join("/");
+    assert_eq!(
+        c.subscribe(&deeper, QoS::AtMostOnce),
+        vec![ReasonCode::TOPIC_FILTER_INVALID]
+    );
+}
+
+/// Local-only mode listens on `::1` as well as 127.0.0.1, as mosquitto
+/// (`localhost` may resolve to either).
+#[test]
+fn local_only_mode_listens_on_both_loopbacks() {
+    let port = free_port();
+    let b = BrokerProcess::start_with_args(port, &["-p", &port.to_string()]);
+    let Ok(stream) = std::net::TcpStream::connect(("::1", port)) else {
+        // A host without IPv6 loopback: midge warned and kept 127.0.0.1.
+        b.wait_log("Not listening on [::1]");
+        return;
+    };
+    let mut c = Client::from_stream(stream, ProtocolVersion::V311);
+    c.send_connect(&ConnectOptions::new(ProtocolVersion::V311, "via-v6"));
+    assert!(matches!(c.recv(), Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS));
+}
+
+/// Control characters in a client id, user name and topic are accepted (the
+/// specification's SHOULD NOT is for senders; a receiver MAY refuse) and
+/// escaped in log lines, so they cannot forge lines.
+#[test]
+fn control_characters_are_accepted_and_escaped_in_logs() {
+    let b = BrokerProcess::start("");
+    let (mut c, rc) = connect_as(
+        b.port,
+        ProtocolVersion::V311,
+        "dev\u{1}ice\u{7f}",
+        Some("us\ner"),
+    );
+    assert_eq!(rc, ReasonCode::SUCCESS);
+    c.subscribe("odd/\u{9}tab", QoS::AtMostOnce);
+    c.publish("odd/\u{9}tab", b"x", QoS::AtMostOnce, false, 0);
+    assert_eq!(c.recv_publish().topic, "odd/\u{9}tab");
+    let line = b.wait_log("as dev");
+    assert!(
+        line.contains("dev\\u{1}ice\\u{7f}") && line.contains("u'us\\u{a}er'"),
+        "{line}"
+    );
+}

@@ -69,6 +69,26 @@ impl Broker {
             None => connect.client_id.into(),
         };
 
+        // A will whose payload a PUBLISH could not carry is refused as mosquitto
+        // does: v5 0x95 (packet too large), 3.1/3.1.1 5 (not authorised).
+        let limit = self.config.message_size_limit;
+        if let Some(w) = &connect.will {
+            if limit > 0 && w.payload.len() > limit {
+                info!(
+                    target: NOTICE,
+                    "Client connection from {peer} refused: will payload of {} bytes over message_size_limit {limit}.",
+                    w.payload.len()
+                );
+                let reason = if version.is_v5() {
+                    ReasonCode::PACKET_TOO_LARGE
+                } else {
+                    ReasonCode::NOT_AUTHORIZED
+                };
+                self.refuse(conn, version, reason, out);
+                return;
+            }
+        }
+
         // `clientid_prefixes`: other ids are refused as not authorised, as
         // mosquitto does.
         if let Some(prefix) = &self.config.clientid_prefixes {

@@ -112,7 +112,7 @@ impl Default for BrokerConfig {
             retry_interval: None,
             connect_timeout: Duration::from_secs(10),
             max_pending_bytes: 1 << 20,
-            max_topic_levels: 200,
+            max_topic_levels: 201,
             max_subscriptions_per_client: 10_000,
             max_retained_messages: 100_000,
             max_retained_bytes: 16 << 20,

@@ -94,10 +94,13 @@ impl LogFile for RealFile {
 impl Fs for RealFs {
     fn open(&self, path: &Path, truncate: bool) -> io::Result<Box<dyn LogFile>> {
         // O_APPEND: every write goes to the end, whatever was read or cut before.
+        // 0600: the log holds messages and user names (mosquitto's db is 0600 too).
+        use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
+            .mode(0o600)
             .open(path)?;
         if truncate {
             f.set_len(0)?;

@@ -20,6 +20,8 @@ pub(super) const MAGIC: &[u8; 8] = b"midge\0\0\x02";
 /// client id in every queue record), written by midge 0.1.0: converted at
 /// start (see `legacy`).
 pub(super) const MAGIC_V1: &[u8; 8] = b"midge\0\0\x01";
+/// The first bytes of a mosquitto.db (its 15-byte magic begins so).
+const MOSQUITTO_MAGIC: &[u8] = b"\x00\xB5\x00mosqu";
 pub(super) const FRAME: usize = 8; // length u32 + crc32 u32
 /// A record longer than this is damage, not data (the packet limit is 256 MB).
 pub(super) const MAX_RECORD: usize = 300 << 20;
@@ -55,6 +57,8 @@ pub enum PersistError {
     /// so nothing written since can be trusted to be on disk until a restart
     /// replays the file.
     Dead(PathBuf),
+    /// The file is mosquitto's persistence database, not a midge log.
+    Mosquitto(PathBuf),
 }
 
 impl fmt::Display for PersistError {
@@ -69,6 +73,11 @@ impl fmt::Display for PersistError {
             PersistError::Corrupt(p, off, why) => write!(
                 f,
                 "{}: corrupt record at offset {off} ({why}); start with --recover (or `persistence_recover true`) to keep what precedes it",
+                p.display()
+            ),
+            PersistError::Mosquitto(p) => write!(
+                f,
+                "{}: this is a mosquitto database; midge cannot import it (move it away, or set `persistence_file` to another name)",
                 p.display()
             ),
         }
@@ -528,6 +537,9 @@ impl Store {
                     0,
                     "not a midge log".into(),
                 ));
+            }
+            if magic.starts_with(MOSQUITTO_MAGIC) {
+                return Err(PersistError::Mosquitto(path.to_path_buf()));
             }
             if &magic == MAGIC_V1 {
                 // Written by midge 0.1.0: converted in place, the old file kept.
@@ -1059,6 +1071,40 @@ mod tests {
         s.compact(|_| {}).expect("compact");
         // The header and a commit marker.
         assert_eq!(s.size(), (MAGIC.len() + FRAME + 1) as u64);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// A mosquitto.db at the persistence path is named as such (before: "not a
+    /// midge log" with a `--recover` hint); a new log is created 0600.
+    #[test]
+    fn a_mosquitto_database_is_named_and_new_logs_are_private() {
+        let d = dir("mosq");
+        let path = d.join("mosquitto.db");
+        std::fs::create_dir_all(&d).expect("dir");
+        let mut db = b"\x00\xB5\x00mosquitto db".to_vec();
+        db.extend_from_slice(&[0, 0, 0, 6, 0, 0, 0, 0]);
+        std::fs::write(&path, &db).expect("write");
+        match Store::open(&path, SyncPolicy::Always, true) {
+            Err(e @ PersistError::Mosquitto(_)) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("this is a mosquitto database; midge cannot import it"),
+                    "{m}"
+                );
+                assert!(!m.contains("--recover"), "{m}");
+            }
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("a mosquitto db was read"),
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), db, "left alone");
+        let fresh = d.join("midge.db");
+        drop(Store::open(&fresh, SyncPolicy::Always, false).expect("open"));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&fresh)
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -813,6 +813,12 @@ mod tests {
         // AUTH only exists in v5.
         assert_eq!(err(&[0xF0, 0x00], V311), DecodeError::InvalidPacketType(15));
         assert_eq!(err(&[0xF0, 0x00], V31), DecodeError::InvalidPacketType(15));
+        // A 3.1 PUBREL with DUP set (0x6A) is malformed, as in mosquitto's test
+        // suite: PUBREL's flags are 0010 in every version [MQTT-3.6.1-1].
+        assert_eq!(
+            err(&[0x6A, 0x02, 0x00, 0x01], V31),
+            DecodeError::InvalidHeaderFlags(PacketType::PubRel, 0b1010)
+        );
         // Checked from the first byte alone.
         assert_eq!(
             decode(&[0x00], &limits(V5)).unwrap_err(),

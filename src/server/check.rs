@@ -13,7 +13,7 @@ pub fn check(config: &Config) -> Vec<String> {
     if let Err(e) = crate::auth::Security::load(config) {
         problems.push(e);
     }
-    for lc in &config.listeners {
+    for lc in config.listeners.iter().filter(|l| !l.optional) {
         if let Some(t) = &lc.tls {
             if let Err(e) = super::tls::acceptor(t) {
                 problems.push(format!("listener {}: {e}", lc.port));

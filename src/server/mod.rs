@@ -200,7 +200,14 @@ impl Server {
         }
         let mut listeners = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {
-            let bound = listener::bind(lc).map_err(|(a, e)| ServerError::Bind(a, e))?;
+            let bound = match listener::bind(lc) {
+                Ok(b) => b,
+                Err((a, e)) if lc.optional => {
+                    warn!("Not listening on {a}: {e}.");
+                    continue;
+                }
+                Err((a, e)) => return Err(ServerError::Bind(a, e)),
+            };
             for mut l in bound {
                 l.tls = acceptors.get(index).cloned().flatten();
                 let token = Token(LISTENER_BASE + listeners.len());
