@@ -1342,21 +1342,15 @@ mod tests {
                         | "threshold"
                         | "idle_timeout"
                         | "bridge_max_packet_size" => "30",
-                        n if matches!(
-                            n,
-                            "cleansession"
-                                | "local_cleansession"
-                                | "round_robin"
-                                | "try_private"
-                                | "notifications"
-                                | "notifications_local_only"
-                                | "bridge_attempt_unsubscribe"
-                                | "bridge_outgoing_retain"
-                                | "bridge_insecure"
-                        ) =>
-                        {
-                            "true"
-                        }
+                        "cleansession"
+                        | "local_cleansession"
+                        | "round_robin"
+                        | "try_private"
+                        | "notifications"
+                        | "notifications_local_only"
+                        | "bridge_attempt_unsubscribe"
+                        | "bridge_outgoing_retain"
+                        | "bridge_insecure" => "true",
                         _ => "value",
                     };
                     // A second `connection` gets its address on the next line.

@@ -34,6 +34,8 @@ const PLUGINS: &str = "midge has no C plugin interface; use `password_file` (mad
 const HTTP: &str = "serving files over HTTP (and the built-in live view) is not in this midge yet; WebSocket listeners serve MQTT only";
 const ENGINE: &str = "midge does not load OpenSSL engines; keep the key in a PEM `keyfile`";
 const PSK: &str = "TLS-PSK is not in this midge yet; use certificates (`certfile`, `keyfile`)";
+const BRIDGE_PSK: &str = "TLS-PSK is not in this midge yet; use certificates (`bridge_cafile`, \
+`bridge_certfile`, `bridge_keyfile`)";
 
 const fn d(name: &'static str, status: Status) -> Directive {
     Directive { name, status }
@@ -132,13 +134,13 @@ pub const DIRECTIVES: &[Directive] = &[
     d("bridge_cafile", Bridge),
     d("bridge_capath", Bridge),
     d("bridge_certfile", Bridge),
-    d("bridge_identity", Refused(PSK)),
+    d("bridge_identity", Refused(BRIDGE_PSK)),
     d("bridge_insecure", Bridge),
     d("bridge_keyfile", Bridge),
     d("bridge_max_packet_size", Bridge),
     d("bridge_outgoing_retain", Bridge),
     d("bridge_protocol_version", Bridge),
-    d("bridge_psk", Refused(PSK)),
+    d("bridge_psk", Refused(BRIDGE_PSK)),
     d("bridge_require_ocsp", Refused("OCSP checking of the remote broker is not in this midge yet")),
     d("bridge_tls_version", Bridge),
     d("cleansession", Bridge),
