@@ -439,7 +439,8 @@ fn retained_bytes_limit_counts_properties_and_overhead() {
 
 #[test]
 fn will_topics_obey_max_topic_levels() {
-    let deep = "x/".repeat(200) + "x";
+    // One level past the default max_topic_levels (201, mosquitto's limit).
+    let deep = "x/".repeat(201) + "x";
     for version in [ProtocolVersion::V5, ProtocolVersion::V311] {
         let mut b = Broker::new(BrokerConfig::default());
         let mut o = Sockets::default();

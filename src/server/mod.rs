@@ -445,7 +445,13 @@ impl Server {
             }
             conn.listener = config_index;
             self.io.add(conn);
-            debug!("New connection from {peer} on listener {config_index}.");
+            // mosquitto's wording: the port, not an internal listener number.
+            let port = self
+                .config
+                .listeners
+                .get(config_index)
+                .map_or(0, |l| l.port);
+            debug!("New connection from {peer} on port {port}.");
             self.broker
                 .connection_opened(now, key, &peer, config_index, &mut self.io);
             // The handshake may have completed at once (data already there).

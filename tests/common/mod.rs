@@ -85,13 +85,34 @@ fn listener_ports(config: &str) -> impl Iterator<Item = u16> + '_ {
     })
 }
 
-/// A fresh, unique temporary directory.
+/// Directories made by [`temp_dir`], removed when the test process exits
+/// (they may hold private keys; a static one outlives every test).
+static CREATED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+extern "C" fn remove_temp_dirs() {
+    if let Ok(dirs) = CREATED.lock() {
+        for d in dirs.iter() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+/// A fresh, unique temporary directory, removed at the latest when the test
+/// process exits.
 pub fn temp_dir(tag: &str) -> PathBuf {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    // SAFETY: registers a plain extern "C" function with no arguments.
+    HOOK.call_once(|| unsafe {
+        libc::atexit(remove_temp_dirs);
+    });
     static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("midge-test-{}-{}-{}", tag, std::process::id(), n));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create temp dir");
+    if let Ok(mut created) = CREATED.lock() {
+        created.push(dir.clone());
+    }
     dir
 }
 
