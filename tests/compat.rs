@@ -422,11 +422,17 @@ fn default_topic_depth_is_mosquittos() {
 fn local_only_mode_listens_on_both_loopbacks() {
     let port = free_port();
     let b = BrokerProcess::start_with_args(port, &["-p", &port.to_string()]);
-    let Ok(stream) = std::net::TcpStream::connect(("::1", port)) else {
+    // The ::1 listener is opened just after 127.0.0.1: wait for its line.
+    let line = b.wait_log("[::1]");
+    if line.contains("Not listening") {
         // A host without IPv6 loopback: midge warned and kept 127.0.0.1.
-        b.wait_log("Not listening on [::1]");
         return;
-    };
+    }
+    assert!(
+        line.contains(&format!("Opening listen socket on [::1]:{port}.")),
+        "{line}"
+    );
+    let stream = std::net::TcpStream::connect(("::1", port)).expect("connect to [::1]");
     let mut c = Client::from_stream(stream, ProtocolVersion::V311);
     c.send_connect(&ConnectOptions::new(ProtocolVersion::V311, "via-v6"));
     assert!(matches!(c.recv(), Packet::ConnAck(a) if a.reason == ReasonCode::SUCCESS));
