@@ -1256,6 +1256,7 @@ mod tests {
                 | "sys_interval"
                 | "max_topic_alias" => "1000",
                 "max_inflight_bytes" | "memory_limit" => "0",
+                "websockets_headers_size" => "4096",
                 "max_qos" => "2",
                 "protocol" => "mqtt",
                 "tls_keyform" => "pem",

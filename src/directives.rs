@@ -250,7 +250,7 @@ mod tests {
         assert_eq!(lookup("plugin").map(|e| e.name), Some("plugin"));
         assert!(lookup("bogus").is_none());
         assert!(refusal("auth_plugin").is_some_and(|m| m.contains("password_file")));
-        assert!(refusal("http_dir").is_some_and(|m| m.contains("WebSockets")));
+        assert!(refusal("http_dir").is_some_and(|m| m.contains("HTTP")));
         assert_eq!(refusal("store_clean_interval"), None);
     }
 }
