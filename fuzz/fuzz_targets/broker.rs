@@ -426,7 +426,6 @@ impl Recorder {
             _ => {}
         }
     }
-
 }
 
 fn broker_config(s: &ConfigSpec) -> BrokerConfig {
@@ -460,6 +459,10 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
         sys_interval: Duration::ZERO,
         max_retained_messages: usize::from((s.message_size_limit >> 2) & 3),
         max_retained_bytes: [0, 200, 400, 1000][usize::from((s.message_size_limit >> 4) & 3)],
+        // Log-only and naming knobs: defaults (the fuzzer checks state, not logs).
+        connection_messages: false,
+        auto_id_prefix: "auto-".to_owned(),
+        clientid_prefixes: None,
     }
 }
 
@@ -538,7 +541,10 @@ impl Sim {
         if !c.open {
             return;
         }
-        let limits = DecodeLimits::new(c.version.unwrap_or(ProtocolVersion::V311), self.broker.config().max_packet_size);
+        let limits = DecodeLimits::new(
+            c.version.unwrap_or(ProtocolVersion::V311),
+            self.broker.config().max_packet_size,
+        );
         match decode(wire, &limits) {
             Ok(Decoded::Packet(p, _)) => {
                 if let Packet::Connect(connect) = &p {
@@ -587,8 +593,7 @@ impl Sim {
                     "broker asked for stored message {}, never stored or already done",
                     load.id
                 );
-                self.broker
-                    .handle_loaded(self.now, load, m, &mut self.out);
+                self.broker.handle_loaded(self.now, load, m, &mut self.out);
             }
         }
         self.out.unsynced = 0;

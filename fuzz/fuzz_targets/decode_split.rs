@@ -156,7 +156,10 @@ fuzz_target!(|data: &[u8]| {
     // [MQTT-3.1.0-1] Before CONNECT, any other first byte is the end.
     if let (true, Some(&first)) = (limits.expect_connect, stream.first()) {
         if first >> 4 != 1 {
-            assert!(a.packets.is_empty() && a.end.starts_with("NotConnect"), "{a:?}");
+            assert!(
+                a.packets.is_empty() && a.end.starts_with("NotConnect"),
+                "{a:?}"
+            );
         }
     }
 });
