@@ -22,8 +22,8 @@ use log::warn;
 use super::fs::{Fs, LogFile};
 use super::record::{self, get_message, Record, StoredSubscription, R, W};
 use super::store::{
-    crc32, frame, frame_commit, zeros_to_end, Bad, LogReader, PersistError, FRAME, MAGIC,
-    MAX_RECORD, READ_BUF,
+    crc32, frame, frame_commit, read_frame_head, zeros_to_end, Bad, LogReader, PersistError, FRAME,
+    MAGIC, READ_BUF,
 };
 
 /// Output is written (and a commit marker placed) in chunks of this size: a
@@ -189,20 +189,7 @@ pub(super) fn convert(
 /// Read the format 1 frame at `pos` into `body` (framing as in format 2:
 /// `[length u32][crc32 u32][body]`); returns where it ends.
 fn read_frame(rd: &mut impl Read, pos: u64, file_len: u64, body: &mut Vec<u8>) -> Result<u64, Bad> {
-    if file_len - pos < FRAME as u64 {
-        return Err(Bad::Damage("torn frame header", true));
-    }
-    let mut head = [0u8; FRAME];
-    rd.read_exact(&mut head)?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
-    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    if len > MAX_RECORD {
-        return Err(Bad::Damage("impossible length", false));
-    }
-    let end = pos + (FRAME + len) as u64;
-    if end > file_len {
-        return Err(Bad::Damage("torn record", true));
-    }
+    let (len, crc, end) = read_frame_head(rd, pos, file_len)?;
     body.clear();
     body.resize(len, 0);
     rd.read_exact(body)?;

@@ -366,15 +366,14 @@ impl From<std::io::Error> for Bad {
     }
 }
 
-/// Read the record at `pos` (the reader is positioned there). A `Message`
-/// body is only checksummed, through `chunk`; other bodies land in `body`.
-fn read_record(
+/// Read the frame header at `pos` (`[length u32][crc32 u32]`, the same in
+/// every format) and check the length against the file: returns (body length,
+/// checksum, where the record ends).
+pub(super) fn read_frame_head(
     rd: &mut impl Read,
     pos: u64,
     file_len: u64,
-    body: &mut Vec<u8>,
-    chunk: &mut [u8],
-) -> Result<(Step, u64), Bad> {
+) -> Result<(usize, u32, u64), Bad> {
     if file_len - pos < FRAME as u64 {
         return Err(Bad::Damage("torn frame header", true));
     }
@@ -389,6 +388,19 @@ fn read_record(
     if end > file_len {
         return Err(Bad::Damage("torn record", true));
     }
+    Ok((len, crc, end))
+}
+
+/// Read the record at `pos` (the reader is positioned there). A `Message`
+/// body is only checksummed, through `chunk`; other bodies land in `body`.
+fn read_record(
+    rd: &mut impl Read,
+    pos: u64,
+    file_len: u64,
+    body: &mut Vec<u8>,
+    chunk: &mut [u8],
+) -> Result<(Step, u64), Bad> {
+    let (len, crc, end) = read_frame_head(rd, pos, file_len)?;
     let last = end >= file_len;
     let first = len.min(MESSAGE_HEAD);
     body.clear();
