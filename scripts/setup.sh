@@ -52,6 +52,11 @@ if [ "$goal" = test ]; then
     have mosquitto_sub || need_apt mosquitto_sub mosquitto-clients
     have mosquitto_pub || need_apt mosquitto_pub mosquitto-clients
     have openssl || need_apt openssl openssl
+    # WebSocket tests drive MQTT.js (from npm, fetched by the tests into
+    # target/) in Node.js and in a headless Chromium.
+    have node || need_apt node nodejs
+    have npm || need_apt npm npm
+    have chromium || need_apt chromium chromium
     # The paho scripts need paho-mqtt 2 (its callback API changed in 2.0).
     if ! have python3; then
         need_apt python3 python3

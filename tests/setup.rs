@@ -47,6 +47,9 @@ fn check_names_the_missing_tools_and_the_command() {
         "openssl",
         "python3",
         "paho-mqtt>=2",
+        "node",
+        "npm",
+        "chromium",
     ] {
         assert!(line.contains(tool), "{tool} not named: {line}");
     }
@@ -57,7 +60,7 @@ fn check_names_the_missing_tools_and_the_command() {
     };
     assert!(
         line.contains(&format!(
-            "run: {sudo}apt-get update && {sudo}apt-get install -y pkg-config mosquitto mosquitto-clients openssl python3 python3-pip && python3 -m pip install 'paho-mqtt>=2,<3'"
+            "run: {sudo}apt-get update && {sudo}apt-get install -y pkg-config mosquitto mosquitto-clients openssl nodejs npm chromium python3 python3-pip && python3 -m pip install 'paho-mqtt>=2,<3'"
         )),
         "{line}"
     );
