@@ -371,3 +371,55 @@ fn disconnected_then_expired_clients() {
     }
     assert!(saw_disconnected, "the kept session was never counted");
 }
+
+/// `heap/current` and `heap/maximum`, as mosquitto built with memory tracking
+/// (Debian's) publishes them, read from glibc's own statistics at each refresh:
+/// plausible at start, and growing by what a few MB of retained messages take.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn heap_figures_are_published_and_follow_what_the_broker_holds() {
+    let b = BrokerProcess::start("sys_interval 1");
+    let mut sub = Client::connect(b.port, "sys-heap");
+    subscribe_all(&mut sub, &["$SYS/broker/heap/#"]);
+    let heap = |s: &HashMap<String, String>, t: &str| -> u64 {
+        s[&format!("$SYS/broker/heap/{t}")]
+            .parse()
+            .expect("a byte count")
+    };
+    let both = |s: &HashMap<String, String>| {
+        s.contains_key("$SYS/broker/heap/current") && s.contains_key("$SYS/broker/heap/maximum")
+    };
+    let first = collect(&mut sub, both);
+    let before = heap(&first, "current");
+    // A broker that has started holds some heap (its buffers, the $SYS tree)
+    // but not hundreds of MB.
+    assert!(
+        (10_000..200_000_000).contains(&before),
+        "heap/current {before}"
+    );
+    assert!(heap(&first, "maximum") >= before);
+
+    // 8 retained messages of 512 KiB: 4 MiB the broker must hold.
+    let mut p = Client::connect(b.port, "sys-heap-writer");
+    let payload = vec![b'x'; 512 * 1024];
+    for i in 0..8u16 {
+        p.publish(&format!("big/{i}"), &payload, QoS::AtLeastOnce, true, i + 1);
+    }
+    // Each value is published when it changes, `maximum` right after
+    // `current` in the same refresh.
+    let deadline = Instant::now() + TIMEOUT * 2;
+    let grown = loop {
+        assert!(Instant::now() < deadline, "heap/current did not grow");
+        let p = sub.recv_publish();
+        if p.topic == "$SYS/broker/heap/current" {
+            let current: u64 = text(&p).parse().expect("a byte count");
+            if current >= before + 4 * 1024 * 1024 {
+                break current;
+            }
+        }
+    };
+    let p = sub.recv_publish();
+    assert_eq!(p.topic, "$SYS/broker/heap/maximum");
+    let maximum: u64 = text(&p).parse().expect("a byte count");
+    assert!(maximum >= grown, "maximum {maximum} < current {grown}");
+}

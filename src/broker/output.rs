@@ -57,6 +57,9 @@ pub struct IoCounters {
     pub packets_sent: u64,
     /// Size of the persistence log, when persistence is on.
     pub persistence_log_bytes: Option<u64>,
+    /// Heap bytes in use by the allocator's own count, where it has one
+    /// (read when the `$SYS` tree asks, never per allocation).
+    pub heap_bytes: Option<u64>,
 }
 
 /// A stored message the broker needs read back from the log (see

@@ -55,6 +55,8 @@ pub(super) struct SysTree {
     loads: [[f64; 3]; 9],
     /// Most sessions seen at a refresh (`clients/maximum`).
     max_clients: usize,
+    /// Most heap bytes seen at a refresh (`heap/maximum`).
+    max_heap: u64,
     /// Last payload published on each topic (suffix after [`ROOT`]).
     published: HashMap<&'static str, String>,
 }
@@ -67,6 +69,7 @@ impl SysTree {
             previous: None,
             loads: [[0.0; 3]; 9],
             max_clients: 0,
+            max_heap: 0,
             published: HashMap::new(),
         }
     }
@@ -196,6 +199,14 @@ impl Broker {
             "publish/messages/dropped/too large",
             stats.dropped_too_large.to_string(),
         ));
+        // mosquitto counts every allocation for these; midge reads the
+        // allocator's own figure at each refresh, so `maximum` is the highest
+        // value seen at a refresh, not between two.
+        if let Some(heap) = io.heap_bytes {
+            tree.max_heap = tree.max_heap.max(heap);
+            values.push(("heap/current", heap.to_string()));
+            values.push(("heap/maximum", tree.max_heap.to_string()));
+        }
         if let Some(size) = io.persistence_log_bytes {
             values.push(("persistence/log/bytes", size.to_string()));
             values.push(("persistence/queued/count", on_disk.to_string()));

@@ -237,6 +237,7 @@ impl Output for Io {
     fn io_counters(&self) -> IoCounters {
         IoCounters {
             persistence_log_bytes: self.store.as_ref().map(|s| s.size()),
+            heap_bytes: crate::sys::heap_in_use(),
             ..self.counters
         }
     }
