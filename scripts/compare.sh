@@ -10,6 +10,8 @@
 # deciding figure on a 2-core machine is delivered messages per broker
 # CPU-second (the generator fills the other core). Also: idle RSS, RSS per
 # connected client, idle CPU with those clients, stripped binary sizes.
+# Scenarios named ws-* run the same load over each broker's WebSocket listener
+# (`midge-bench --ws`), for the cost of WebSockets against TCP.
 #
 # Environment: ROUNDS (3), DURATION seconds per run (5), CONNS clients for the
 # memory test (9000: the open-file limit here is 20000 for both processes).
@@ -54,10 +56,12 @@ wait_port() {
     exit 1
 }
 
-# start BROKER PORT -> prints the pid. Same limits for both brokers.
+# start BROKER PORT WSPORT -> prints the pid. Same limits for both brokers; an
+# MQTT listener on PORT and a WebSocket listener on WSPORT (mosquitto 2.0 needs
+# the MQTT one beside it to start its WebSocket listener at all).
 start() {
-    local broker="$1" port="$2" conf="$work/$1-$2.conf"
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\n' "$port" >"$conf"
+    local broker="$1" port="$2" wsport="$3" conf="$work/$1-$2.conf"
+    printf 'allow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\nlistener %s 127.0.0.1\nlistener %s 127.0.0.1\nprotocol websockets\n' "$port" "$wsport" >"$conf"
     if [ "$broker" = midge ]; then
         "$MIDGE" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
     else
@@ -66,6 +70,7 @@ start() {
     local pid=$!
     echo "$pid" >>"$work/pids"
     wait_port "$port"
+    wait_port "$wsport"
     echo "$pid"
 }
 
@@ -86,6 +91,9 @@ scenarios=(
     "fanout 0 100"
     "fanout 1 100"
     "latency 1 1 --rate 10000"
+    "ws-pairs 0 8"
+    "ws-pairs 1 8"
+    "ws-fanout 0 100"
 )
 
 echo "== throughput and latency: $ROUNDS rounds x ${#scenarios[@]} scenarios x 2 brokers, ${DURATION}s each"
@@ -94,12 +102,17 @@ for round in $(seq 1 "$ROUNDS"); do
     [ $((round % 2)) = 0 ] && order=(mosquitto midge)
     for broker in "${order[@]}"; do
         port="$(free_port)"
-        pid="$(start "$broker" "$port")"
+        wsport="$(free_port)"
+        pid="$(start "$broker" "$port" "$wsport")"
         for s in "${scenarios[@]}"; do
             read -r name qos clients extra <<<"$s"
             scenario="$name"; [ "$name" = latency ] && scenario=pairs
+            target="$port"
+            if [[ "$name" == ws-* ]]; then
+                scenario="${name#ws-}"; target="$wsport"; extra="${extra:-} --ws"
+            fi
             # shellcheck disable=SC2086
-            "$BENCH" -p "$port" -s "$scenario" -q "$qos" -c "$clients" -d "$DURATION" \
+            "$BENCH" -p "$target" -s "$scenario" -q "$qos" -c "$clients" -d "$DURATION" \
                 --broker-pid "$pid" --json --tag "$broker|$name q$qos x$clients" $extra >>"$results" \
                 || echo "{\"tag\":\"$broker|$name q$qos x$clients\",\"failed\":true}" >>"$results"
         done
@@ -110,11 +123,20 @@ done
 echo "== memory and idle CPU: $CONNS connected clients, each with one subscription"
 for broker in midge mosquitto; do
     port="$(free_port)"
-    pid="$(start "$broker" "$port")"
+    wsport="$(free_port)"
+    pid="$(start "$broker" "$port" "$wsport")"
     sleep 1
     echo "{\"tag\":\"$broker|idle\",\"rss_kb\":$(awk '/VmRSS/{print $2}' "/proc/$pid/status")}" >>"$results"
     "$BENCH" -p "$port" -s connections -c "$CONNS" -d 10 --broker-pid "$pid" --json \
         --tag "$broker|connections" >>"$results" || true
+    stop "$pid"
+    # The same over WebSockets, on a fresh broker.
+    port="$(free_port)"
+    wsport="$(free_port)"
+    pid="$(start "$broker" "$port" "$wsport")"
+    sleep 1
+    "$BENCH" -p "$wsport" --ws -s connections -c "$CONNS" -d 10 --broker-pid "$pid" --json \
+        --tag "$broker|ws-connections" >>"$results" || true
     stop "$pid"
 done
 
@@ -159,7 +181,7 @@ print(f"\nMachine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform
 print("| scenario | midge msg/s | mosquitto msg/s | midge msg/CPU-s | mosquitto msg/CPU-s | **ratio (per CPU-s)** | p99 midge | p99 mosquitto | loss m/q |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for name, by in rows.items():
-    if name in ("idle", "connections"):
+    if name in ("idle", "connections", "ws-connections"):
         continue
     m, q = by.get("midge", []), by.get("mosquitto", [])
     mr, qr = med(m, "msgs_per_s"), med(q, "msgs_per_s")
@@ -178,7 +200,23 @@ bm, bq = cm.get("bytes_per_conn"), cq.get("bytes_per_conn")
 print(f"| RSS per connected client ({cm.get('clients')} clients, one subscription each) | {bm} B | {bq} B | {ratio(bm, bq)} |")
 if bm:
     print(f"| projected for 100,000 clients | {bm*100000/1048576:.0f} MB | {(bq or 0)*100000/1048576:.0f} MB | |")
+wm = rows.get("ws-connections", {}).get("midge", [{}])[0]
+wq = rows.get("ws-connections", {}).get("mosquitto", [{}])[0]
+bwm, bwq = wm.get("bytes_per_conn"), wq.get("bytes_per_conn")
+print(f"| RSS per connected WebSocket client ({wm.get('clients')} clients, one subscription each) | {bwm} B | {bwq} B | {ratio(bwm, bwq)} |")
 print(f"| time to connect and subscribe all | {cm.get('connect_s')} s | {cq.get('connect_s')} s | {ratio(cm.get('connect_s'), cq.get('connect_s'))} |")
 print(f"| CPU while idle with them connected | {cm.get('idle_cpu_pct')} % | {cq.get('idle_cpu_pct')} % | |")
 print(f"| stripped binary | {int(midge_size)//1024} KB | {int(mosq_size)//1024} KB (broker only; both link libssl) | {ratio(int(midge_size), int(mosq_size))} |")
+# WebSockets against TCP on the same broker: how much more CPU a message costs.
+print("\n| WebSocket cost (CPU per message, ws / tcp, same broker) | midge | mosquitto |")
+print("|---|---:|---:|")
+for name in rows:
+    if not name.startswith("ws-") or name == "ws-connections":
+        continue
+    tcp = rows.get(name[3:], {})
+    cells = []
+    for b in ("midge", "mosquitto"):
+        t, w = med(tcp.get(b, []), "msgs_per_cpu_s"), med(rows[name].get(b, []), "msgs_per_cpu_s")
+        cells.append(ratio(t, w))
+    print(f"| {name[3:]} | {cells[0]} | {cells[1]} |")
 EOF

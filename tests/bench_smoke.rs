@@ -72,3 +72,34 @@ fn bench_tool_connections_scenario_reports_memory() {
     assert_eq!(field(&text, "clients"), Some(50), "{text}");
     assert!(text.contains("\"rss_after_kb\":"), "{text}");
 }
+
+/// `--ws`: the same count-based run over a WebSocket listener delivers every
+/// message once (the load generator's framing works, so `make bench`'s ws rows
+/// measure the broker, not a broken client).
+#[test]
+fn bench_tool_speaks_websockets() {
+    let tcp = free_port();
+    let ws = free_port();
+    let b = BrokerProcess::start_with_config(
+        tcp,
+        &format!("listener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\n"),
+        &[],
+    );
+    for qos in ["0", "1", "2"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+            .args(["-p", &ws.to_string(), "--ws", "-s", "pairs", "-q", qos])
+            .args(["-c", "3", "-n", "400", "--payload", "300", "--json"])
+            .output()
+            .expect("midge-bench");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(field(&text, "sent"), Some(1200), "{text}");
+        assert_eq!(field(&text, "delivered"), Some(1200), "{text}");
+        assert_eq!(field(&text, "dups"), Some(0), "{text}");
+    }
+    drop(b);
+}

@@ -7,7 +7,11 @@
 //! idle; reports the broker's RSS per connection). Payloads carry a publisher
 //! index, a sequence number and a send timestamp, so the subscribers measure
 //! latency, loss and duplicates. With `--broker-pid` the broker's CPU time
-//! (/proc/PID/stat) gives delivered messages per broker CPU-second.
+//! (/proc/PID/stat) gives delivered messages per broker CPU-second. With
+//! `--ws` every client speaks MQTT over WebSockets (one masked frame per
+//! packet), so a broker's ws cost can be set against its TCP cost.
+
+mod ws;
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -16,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+use ws::{Unframed, WsClient};
 
 use midge::protocol::{
     decode, encode, Connect, DecodeLimits, Decoded, Packet, Properties, ProtocolVersion, PubResp,
@@ -45,6 +51,8 @@ struct Opts {
     /// Subscribers keep persistent sessions (clean session 0), so a broker with
     /// persistence stores their messages.
     persistent: bool,
+    /// Clients connect over WebSockets (`--ws`).
+    ws: bool,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -105,6 +113,11 @@ fn parse_opts() -> Result<Opts, String> {
         "persistent",
         "subscribers use persistent sessions (clean session 0)",
     );
+    o.optflag(
+        "",
+        "ws",
+        "clients speak MQTT over WebSockets (the port is a websockets listener)",
+    );
     o.optflag("h", "help", "this help");
     let m = o.parse(&args).map_err(|e| e.to_string())?;
     if m.opt_present("h") {
@@ -161,6 +174,7 @@ fn parse_opts() -> Result<Opts, String> {
         json: m.opt_present("json"),
         tag: m.opt_str("tag").unwrap_or_default(),
         persistent: m.opt_present("persistent"),
+        ws: m.opt_present("ws"),
         scenario,
     })
 }
@@ -180,6 +194,9 @@ struct Conn {
     seq: u64,
     next_pid: u16,
     unacked: usize,
+    /// WebSocket framing (`--ws`), and the packet being framed.
+    ws: Option<WsClient>,
+    packet: Vec<u8>,
 }
 
 struct Stats {
@@ -196,13 +213,15 @@ struct Stats {
 }
 
 impl Conn {
-    fn open(addr: SocketAddr) -> std::io::Result<Conn> {
+    fn open(addr: SocketAddr, ws: bool, seed: u32) -> std::io::Result<Conn> {
         let stream = TcpStream::connect(addr)?;
         let _ = stream.set_nodelay(true);
+        let mut wbuf = Vec::new();
+        let ws = ws.then(|| WsClient::start(&addr.to_string(), seed, &mut wbuf));
         Ok(Conn {
             stream,
             rbuf: Vec::new(),
-            wbuf: Vec::new(),
+            wbuf,
             wpos: 0,
             connected: false,
             subscribed: false,
@@ -212,11 +231,33 @@ impl Conn {
             seq: 0,
             next_pid: 1,
             unacked: 0,
+            ws,
+            packet: Vec::new(),
         })
     }
 
     fn send(&mut self, version: ProtocolVersion, p: &Packet<'_>) {
-        if encode(p, version, &mut self.wbuf).is_err() {
+        let Some(ws) = self.ws.as_mut() else {
+            if encode(p, version, &mut self.wbuf).is_err() {
+                self.closed = true;
+            }
+            return;
+        };
+        self.packet.clear();
+        if encode(p, version, &mut self.packet).is_err() {
+            self.closed = true;
+            return;
+        }
+        ws.frame(&self.packet, &mut self.wbuf);
+    }
+
+    /// Bytes read from the broker, unframed first over WebSockets.
+    fn received(&mut self, bytes: &[u8]) {
+        let Some(ws) = self.ws.as_mut() else {
+            self.rbuf.extend_from_slice(bytes);
+            return;
+        };
+        if let Unframed::Closed = ws.input(bytes, &mut self.rbuf, &mut self.wbuf) {
             self.closed = true;
         }
     }
@@ -339,7 +380,7 @@ fn run(o: &Opts) -> Result<(), String> {
             (Some(_), Some(a)) => a,
             _ => o.addr,
         };
-        let mut c = Conn::open(addr).map_err(io)?;
+        let mut c = Conn::open(addr, o.ws, i as u32 + 1).map_err(io)?;
         poll.registry()
             .register(
                 &mut c.stream,
@@ -685,7 +726,7 @@ fn pump(
                     c.closed = true;
                     break;
                 }
-                Ok(n) => c.rbuf.extend_from_slice(&scratch[..n]),
+                Ok(n) => c.received(&scratch[..n]),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
