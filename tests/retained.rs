@@ -190,17 +190,20 @@ fn subscribe_repeating_a_filter_20000_times_is_handled_once() {
         filters,
     });
     let mut stream = sub.into_stream();
+    let cpu_before = b.cpu_seconds();
     stream
         .write_all(&batch(&[packet], ProtocolVersion::V311))
         .expect("subscribe");
-    // The bystander's round trip right behind the attack.
+    // The bystander's round trip right behind the attack. Wall time is only
+    // bounded loosely (a loaded machine stretches it); the work is bounded by
+    // the broker's CPU time below.
     let t0 = Instant::now();
     bystander.ping();
     let rtt = t0.elapsed();
 
     let growth = b.peak_rss_kb().saturating_sub(before);
     eprintln!("bystander PINGREQ round trip {rtt:?}, peak RSS growth {growth} kB");
-    assert!(rtt < Duration::from_millis(250), "bystander waited {rtt:?}");
+    assert!(rtt < Duration::from_secs(2), "bystander waited {rtt:?}");
     assert!(growth < 4096, "peak RSS grew {growth} kB");
 
     let mut sub = Client::from_stream(stream, ProtocolVersion::V311);
@@ -220,6 +223,11 @@ fn subscribe_repeating_a_filter_20000_times_is_handled_once() {
     }
     // Each retained message once, not 20,000 times.
     sub.ping();
+    // Everything the attack caused (20,000 filters, one replay) is done: it
+    // cost the broker far less than the 0.85 s the bystander used to wait.
+    let cpu = b.cpu_seconds() - cpu_before;
+    eprintln!("broker CPU for the SUBSCRIBE and its replay: {cpu:.3} s");
+    assert!(cpu < 0.25, "the SUBSCRIBE cost {cpu:.3} s of broker CPU");
 }
 
 /// Issue 10 item 3: will topics skipped `max_topic_levels` (20 CONNECTs with a
