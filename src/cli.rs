@@ -141,14 +141,22 @@ pub fn build_config(opts: &Options) -> Result<(Config, Vec<String>), Vec<ConfigE
         config.local_only = true;
         // Both loopback addresses, as mosquitto: `localhost` may resolve to
         // either. `::1` is optional: a host without IPv6 still starts.
+        // Listener options given before any `listener` line are mosquitto's
+        // default listener's: these are it.
+        let options = config.default_listener.clone();
         config.listeners = ports
             .into_iter()
             .flat_map(|port| {
                 let v6 = ListenerConfig {
                     optional: true,
+                    options: options.clone(),
                     ..ListenerConfig::new(port, Some("::1".to_string()))
                 };
-                [ListenerConfig::new(port, Some("127.0.0.1".to_string())), v6]
+                let v4 = ListenerConfig {
+                    options: options.clone(),
+                    ..ListenerConfig::new(port, Some("127.0.0.1".to_string()))
+                };
+                [v4, v6]
             })
             .collect();
     } else if !opts.ports.is_empty() {

@@ -29,6 +29,25 @@ pub struct ListenerConfig {
     /// A listener midge adds itself (`::1` in local-only mode): failing to bind
     /// it is a warning, not a fatal error (a host without IPv6).
     pub optional: bool,
+    /// What clients of this listener may do (`max_qos`, `mount_point`,
+    /// `use_username_as_clientid`).
+    pub options: ListenerOptions,
+}
+
+/// mosquitto's per-listener MQTT options. They apply per listener whatever
+/// `per_listener_settings` says (mosquitto.conf(5) lists them under
+/// Listeners); given before the first `listener` line, they belong to
+/// mosquitto's default listener (the `port` one, or the local-only ones).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListenerOptions {
+    /// `max_qos 0|1|2`: the highest QoS its clients may publish and be
+    /// granted; `None` = 2.
+    pub max_qos: Option<u8>,
+    /// `mount_point PREFIX`: put in front of every topic and filter of its
+    /// clients, taken off what they are sent.
+    pub mount_point: Option<String>,
+    /// `use_username_as_clientid`: the user name replaces the client id.
+    pub use_username_as_clientid: bool,
 }
 
 /// `socket_domain`'s values.
@@ -226,6 +245,18 @@ pub struct Config {
     pub local_only: bool,
     /// `sys_interval` seconds between `$SYS` refreshes (default 10; 0 = no `$SYS`).
     pub sys_interval: u64,
+    /// `max_inflight_bytes` (default 0 = no limit): payload bytes of outgoing
+    /// QoS 1/2 messages in flight to one client.
+    pub max_inflight_bytes: usize,
+    /// `check_retain_source` (default true, as mosquitto): a retained message
+    /// is sent to a new subscriber only while its publisher may still write it.
+    pub check_retain_source: bool,
+    /// `upgrade_outgoing_qos` (default false): deliver at the subscription's
+    /// QoS, not the lower of it and the message's (outside the MQTT spec).
+    pub upgrade_outgoing_qos: bool,
+    /// Listener options given before the first `listener` line: mosquitto's
+    /// default listener (used by the `port` listener and local-only mode).
+    pub default_listener: ListenerOptions,
 }
 
 impl Default for Config {
@@ -277,6 +308,10 @@ impl Default for Config {
             persistence_recover: false,
             sys_interval: 10,
             bridges: Vec::new(),
+            max_inflight_bytes: 0,
+            check_retain_source: true,
+            upgrade_outgoing_qos: false,
+            default_listener: ListenerOptions::default(),
         }
     }
 }
@@ -435,6 +470,10 @@ impl Config {
             connection_messages: self.connection_messages,
             auto_id_prefix: self.auto_id_prefix.clone(),
             clientid_prefixes: self.clientid_prefixes.clone(),
+            max_inflight_bytes: self.max_inflight_bytes,
+            check_retain_source: self.check_retain_source,
+            upgrade_outgoing_qos: self.upgrade_outgoing_qos,
+            listeners: self.listeners.iter().map(|l| l.options.clone()).collect(),
             ..defaults
         }
     }
@@ -734,20 +773,26 @@ impl Parser<'_> {
                 let p = PathBuf::from(line.one()?);
                 self.tls(line)?.dhparamfile = Some(p);
             }
-            // Values midge shares with mosquitto's defaults; the others are
-            // refused with the table's reason.
-            "max_inflight_bytes" | "memory_limit" => {
-                if line.number(0, u64::MAX)? != 0 {
-                    return Err(partial(line));
-                }
-            }
-            "check_retain_source" | "upgrade_outgoing_qos" => {
+            "max_inflight_bytes" => c.max_inflight_bytes = line.number(0, usize::MAX)?,
+            "check_retain_source" => {
                 if line.boolean()? {
                     return Err(partial(line));
                 }
+                c.check_retain_source = false;
             }
+            "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = line.boolean()?,
             "max_qos" => {
-                if line.number(0, 2)? != 2 {
+                let q: u8 = line.number(0, 2)?;
+                self.listener_options().max_qos = Some(q);
+            }
+            "use_username_as_clientid" => {
+                let v = line.boolean()?;
+                self.listener_options().use_username_as_clientid = v;
+            }
+            // Values midge shares with mosquitto's defaults; the others are
+            // refused with the table's reason.
+            "memory_limit" => {
+                if line.number(0, u64::MAX)? != 0 {
                     return Err(partial(line));
                 }
             }
@@ -904,6 +949,15 @@ impl Parser<'_> {
         }
     }
 
+    /// The options of the listener defined last, or, before the first
+    /// `listener` line, of mosquitto's default listener.
+    fn listener_options(&mut self) -> &mut ListenerOptions {
+        match self.config.listeners.last_mut() {
+            Some(l) => &mut l.options,
+            None => &mut self.config.default_listener,
+        }
+    }
+
     /// The TLS settings of the listener defined last.
     fn tls(&mut self, line: &Line<'_>) -> Result<&mut TlsConfig, ConfigError> {
         match self.config.listeners.last_mut() {
@@ -921,7 +975,9 @@ impl Parser<'_> {
         let index = match self.legacy_listener {
             Some(i) => i,
             None => {
-                self.config.listeners.push(ListenerConfig::new(1883, None));
+                let mut l = ListenerConfig::new(1883, None);
+                l.options = self.config.default_listener.clone();
+                self.config.listeners.push(l);
                 let i = self.config.listeners.len() - 1;
                 self.legacy_listener = Some(i);
                 i
@@ -1105,6 +1161,39 @@ mod tests {
         assert_eq!(b.max_packet_size, 2048);
         assert!(!b.retain_available);
         assert_eq!(b.sys_interval, Duration::ZERO);
+    }
+
+    /// `max_qos`, `use_username_as_clientid` (per listener; before the first
+    /// `listener` line, mosquitto's default listener's, which the `port`
+    /// listener takes), `max_inflight_bytes` and `upgrade_outgoing_qos`
+    /// (global). Before, all four were refused.
+    #[test]
+    fn listener_options_and_delivery_directives() {
+        let c = parse(
+            "max_qos 1\nuse_username_as_clientid true\nmax_inflight_bytes 4096\n\
+             upgrade_outgoing_qos true\nlistener 1884\nmax_qos 0\nlistener 1885\nport 1883\n",
+        )
+        .expect("parse");
+        assert_eq!(c.default_listener.max_qos, Some(1));
+        assert!(c.default_listener.use_username_as_clientid);
+        let opts: Vec<_> = c.listeners.iter().map(|l| (l.port, l.options.clone())).collect();
+        assert_eq!(opts[0].1.max_qos, Some(0));
+        assert!(!opts[0].1.use_username_as_clientid);
+        assert_eq!(opts[1].1, ListenerOptions::default());
+        assert_eq!(opts[2], (1883, c.default_listener.clone()));
+        let b = c.broker_config();
+        assert_eq!(b.max_inflight_bytes, 4096);
+        assert!(b.upgrade_outgoing_qos);
+        assert_eq!(b.listeners.len(), 3);
+        assert_eq!(
+            err("listener 1\n\nmax_qos 3"),
+            "t.conf:3: `max_qos` expects a number from 0 to 2, got `3`"
+        );
+        assert_eq!(
+            err("upgrade_outgoing_qos yes"),
+            "t.conf:1: `upgrade_outgoing_qos` expects true or false, got `yes`"
+        );
+        assert!(err("max_inflight_bytes -5").starts_with("t.conf:1: `max_inflight_bytes` expects"));
     }
 
     #[test]

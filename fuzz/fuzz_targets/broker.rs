@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use midge::broker::{Broker, BrokerConfig, ConnId, Load, Output, Timer};
+use midge::broker::{Broker, BrokerConfig, ConnId, ListenerOptions, Load, Output, Timer};
 use midge::persist::{Record, StoredMessage};
 use midge::protocol::{
     decode, encode, Connect, DecodeError, DecodeLimits, Decoded, Disconnect, Packet, PacketId,
@@ -463,6 +463,21 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
         connection_messages: false,
         auto_id_prefix: "auto-".to_owned(),
         clientid_prefixes: None,
+        // Spare high bits of `retry_interval` and `max_keepalive` (their low
+        // bits keep their meaning).
+        max_inflight_bytes: s
+            .retry_interval
+            .map_or(0, |r| [0, 0, 32, 100][usize::from((r >> 4) & 3)]),
+        upgrade_outgoing_qos: s.retry_interval.is_some_and(|r| r & 0x40 != 0),
+        check_retain_source: true,
+        // Every fuzzed connection comes in on listener 0.
+        listeners: vec![ListenerOptions {
+            max_qos: s
+                .max_keepalive
+                .and_then(|k| [None, None, Some(1), Some(0)][usize::from((k >> 3) & 3)]),
+            mount_point: None,
+            use_username_as_clientid: s.max_keepalive.is_some_and(|k| k & 0x20 != 0),
+        }],
     }
 }
 

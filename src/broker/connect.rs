@@ -14,7 +14,7 @@ use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
 use crate::logging::{LogStr, NOTICE};
 use crate::protocol::{
-    encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, ReasonCode,
+    encoded_len, ConnAck, Connect, Packet, Properties, ProtocolVersion, QoS, ReasonCode,
 };
 
 /// How long a client with bad credentials waits for its CONNACK.
@@ -40,8 +40,29 @@ impl Broker {
             self.refuse(conn, version, reason, out);
             return;
         }
+        let Some(listener) = self.conns.get(&conn).map(|c| c.listener) else {
+            return;
+        };
         if let Some(w) = &connect.will {
             if self.will_topic_too_deep(conn, version, w.topic, &peer, out) {
+                return;
+            }
+            // [MQTT-3.2.2-12] a Will QoS over the listener's `max_qos` refuses
+            // the connection: v5 with 0x9B; 3.1/3.1.1 have no return code for
+            // it and are closed without a CONNACK, as mosquitto does.
+            if w.qos > self.max_qos(listener) {
+                info!(
+                    target: NOTICE,
+                    "Client connection from {peer} refused: will QoS {} over max_qos {}.",
+                    w.qos as u8,
+                    self.max_qos(listener) as u8
+                );
+                if version.is_v5() {
+                    self.refuse(conn, version, ReasonCode::QOS_NOT_SUPPORTED, out);
+                } else {
+                    self.conns.remove(&conn);
+                    out.close(conn);
+                }
                 return;
             }
         }
@@ -104,9 +125,8 @@ impl Broker {
         }
 
         // Credentials (password file, certificate identity) and the will's ACL.
-        let (listener, identity) = match self.conns.get(&conn) {
-            Some(c) => (c.listener, c.identity.clone()),
-            None => return,
+        let Some(identity) = self.conns.get(&conn).map(|c| c.identity.clone()) else {
+            return;
         };
         let sec = Arc::clone(self.security.listener(listener));
         let by_certificate = sec.use_identity_as_username || sec.use_subject_as_username;
@@ -114,6 +134,28 @@ impl Broker {
             identity
         } else {
             connect.username.map(Into::into)
+        };
+        // `use_username_as_clientid`: the user name (the certificate's name
+        // with `use_identity_as_username`) is the client id, so one user cannot
+        // take over another's session; without one the client is not
+        // authorised (mosquitto's answer). An id the broker assigned is
+        // announced as the user name (v5 Assigned Client Identifier).
+        let client_id = if self.listener_options(listener).use_username_as_clientid {
+            let Some(user) = username.clone() else {
+                info!(
+                    target: NOTICE,
+                    "Client {} from {peer} refused: use_username_as_clientid and no user name.",
+                    LogStr(&client_id)
+                );
+                self.refuse(conn, version, ReasonCode::NOT_AUTHORIZED, out);
+                return;
+            };
+            if let Some(a) = assigned.as_mut() {
+                *a = user.to_string();
+            }
+            user
+        } else {
+            client_id
         };
         // Hashing is metered (issue 10 item 8): over budget, the CONNECT waits.
         let password_ok = match (&username, &sec.passwords) {
@@ -242,6 +284,7 @@ impl Broker {
             None => self.new_session(&client_id, version),
         };
         let serial = self.serial();
+        let max_qos = self.max_qos(listener);
         let props = &connect.properties;
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
@@ -317,6 +360,10 @@ impl Broker {
             }
             if self.config.max_topic_alias > 0 {
                 properties.topic_alias_maximum = Some(self.config.max_topic_alias);
+            }
+            // [MQTT-3.2.2-9] a server without QoS 1 or 2 says so.
+            if max_qos != QoS::ExactlyOnce {
+                properties.maximum_qos = Some(max_qos as u8);
             }
         }
         let mut ack = Packet::ConnAck(ConnAck {

@@ -349,7 +349,7 @@ impl Broker {
                 let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
                     Some((packet_id, released)) => match in_flight.remove(&id) {
-                        Some(msg) => s.inflight.push_back(Inflight {
+                        Some(msg) => s.push_inflight(Inflight {
                             packet_id,
                             out: Outgoing {
                                 msg: Arc::new(message_from(msg, now, wall)),

@@ -31,8 +31,9 @@ use slab::Slab;
 
 pub use output::{ConnId, IoCounters, Load, Output, Timer};
 
+pub use crate::config::ListenerOptions;
 use crate::logging::{LogStr, NOTICE};
-use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, ReasonCode};
+use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode};
 use message::Message;
 use output::TimerKind;
 use retained::RetainedStore;
@@ -94,7 +95,30 @@ pub struct BrokerConfig {
     pub auto_id_prefix: String,
     /// Only client ids starting with this may connect (`clientid_prefixes`).
     pub clientid_prefixes: Option<String>,
+    /// Most payload bytes of outgoing QoS 1/2 messages in flight to one client
+    /// (`max_inflight_bytes`); 0 = no limit. A message is let into the window
+    /// while fewer bytes than this are in flight, so one larger message still
+    /// goes, alone (mosquitto's rule).
+    pub max_inflight_bytes: usize,
+    /// Send a retained message to a new subscriber only while its publisher
+    /// may still write its topic (`check_retain_source`).
+    pub check_retain_source: bool,
+    /// Deliver at the subscription's granted QoS even above the message's
+    /// (`upgrade_outgoing_qos`; outside the MQTT specification, which says
+    /// the lower of the two [MQTT-3.8.4-8]).
+    pub upgrade_outgoing_qos: bool,
+    /// Options of each listener, by listener number (`max_qos`, `mount_point`,
+    /// `use_username_as_clientid`); a number without an entry has the defaults.
+    pub listeners: Vec<ListenerOptions>,
 }
+
+/// The options of a listener number with no entry in [`BrokerConfig::listeners`]
+/// (bridges' local side, library use): mosquitto's defaults.
+static DEFAULT_LISTENER: ListenerOptions = ListenerOptions {
+    max_qos: None,
+    mount_point: None,
+    use_username_as_clientid: false,
+};
 
 impl Default for BrokerConfig {
     fn default() -> Self {
@@ -123,6 +147,10 @@ impl Default for BrokerConfig {
             connection_messages: true,
             auto_id_prefix: "auto-".to_string(),
             clientid_prefixes: None,
+            max_inflight_bytes: 0,
+            check_retain_source: true,
+            upgrade_outgoing_qos: false,
+            listeners: Vec::new(),
         }
     }
 }
@@ -290,6 +318,33 @@ impl Broker {
     /// The settings in force.
     pub fn config(&self) -> &BrokerConfig {
         &self.config
+    }
+
+    /// The options of listener number `listener`.
+    fn listener_options(&self, listener: usize) -> &ListenerOptions {
+        self.config
+            .listeners
+            .get(listener)
+            .unwrap_or(&DEFAULT_LISTENER)
+    }
+
+    /// The highest QoS clients of `listener` may use (`max_qos`).
+    fn max_qos(&self, listener: usize) -> QoS {
+        match self.listener_options(listener).max_qos {
+            Some(0) => QoS::AtMostOnce,
+            Some(1) => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        }
+    }
+
+    /// The QoS of one delivery: the lower of the granted and the published
+    /// QoS [MQTT-3.8.4-8], or the granted one with `upgrade_outgoing_qos`.
+    fn delivery_qos(&self, granted: QoS, published: QoS) -> QoS {
+        if self.config.upgrade_outgoing_qos {
+            granted
+        } else {
+            granted.min(published)
+        }
     }
 
     /// Install password, ACL and certificate-identity rules (at start and on

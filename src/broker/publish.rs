@@ -44,6 +44,26 @@ impl Broker {
         let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
             return;
         };
+        let listener = self.sessions.get(skey).map_or(0, |s| s.listener);
+        let max_qos = self.max_qos(listener);
+        if p.qos > max_qos {
+            // Over the listener's `max_qos`: v5 was told the Maximum QoS in its
+            // CONNACK and is disconnected with 0x9B [MQTT-3.2.2-11]; 3.1/3.1.1
+            // could not know and are disconnected too, as mosquitto does.
+            // mosquitto's line (once per connection: it ends here).
+            log::info!(
+                "Too high QoS in PUBLISH from {} (QoS {}, max_qos {}), disconnecting.",
+                self.client_name(conn),
+                p.qos as u8,
+                max_qos as u8
+            );
+            return self.end(
+                now,
+                conn,
+                End::ProtocolError(ReasonCode::QOS_NOT_SUPPORTED),
+                out,
+            );
+        }
         if !p.properties.subscription_identifiers.is_empty() {
             // [MQTT-3.3.4-6] a client's PUBLISH must not carry a Subscription
             // Identifier: protocol error (DISCONNECT 0x82).
@@ -359,7 +379,7 @@ impl Broker {
                 matched += 1;
                 let o = Outgoing {
                     msg: Arc::clone(&msg),
-                    qos: qos.min(msg.qos),
+                    qos: self.delivery_qos(qos, msg.qos),
                     // [MQTT-3.3.1-9] RETAIN is 0 on normal delivery, unless Retain
                     // As Published (v5) [MQTT-3.3.1-12/13].
                     retain: rap && msg.retain,
@@ -395,7 +415,7 @@ impl Broker {
             matched += 1;
             let o = Outgoing {
                 msg: Arc::clone(&msg),
-                qos: sub.options.qos.min(msg.qos),
+                qos: self.delivery_qos(sub.options.qos, msg.qos),
                 retain: sub.options.retain_as_published && msg.retain,
                 subscription_ids: sub.identifier.into_iter().collect(),
                 id: 0,
@@ -415,6 +435,7 @@ impl Broker {
         out: &mut impl Output,
     ) {
         let max_pending = self.config.max_pending_bytes;
+        let max_bytes = self.config.max_inflight_bytes;
         // ACL on delivery: covers wildcard subscriptions and retained messages.
         if !self.may(skey, &o.msg.topic, Access::Read) {
             return;
@@ -442,7 +463,7 @@ impl Broker {
                 }
                 self.send_publish(now, skey, conn, &o, 0, false, out);
             }
-            (Some(conn), _) if s.queue.is_empty() && s.window_open() => {
+            (Some(conn), _) if s.queue.is_empty() && s.window_open(max_bytes) => {
                 let Some(id) = s.allocate_packet_id() else {
                     return self.enqueue(skey, o, out);
                 };
@@ -596,13 +617,14 @@ impl Broker {
     /// Fill the in-flight window from the queue (after an ack or a reconnect).
     fn pump(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
         self.resend_pending(now, skey, out);
+        let max_bytes = self.config.max_inflight_bytes;
         loop {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
             let Some(conn) = s.conn else { return };
             let head_qos0 = s.queue.front().is_some_and(|q| q.qos() == QoS::AtMostOnce);
-            if !head_qos0 && !s.window_open() {
+            if !head_qos0 && !s.window_open(max_bytes) {
                 return;
             }
             if let Some(Queued::Disk(d)) = s.queue.front_mut() {

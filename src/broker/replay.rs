@@ -200,7 +200,9 @@ impl Broker {
             if pending > 0 && pending >= high_water {
                 return Progress::Blocked;
             }
-            if r.qos != QoS::AtMostOnce && (!s.queue.is_empty() || !s.window_open()) {
+            if r.qos != QoS::AtMostOnce
+                && (!s.queue.is_empty() || !s.window_open(self.config.max_inflight_bytes))
+            {
                 return Progress::Blocked;
             }
             if *budget == 0 {
@@ -231,11 +233,12 @@ impl Broker {
                 self.drop_expired_retained(&msg);
                 continue;
             }
+            let (granted, ids) = (r.qos, r.identifier.into_iter().collect());
             let o = Outgoing {
-                qos: msg.qos.min(r.qos),
+                qos: self.delivery_qos(granted, msg.qos),
                 // [MQTT-3.3.1-8] RETAIN set on messages sent for a new subscription.
                 retain: true,
-                subscription_ids: r.identifier.into_iter().collect(),
+                subscription_ids: ids,
                 id: 0,
                 msg,
             };

@@ -254,6 +254,8 @@ pub struct Session {
     pub will: Option<PendingWill>,
     /// Most QoS 1/2 messages in flight to the client (our limit and its Receive Maximum).
     pub send_window: usize,
+    /// Payload bytes of the messages in `inflight` (for `max_inflight_bytes`).
+    pub inflight_bytes: usize,
     /// The client's Maximum Packet Size (v5), if it gave one.
     pub max_packet_size: Option<u32>,
     /// Messages dropped because the queue was full.
@@ -287,6 +289,7 @@ impl Session {
             ids_in_use: None,
             will: None,
             send_window: usize::MAX,
+            inflight_bytes: 0,
             max_packet_size: None,
             dropped: 0,
             dropping: false,
@@ -329,6 +332,7 @@ impl Session {
         if let Some(map) = self.ids_in_use.as_mut() {
             map.set(i.packet_id, true);
         }
+        self.inflight_bytes += i.out.msg.payload.len();
         self.inflight.push_back(i);
     }
 
@@ -337,12 +341,14 @@ impl Session {
         if let Some(map) = self.ids_in_use.as_mut() {
             map.set(i.packet_id, true);
         }
+        self.inflight_bytes += i.out.msg.payload.len();
         self.inflight.insert(pos, i);
     }
 
     /// Take the in-flight entry at `pos` out of the window.
     pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
         let i = self.inflight.remove(pos)?;
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(i.out.msg.payload.len());
         if self.inflight.len() <= IDS_INDEXED / 2 {
             self.ids_in_use = None;
         } else if let Some(map) = self.ids_in_use.as_mut() {
@@ -352,9 +358,13 @@ impl Session {
     }
 
     /// Room for one more QoS 1/2 message in flight (entries still waiting to be
-    /// re-sent count: they go first).
-    pub fn window_open(&self) -> bool {
+    /// re-sent count: they go first): under the message window, and under
+    /// `max_bytes` payload bytes (`max_inflight_bytes`; 0 = no byte limit).
+    /// As mosquitto, the byte bound is checked before the message joins, so a
+    /// message larger than the bound still goes when nothing else is in flight.
+    pub fn window_open(&self, max_bytes: usize) -> bool {
         self.inflight.len() < self.send_window
+            && (max_bytes == 0 || self.inflight_bytes < max_bytes)
     }
 
     /// Messages sent on this connection and not yet acknowledged.

@@ -30,6 +30,7 @@ impl Broker {
         };
         let version = s.version;
         let client = Arc::clone(&s.client_id);
+        let max_qos = self.max_qos(s.listener);
         let mut log = FilterLog::subscribe(&client);
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
@@ -83,7 +84,9 @@ impl Broker {
                 reasons.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
-            let granted = options.qos.min(QoS::ExactlyOnce);
+            // Granted at most the listener's `max_qos` (3.9.3: the server may
+            // grant a lower QoS than requested).
+            let granted = options.qos.min(max_qos);
             let mut stored = *options;
             stored.qos = granted;
             if self.conns.get(&conn).is_some_and(|c| c.bridge) && parse_shared(filter).is_none() {
