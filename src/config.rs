@@ -1176,7 +1176,11 @@ mod tests {
         .expect("parse");
         assert_eq!(c.default_listener.max_qos, Some(1));
         assert!(c.default_listener.use_username_as_clientid);
-        let opts: Vec<_> = c.listeners.iter().map(|l| (l.port, l.options.clone())).collect();
+        let opts: Vec<_> = c
+            .listeners
+            .iter()
+            .map(|l| (l.port, l.options.clone()))
+            .collect();
         assert_eq!(opts[0].1.max_qos, Some(0));
         assert!(!opts[0].1.use_username_as_clientid);
         assert_eq!(opts[1].1, ListenerOptions::default());

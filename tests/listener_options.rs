@@ -87,12 +87,24 @@ fn max_qos_is_announced_enforced_and_caps_subscriptions() {
     // A v5 client publishing over the maximum it was told [MQTT-3.2.2-11]
     // is disconnected with 0x9B (3.3.1.2).
     let (mut c, _) = ok(p1, V5, "mq-over5");
-    c.send(&Packet::Publish(publish("mq/t", b"x", QoS::ExactlyOnce, false, 7)));
+    c.send(&Packet::Publish(publish(
+        "mq/t",
+        b"x",
+        QoS::ExactlyOnce,
+        false,
+        7,
+    )));
     let d = c.expect_closed().expect("DISCONNECT");
     assert_eq!(d.reason, ReasonCode::QOS_NOT_SUPPORTED);
     // 3.1.1 could not be told: mosquitto disconnects it too, without a packet.
     let (mut c, _) = ok(p1, V311, "mq-over3");
-    c.send(&Packet::Publish(publish("mq/t", b"x", QoS::ExactlyOnce, false, 7)));
+    c.send(&Packet::Publish(publish(
+        "mq/t",
+        b"x",
+        QoS::ExactlyOnce,
+        false,
+        7,
+    )));
     assert!(c.expect_closed().is_none());
     // Nothing of either reached the subscribers.
     s5.ping();
@@ -101,10 +113,7 @@ fn max_qos_is_announced_enforced_and_caps_subscriptions() {
     // [MQTT-3.2.2-12] a Will QoS over the maximum refuses the connection:
     // v5 with CONNACK 0x9B, 3.1.1 (no such return code) closed without one.
     let (_, ack) = connect(p1, V5, "mq-will5", None, Some(("w", QoS::ExactlyOnce)));
-    assert_eq!(
-        ack.expect("CONNACK").reason,
-        ReasonCode::QOS_NOT_SUPPORTED
-    );
+    assert_eq!(ack.expect("CONNACK").reason, ReasonCode::QOS_NOT_SUPPORTED);
     let (_, ack) = connect(p1, V311, "mq-will3", None, Some(("w", QoS::ExactlyOnce)));
     assert!(ack.is_none(), "3.1.1 will over max_qos: {ack:?}");
     let (_, ack) = connect(p1, V311, "mq-will-ok", None, Some(("w", QoS::AtLeastOnce)));
@@ -233,7 +242,11 @@ fn upgrade_outgoing_qos_delivers_at_the_granted_qos() {
             assert_eq!((r.payload, r.retain, r.qos), (&b"kept"[..], true, expect));
             p.publish("up/live", b"live", QoS::AtMostOnce, false, 0);
             let l = s.recv_publish();
-            assert_eq!((l.payload, l.qos), (&b"live"[..], expect), "{config:?} {version:?}");
+            assert_eq!(
+                (l.payload, l.qos),
+                (&b"live"[..], expect),
+                "{config:?} {version:?}"
+            );
             s.disconnect();
         }
     }
