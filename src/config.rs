@@ -789,6 +789,18 @@ impl Parser<'_> {
                 let v = line.boolean()?;
                 self.listener_options().use_username_as_clientid = v;
             }
+            "mount_point" => {
+                let m = line.one()?;
+                // A topic name's rules (4.7.3): no wildcards, no NUL, and not
+                // the `$` topics, which are the broker's own [MQTT-4.7.2-1].
+                if m.contains(['+', '#', '\0']) || m.starts_with('$') {
+                    return Err(line.error(format!(
+                        "`mount_point` must be a topic name without wildcards, not starting with `$`, got `{m}`"
+                    )));
+                }
+                let m = m.to_string();
+                self.listener(line)?.options.mount_point = Some(m);
+            }
             // Values midge shares with mosquitto's defaults; the others are
             // refused with the table's reason.
             "memory_limit" => {
@@ -1198,6 +1210,23 @@ mod tests {
             "t.conf:1: `upgrade_outgoing_qos` expects true or false, got `yes`"
         );
         assert!(err("max_inflight_bytes -5").starts_with("t.conf:1: `max_inflight_bytes` expects"));
+        // `mount_point` belongs to a listener and is a topic name.
+        let c = parse("listener 1\nmount_point tenant/\n").expect("parse");
+        assert_eq!(
+            c.listeners[0].options.mount_point.as_deref(),
+            Some("tenant/")
+        );
+        assert_eq!(
+            err("mount_point t/"),
+            "t.conf:1: `mount_point` must follow a `listener` line"
+        );
+        for bad in ["a/+/b", "a#", "$SYS/"] {
+            assert!(
+                err(&format!("listener 1\nmount_point {bad}"))
+                    .starts_with("t.conf:2: `mount_point` must be a topic name"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

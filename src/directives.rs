@@ -102,7 +102,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d("max_connections", Supported),
     d("max_qos", Supported),
     d("max_topic_alias", Supported),
-    d("mount_point", Refused("per-listener topic prefixes are not in this midge yet")),
+    d("mount_point", Supported),
     d("port", Supported),
     d("protocol", Supported),
     d("socket_domain", Supported),

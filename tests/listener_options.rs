@@ -251,3 +251,133 @@ fn upgrade_outgoing_qos_delivers_at_the_granted_qos() {
         }
     }
 }
+
+/// Receive one PUBLISH (acknowledged) and return (topic, payload, retain).
+fn got(c: &mut Client) -> (String, Vec<u8>, bool) {
+    let p = c.recv_publish();
+    (p.topic.to_string(), p.payload.to_vec(), p.retain)
+}
+
+/// `mount_point tenant/` on one listener: its clients' topics, filters, wills
+/// and retained messages live under `tenant/`, they are sent topics without
+/// it, and nothing outside it reaches them. 3.1.1 and v5 clients alike.
+#[test]
+fn mount_point_prefixes_in_and_strips_out() {
+    let (plain, mounted, glued) = (free_port(), free_port(), free_port());
+    let b = BrokerProcess::start_with_config(
+        plain,
+        &format!(
+            "listener {plain} 127.0.0.1\nlistener {mounted} 127.0.0.1\nmount_point tenant/\n\
+             listener {glued} 127.0.0.1\nmount_point m\n"
+        ),
+        &[],
+    );
+    // `o` watches everything from outside; `p` publishes from outside (a
+    // client's own copy may overtake its PUBACK).
+    let (mut o, _) = ok(plain, V311, "mp-outside");
+    o.subscribe("#", QoS::AtLeastOnce);
+    let (mut p, _) = ok(plain, V311, "mp-pub");
+    p.publish("tenant/r", b"kept", QoS::AtLeastOnce, true, 1);
+    assert_eq!(got(&mut o), ("tenant/r".into(), b"kept".to_vec(), false));
+    p.publish("outside/r", b"not yours", QoS::AtLeastOnce, true, 2);
+    assert_eq!(got(&mut o).0, "outside/r");
+    for version in [V311, V5] {
+        let (mut m, _) = ok(mounted, version, &format!("mp-in{}", version.level()));
+        let (mut mp, _) = ok(mounted, version, &format!("mp-inpub{}", version.level()));
+        // Retained messages: only those under the mount point, stripped.
+        m.subscribe("#", QoS::AtLeastOnce);
+        assert_eq!(got(&mut m), ("r".into(), b"kept".to_vec(), true));
+        m.ping();
+        // In: prefixed for everyone else; out: stripped for it.
+        mp.publish("a/b", b"up", QoS::AtLeastOnce, false, 3);
+        assert_eq!(got(&mut o).0, "tenant/a/b");
+        assert_eq!(got(&mut m).0, "a/b");
+        p.publish("tenant/x", b"down", QoS::AtLeastOnce, false, 4);
+        assert_eq!(got(&mut o).0, "tenant/x");
+        assert_eq!(got(&mut m), ("x".into(), b"down".to_vec(), false));
+        // Outside the mount point, and its parent level (`tenant/#` matches
+        // `tenant`): not delivered.
+        p.publish("other/y", b"no", QoS::AtLeastOnce, false, 5);
+        p.publish("tenant", b"no", QoS::AtLeastOnce, false, 6);
+        assert_eq!(got(&mut o).0, "other/y");
+        assert_eq!(got(&mut o).0, "tenant");
+        m.ping(); // a PUBLISH for either would arrive before the PINGRESP
+                  // Unsubscribe takes the mounted filter away.
+        m.unsubscribe("#", 7);
+        p.publish("tenant/z", b"gone", QoS::AtLeastOnce, false, 8);
+        assert_eq!(got(&mut o).0, "tenant/z");
+        m.ping();
+        m.disconnect();
+        mp.disconnect();
+    }
+    // A will's topic is mounted too.
+    let (w, ack) = connect(
+        mounted,
+        V311,
+        "mp-will",
+        None,
+        Some(("status", QoS::AtLeastOnce)),
+    );
+    assert_eq!(ack.expect("CONNACK").reason, ReasonCode::SUCCESS);
+    w.drop_connection();
+    assert_eq!(
+        got(&mut o),
+        ("tenant/status".into(), b"gone".to_vec(), false)
+    );
+    // Shared subscriptions share within the mount point.
+    let (mut s, _) = ok(mounted, V5, "mp-shared");
+    assert_eq!(
+        s.subscribe("$share/g/s/#", QoS::AtLeastOnce),
+        vec![ReasonCode(1)]
+    );
+    p.publish("tenant/s/1", b"one", QoS::AtLeastOnce, false, 9);
+    assert_eq!(got(&mut o).0, "tenant/s/1");
+    assert_eq!(got(&mut s).0, "s/1");
+    // `mount_point m` (no `/`) glues: `+/x` would make `m+/x`, no filter
+    // (v5 0x8F, 3.1.1 0x80); plain names work (`m` + `y` = `my`).
+    let (mut g5, _) = ok(glued, V5, "mp-glued5");
+    assert_eq!(
+        g5.subscribe("+/x", QoS::AtMostOnce),
+        vec![ReasonCode::TOPIC_FILTER_INVALID]
+    );
+    let (mut g3, _) = ok(glued, V311, "mp-glued3");
+    assert_eq!(g3.subscribe("#", QoS::AtMostOnce), vec![ReasonCode(0x80)]);
+    assert_eq!(g3.subscribe("y", QoS::AtMostOnce), vec![ReasonCode(0)]);
+    p.publish("my", b"glued", QoS::AtLeastOnce, false, 10);
+    assert_eq!(got(&mut o).0, "my");
+    assert_eq!(got(&mut g3).0, "y");
+    b.wait_log("not a valid filter under the listener's mount_point");
+}
+
+/// ACLs see the full (mounted) topic, as in mosquitto.
+#[test]
+fn mount_point_acl_applies_to_the_full_topic() {
+    let (plain, mounted) = (free_port(), free_port());
+    let dir = temp_dir("mount-acl");
+    let acl = dir.join("acl");
+    std::fs::write(&acl, "topic readwrite tenant/ok/#\ntopic read #\n").expect("acl");
+    let _b = BrokerProcess::start_with_config(
+        plain,
+        &format!(
+            "acl_file {}\nlistener {plain} 127.0.0.1\nlistener {mounted} 127.0.0.1\nmount_point tenant/\n",
+            acl.display()
+        ),
+        &[],
+    );
+    let (mut o, _) = ok(plain, V311, "acl-outside");
+    o.subscribe("tenant/#", QoS::AtLeastOnce);
+    for version in [V311, V5] {
+        let (mut m, _) = ok(mounted, version, &format!("acl-in{}", version.level()));
+        // Read access through `#` covers `tenant/no/#`; write access does not.
+        assert_eq!(m.subscribe("no/#", QoS::AtLeastOnce), vec![ReasonCode(1)]);
+        m.publish("no/1", b"denied", QoS::AtLeastOnce, false, 1);
+        m.publish("ok/1", b"allowed", QoS::AtLeastOnce, false, 2);
+        assert_eq!(
+            got(&mut o),
+            ("tenant/ok/1".into(), b"allowed".to_vec(), false)
+        );
+        o.ping(); // the denied one would have come first
+        m.ping();
+        m.disconnect();
+    }
+}

@@ -475,7 +475,10 @@ fn broker_config(s: &ConfigSpec) -> BrokerConfig {
             max_qos: s
                 .max_keepalive
                 .and_then(|k| [None, None, Some(1), Some(0)][usize::from((k >> 3) & 3)]),
-            mount_point: None,
+            mount_point: s
+                .max_keepalive
+                .is_some_and(|k| k & 0x40 != 0)
+                .then(|| "m/".to_owned()),
             use_username_as_clientid: s.max_keepalive.is_some_and(|k| k & 0x20 != 0),
         }],
     }

@@ -43,8 +43,26 @@ impl Broker {
         let Some(listener) = self.conns.get(&conn).map(|c| c.listener) else {
             return;
         };
-        if let Some(w) = &connect.will {
-            if self.will_topic_too_deep(conn, version, w.topic, &peer, out) {
+        // `mount_point`: the will topic lives under the listener's prefix too
+        // (its limits and ACL apply to the full topic, as in mosquitto).
+        let will_topic = match &connect.will {
+            Some(w) => match super::mount::topic(self.mount_point(listener), w.topic) {
+                Some(t) => Some(t),
+                None => {
+                    info!("Client connection from {peer} refused: will topic too long under the mount point.");
+                    if version.is_v5() {
+                        self.refuse(conn, version, ReasonCode::TOPIC_NAME_INVALID, out);
+                    } else {
+                        self.conns.remove(&conn);
+                        out.close(conn);
+                    }
+                    return;
+                }
+            },
+            None => None,
+        };
+        if let (Some(w), Some(topic)) = (&connect.will, &will_topic) {
+            if self.will_topic_too_deep(conn, version, topic, &peer, out) {
                 return;
             }
             // [MQTT-3.2.2-12] a Will QoS over the listener's `max_qos` refuses
@@ -184,10 +202,10 @@ impl Broker {
             (_, _) if sec.allow_anonymous => Ok(()),
             _ => Err(ReasonCode::NOT_AUTHORIZED),
         };
-        let verdict = verdict.and_then(|()| match &connect.will {
-            Some(w)
-                if crate::auth::broker_only(w.topic)
-                    || !sec.may(&client_id, username.as_deref(), w.topic, Access::Write) =>
+        let verdict = verdict.and_then(|()| match &will_topic {
+            Some(topic)
+                if crate::auth::broker_only(topic)
+                    || !sec.may(&client_id, username.as_deref(), topic, Access::Write) =>
             {
                 Err(ReasonCode::NOT_AUTHORIZED)
             }
@@ -296,7 +314,13 @@ impl Broker {
         // stored will still waiting for its delay is cancelled.
         let had_pending = session_present && s.will.is_some();
         s.will = connect.will.as_ref().map(|w| PendingWill {
-            msg: Arc::new(Message::from_will(w, now)),
+            msg: Arc::new({
+                let mut m = Message::from_will(w, now);
+                if let Some(t) = will_topic.as_deref().filter(|t| *t != w.topic) {
+                    m.topic = t.into();
+                }
+                m
+            }),
             delay: w.properties.will_delay_interval.unwrap_or(0),
         });
         s.expiry = match version {

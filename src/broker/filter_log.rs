@@ -22,6 +22,8 @@ pub(super) enum Refused {
     Quota,
     /// The ACL gives no read access through it.
     Denied,
+    /// With the listener's `mount_point` in front it is no valid filter.
+    Unmountable,
 }
 
 /// Lines for one packet's filters.
@@ -32,6 +34,7 @@ pub(super) struct FilterLog {
     too_deep: usize,
     quota: usize,
     denied: usize,
+    unmountable: usize,
 }
 
 impl FilterLog {
@@ -72,12 +75,13 @@ impl FilterLog {
             Refused::TooDeep => self.too_deep += 1,
             Refused::Quota => self.quota += 1,
             Refused::Denied => self.denied += 1,
+            Refused::Unmountable => self.unmountable += 1,
         }
     }
 
     /// Filters refused in this packet.
     pub(super) fn refusals(&self) -> usize {
-        self.too_deep + self.quota + self.denied
+        self.too_deep + self.quota + self.denied + self.unmountable
     }
 
     /// The closing lines: how many filters went unlisted and, when any were
@@ -120,6 +124,12 @@ impl FilterLog {
         }
         if self.denied > 0 {
             causes.push(format!("{} denied by the ACL", self.denied));
+        }
+        if self.unmountable > 0 {
+            causes.push(format!(
+                "{} not a valid filter under the listener's mount_point",
+                self.unmountable
+            ));
         }
         info!(
             "Client {}: {n} of {} filters refused ({}){more}.",

@@ -11,6 +11,7 @@ mod durable;
 mod filter_log;
 mod hashing;
 pub mod message;
+mod mount;
 pub mod output;
 mod publish;
 mod replay;
@@ -326,6 +327,11 @@ impl Broker {
             .listeners
             .get(listener)
             .unwrap_or(&DEFAULT_LISTENER)
+    }
+
+    /// The `mount_point` of `listener`, if it has one.
+    fn mount_point(&self, listener: usize) -> Option<&str> {
+        self.listener_options(listener).mount_point.as_deref()
     }
 
     /// The highest QoS clients of `listener` may use (`max_qos`).

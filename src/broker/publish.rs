@@ -128,6 +128,18 @@ impl Broker {
                 out,
             );
         }
+        // `mount_point`: the client's topics live under its listener's prefix;
+        // everything from here on (limits, ACL, retained store, routing) sees
+        // the full topic, as in mosquitto.
+        let Some(full) = super::mount::topic(self.mount_point(listener), p.topic) else {
+            return self.end(
+                now,
+                conn,
+                End::ProtocolError(ReasonCode::TOPIC_NAME_INVALID),
+                out,
+            );
+        };
+        let p = Publish { topic: &full, ..p };
         let max_levels = self.config.max_topic_levels;
         if max_levels != 0 && super::topic_levels(p.topic) > max_levels {
             // A limit, not a protocol rule (like mosquitto's hierarchy limit): the
@@ -396,17 +408,23 @@ impl Broker {
         for gid in groups {
             let sessions = &self.sessions;
             let security = &self.security;
+            let listeners = &self.config.listeners;
             let online = |k: usize| sessions.get(k).is_some_and(|s| s.conn.is_some());
             // Read access decides the member, not only the delivery: a member
-            // that may not read the topic must not swallow the group's copy.
+            // that may not read the topic (or that sits behind a mount point
+            // the topic is outside of) must not swallow the group's copy.
             let may_read = |k: usize| {
                 sessions.get(k).is_some_and(|s| {
-                    security.listener(s.listener).may(
-                        &s.client_id,
-                        s.username.as_deref(),
-                        &msg.topic,
-                        Access::Read,
-                    )
+                    let mount = listeners
+                        .get(s.listener)
+                        .and_then(|l| l.mount_point.as_deref());
+                    super::mount::strip(mount, &msg.topic).is_some()
+                        && security.listener(s.listener).may(
+                            &s.client_id,
+                            s.username.as_deref(),
+                            &msg.topic,
+                            Access::Read,
+                        )
                 })
             };
             let Some((session, sub)) = self.shared.pick(gid, online, may_read) else {
@@ -438,6 +456,11 @@ impl Broker {
         let max_bytes = self.config.max_inflight_bytes;
         // ACL on delivery: covers wildcard subscriptions and retained messages.
         if !self.may(skey, &o.msg.topic, Access::Read) {
+            return;
+        }
+        // Outside the session's mount point: not for it (a `#` filter matches
+        // its parent level too, which lies outside).
+        if !self.inside_mount(skey, &o.msg.topic) {
             return;
         }
         self.persist_queued(skey, &mut o, out);
@@ -483,6 +506,13 @@ impl Broker {
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
             _ => self.enqueue(skey, o, out),
         }
+    }
+
+    /// Is `topic` inside the `mount_point` of session `skey`'s listener (and
+    /// so sendable to it)? True without a mount point.
+    pub(super) fn inside_mount(&self, skey: usize, topic: &str) -> bool {
+        let listener = self.sessions.get(skey).map_or(0, |s| s.listener);
+        super::mount::strip(self.mount_point(listener), topic).is_some()
     }
 
     /// ACL check for session `skey` under the rules of its listener.
@@ -550,7 +580,13 @@ impl Broker {
             return false;
         }
         let version = s.version;
-        let mut topic: &str = &o.msg.topic;
+        // The listener's mount point comes off (a session resumed on another
+        // listener may hold messages outside the new one's: not sent).
+        let mount = (self.config.listeners.get(s.listener)).and_then(|l| l.mount_point.as_deref());
+        let Some(sent_topic) = super::mount::strip(mount, &o.msg.topic) else {
+            return false;
+        };
+        let mut topic = sent_topic;
         let mut properties = Default::default();
         let mut new_alias = false;
         if version.is_v5() {
@@ -592,7 +628,7 @@ impl Broker {
                 if new_alias {
                     // The alias was never announced: hand it out again later.
                     if let Some(c) = self.conns.get_mut(&conn) {
-                        c.aliases.forget(&o.msg.topic);
+                        c.aliases.forget(sent_topic);
                     }
                 }
                 self.stats.messages_dropped += 1;

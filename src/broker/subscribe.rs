@@ -31,6 +31,14 @@ impl Broker {
         let version = s.version;
         let client = Arc::clone(&s.client_id);
         let max_qos = self.max_qos(s.listener);
+        // `mount_point`: each filter as the broker keeps it (`None`: not a
+        // valid filter under the prefix); no copies without a mount point.
+        let mounted: Option<Vec<Option<String>>> = self.mount_point(s.listener).map(|m| {
+            sub.filters
+                .iter()
+                .map(|(f, _)| super::mount::filter(Some(m), f).map(|f| f.into_owned()))
+                .collect()
+        });
         let mut log = FilterLog::subscribe(&client);
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
@@ -49,6 +57,18 @@ impl Broker {
                 reasons.push(ReasonCode::SUCCESS);
                 continue;
             }
+            let filter: &str = match &mounted {
+                None => filter,
+                Some(m) => match m.get(i).and_then(|f| f.as_deref()) {
+                    Some(f) => f,
+                    None => {
+                        log.filter(&client, filter, options.qos as u8);
+                        log.refused(Refused::Unmountable);
+                        reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                        continue;
+                    }
+                },
+            };
             log.filter(&client, filter, options.qos as u8);
             let max_levels = self.config.max_topic_levels;
             if max_levels != 0 && super::topic_levels(filter) > max_levels {
@@ -70,7 +90,7 @@ impl Broker {
                 continue;
             }
             // A shared subscription is judged by its plain filter.
-            let acl_filter = parse_shared(filter).map_or(*filter, |(_, f)| f);
+            let acl_filter = parse_shared(filter).map_or(filter, |(_, f)| f);
             let allowed = self.sessions.get(skey).is_some_and(|s| {
                 self.security.listener(s.listener).may_subscribe(
                     &s.client_id,
@@ -113,7 +133,7 @@ impl Broker {
                     identifier,
                 };
                 if self.shared.subscribe(filter, plain, skey, sub) {
-                    self.sessions[skey].subscriptions.push((*filter).into());
+                    self.sessions[skey].subscriptions.push(filter.into());
                 }
                 self.persist_subscription(skey, filter, true, out);
                 // No retained messages for a shared subscription (4.8.2).
@@ -130,7 +150,7 @@ impl Broker {
                 },
             );
             if is_new {
-                self.sessions[skey].subscriptions.push((*filter).into());
+                self.sessions[skey].subscriptions.push(filter.into());
             }
             // One record per subscription, not the whole list again.
             self.persist_subscription(skey, filter, true, out);
@@ -210,8 +230,16 @@ impl Broker {
         // loop for 1.6 s on a 1.8 MB UNSUBSCRIBE: issue 10 item 8.) A filter
         // named twice is removed once; the second gets 0x11.
         let mut reasons = Vec::with_capacity(u.filters.len());
+        // `mount_point`: the filters as they were subscribed (see SUBSCRIBE).
+        let listener = s.listener;
+        let mounted: Vec<std::borrow::Cow<'_, str>> = u
+            .filters
+            .iter()
+            .map(|f| super::mount::filter(self.mount_point(listener), f).unwrap_or_default())
+            .collect();
         let mut removed: HashSet<&str> = HashSet::new();
-        for filter in &u.filters {
+        for filter in &mounted {
+            let filter: &str = filter;
             log.filter(&client_id, filter, 0);
             let existed = self.unsubscribe_filter(filter, skey);
             if existed {
