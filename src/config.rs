@@ -80,6 +80,8 @@ pub struct AuthConfig {
     pub password_file: Option<PathBuf>,
     /// `acl_file`.
     pub acl_file: Option<PathBuf>,
+    /// `psk_file`: `identity:hexkey` lines for TLS-PSK listeners (`psk_hint`).
+    pub psk_file: Option<PathBuf>,
 }
 
 /// A listener's TLS settings (mosquitto's names).
@@ -109,6 +111,9 @@ pub struct TlsConfig {
     pub use_subject_as_username: bool,
     /// `dhparamfile`: PEM Diffie-Hellman parameters for DHE cipher suites.
     pub dhparamfile: Option<PathBuf>,
+    /// `psk_hint`: this listener accepts TLS-PSK (keys from `psk_file`) and
+    /// sends this hint; without `certfile` it speaks TLS-PSK only.
+    pub psk_hint: Option<String>,
 }
 
 /// One place log lines go (`log_dest`; several may be given).
@@ -379,18 +384,29 @@ impl Config {
                 });
             }
         }
-        for l in &config.listeners {
-            if let Some(t) = &l.tls {
-                if t.certfile.is_none() || t.keyfile.is_none() {
-                    errors.push(ConfigError {
-                        file: file.to_path_buf(),
-                        line: 0,
-                        message: format!(
-                            "listener {}: TLS needs both `certfile` and `keyfile`",
-                            l.port
-                        ),
-                    });
+        for (index, l) in config.listeners.iter().enumerate() {
+            let Some(t) = &l.tls else {
+                continue;
+            };
+            let message = if t.psk_hint.is_some() {
+                if config.psk_file(index).is_none() {
+                    Some("`psk_hint` needs a `psk_file` to take the keys from")
+                } else if t.certfile.is_some() != t.keyfile.is_some() {
+                    Some("TLS with certificates needs both `certfile` and `keyfile`")
+                } else {
+                    None
                 }
+            } else if t.certfile.is_none() || t.keyfile.is_none() {
+                Some("TLS needs both `certfile` and `keyfile` (or `psk_hint` and `psk_file` for TLS-PSK)")
+            } else {
+                None
+            };
+            if let Some(m) = message {
+                errors.push(ConfigError {
+                    file: file.to_path_buf(),
+                    line: 0,
+                    message: format!("listener {}: {m}", l.port),
+                });
             }
         }
         if errors.is_empty() {
@@ -412,6 +428,7 @@ impl Config {
         let fix_auth = |a: &mut AuthConfig| {
             a.password_file.as_mut().map(fix);
             a.acl_file.as_mut().map(fix);
+            a.psk_file.as_mut().map(fix);
         };
         fix_auth(&mut self.auth);
         for l in &mut self.listeners {
@@ -437,6 +454,16 @@ impl Config {
                 fix(p);
             }
         }
+    }
+
+    /// The `psk_file` listener `index` takes its keys from: its own with
+    /// `per_listener_settings`, else the global one (as `password_file`).
+    pub fn psk_file(&self, index: usize) -> Option<&Path> {
+        let auth = match self.listeners.get(index) {
+            Some(l) if self.per_listener_settings => &l.auth,
+            _ => &self.auth,
+        };
+        auth.psk_file.as_deref()
     }
 
     /// The broker's share of the settings.
@@ -825,6 +852,18 @@ impl Parser<'_> {
             "acl_file" => {
                 let p = PathBuf::from(line.one()?);
                 self.auth_target(|a| a.acl_file = Some(p.clone()));
+            }
+            "psk_file" => {
+                let p = PathBuf::from(line.one()?);
+                self.auth_target(|a| a.psk_file = Some(p.clone()));
+            }
+            "psk_hint" => {
+                // mosquitto takes the rest of the line: a hint may hold spaces.
+                if line.rest.is_empty() {
+                    return Err(line.error("`psk_hint` needs a value"));
+                }
+                let hint = line.rest.to_string();
+                self.tls(line)?.psk_hint = Some(hint);
             }
             "per_listener_settings" => {
                 if !c.listeners.is_empty() {
@@ -1294,6 +1333,30 @@ mod tests {
         assert!(err("max_connect_packet_size 19").contains("at least 20"));
     }
 
+    /// `psk_hint` makes a listener TLS without a certificate, takes the rest
+    /// of the line; `psk_file` is global or, with `per_listener_settings`,
+    /// the listener's own.
+    #[test]
+    fn psk_directives() {
+        let c = parse("listener 8884\npsk_hint a gateway hint\nlistener 1883\npsk_file /psk\n")
+            .expect("parse");
+        let t = c.listeners[0].tls.as_ref().expect("tls");
+        assert_eq!(t.psk_hint.as_deref(), Some("a gateway hint"));
+        assert!(t.certfile.is_none());
+        assert_eq!(c.psk_file(0), Some(Path::new("/psk")));
+        assert_eq!(c.psk_file(1), Some(Path::new("/psk")));
+        let c = parse(
+            "per_listener_settings true\nlistener 1\npsk_hint h\npsk_file /one\n\
+             listener 2\npsk_hint h\npsk_file /two\n",
+        )
+        .expect("parse");
+        assert_eq!(c.psk_file(0), Some(Path::new("/one")));
+        assert_eq!(c.psk_file(1), Some(Path::new("/two")));
+        assert!(err("listener 8884\npsk_hint h").contains("`psk_hint` needs a `psk_file`"));
+        assert!(err("listener 8884\npsk_hint h\npsk_file /p\ncertfile /c").contains("both"));
+        assert!(err("listener 8884\npsk_hint").contains("needs a value"));
+    }
+
     #[test]
     fn security_directives() {
         let c = parse(
@@ -1423,10 +1486,12 @@ mod tests {
             } else {
                 "listener 8883\n"
             };
+            // What a TLS listener needs beside the directive under test (a
+            // `psk_hint` listener takes its keys from a `psk_file`).
             let tls = if per_listener.is_empty() {
                 ""
             } else {
-                "certfile /c.pem\nkeyfile /k.pem\n"
+                "certfile /c.pem\nkeyfile /k.pem\npsk_file /p.psk\n"
             };
             let text = format!("{per_listener}{name} {value}\n{tls}");
             let got = parse(&text);

@@ -33,9 +33,8 @@ const PLUGINS: &str = "midge has no C plugin interface; use `password_file` (mad
 `midge passwd`), `acl_file`, `per_listener_settings` and `use_identity_as_username` instead";
 const HTTP: &str = "serving files over HTTP (and the built-in live view) is not in this midge yet; WebSocket listeners serve MQTT only";
 const ENGINE: &str = "midge does not load OpenSSL engines; keep the key in a PEM `keyfile`";
-const PSK: &str = "TLS-PSK is not in this midge yet; use certificates (`certfile`, `keyfile`)";
-const BRIDGE_PSK: &str = "TLS-PSK is not in this midge yet; use certificates (`bridge_cafile`, \
-`bridge_certfile`, `bridge_keyfile`)";
+const BRIDGE_PSK: &str = "TLS-PSK on bridges is not in this midge: its bridges connect through \
+native-tls, which has no PSK; use certificates (`bridge_cafile`, `bridge_certfile`, `bridge_keyfile`)";
 
 const fn d(name: &'static str, status: Status) -> Directive {
     Directive { name, status }
@@ -83,7 +82,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d("pid_file", Supported),
     d("plugin", Refused(PLUGINS)),
     d("plugin_opt_*", Refused(PLUGINS)),
-    d("psk_file", Refused(PSK)),
+    d("psk_file", Supported),
     d("queue_qos0_messages", Supported),
     d("retain_available", Supported),
     d("retry_interval", Supported),
@@ -124,7 +123,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d("use_identity_as_username", Supported),
     d("use_subject_as_username", Supported),
     // Pre-shared-key TLS.
-    d("psk_hint", Refused(PSK)),
+    d("psk_hint", Supported),
     // Bridges.
     d("address", Bridge),
     d("addresses", Bridge),

@@ -475,7 +475,7 @@ fn bad_bridge_config_lines_name_file_and_line() {
         (
             "connection a\naddress h\nbridge_psk 00\n",
             3,
-            "`bridge_psk` is refused: TLS-PSK is not in this midge yet",
+            "`bridge_psk` is refused: TLS-PSK on bridges is not in this midge",
         ),
     ];
     for (text, line, reason) in cases {

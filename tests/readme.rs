@@ -1,6 +1,6 @@
 //! The README's snippets, run as a reader would paste them: every config and
 //! ACL block, the `midge passwd` lines, the certificate recipe and the client
-//! commands of the TLS walkthrough, and the quick start's client commands.
+//! commands of the TLS and TLS-PSK walkthroughs, and the quick start's client commands.
 //! `/etc/midge/` becomes a temporary directory and ports become free ones;
 //! nothing else is changed. Blocks not run here: `make run`/`make test` (the
 //! whole suite itself), `make install` (tests/install.rs) and the systemd
@@ -232,4 +232,37 @@ fn readme_quick_start_clients() {
         assert!(ok, "{out}\nbroker log:\n{}", b.log_text());
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// "TLS-PSK": the key file, the listener and the `mosquitto_pub --psk` line,
+/// pasted as they are: the identity logs in as the user `sensor-2`.
+#[test]
+fn readme_tls_psk_walkthrough() {
+    let root = temp_dir("readme-psk");
+    let etc: PathBuf = root.join("etc/midge");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    let here = |s: &str| s.replace("/etc/midge/", &format!("{}/", etc.display()));
+    let keys = block_starting("# /etc/midge/psk");
+    std::fs::write(etc.join("psk"), keys.join("\n") + "\n").expect("psk");
+    let (plain, psk) = (free_port(), free_port());
+    let conf_text = format!(
+        "listener {plain} 127.0.0.1\n{}\n",
+        here(&block_starting("# /etc/midge/midge.conf, a TLS-PSK").join("\n"))
+            .replace("listener 8884", &format!("listener {psk} 127.0.0.1"))
+    );
+    let conf = etc.join("midge.conf");
+    std::fs::write(&conf, &conf_text).expect("conf");
+    let (ok, out) = test_config(&conf);
+    assert!(ok, "{out}");
+    let b = BrokerProcess::start_with_config(plain, &conf_text, &[]);
+    b.wait_log(&format!("127.0.0.1:{psk} (TLS)"));
+    let clients = commands(&block_starting("mosquitto_pub -h localhost -p 8884 --psk"));
+    assert_eq!(clients.len(), 1);
+    for cmd in clients {
+        let (ok, out) = sh(&cmd.replace("-p 8884", &format!("-p {psk}")), &etc, "");
+        assert!(ok, "{out}\nbroker log:\n{}", b.log_text());
+    }
+    b.wait_log("(p4, c1, k60, u'sensor-2')");
+    drop(b);
+    let _ = std::fs::remove_dir_all(&root);
 }

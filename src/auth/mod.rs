@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod passwd;
 pub mod passwd_tool;
+pub mod psk;
 
 use std::sync::Arc;
 

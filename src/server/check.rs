@@ -1,5 +1,5 @@
 //! `--test-config` (and `-d` before it detaches): everything start-up would
-//! load or bind, checked without starting: password and ACL files, TLS
+//! load or bind, checked without starting: password, ACL and PSK files, TLS
 //! certificates and keys, listener addresses, log files, the `user` account.
 //! Every problem is collected, so one run reports them all.
 
@@ -13,9 +13,12 @@ pub fn check(config: &Config) -> Vec<String> {
     if let Err(e) = crate::auth::Security::load(config) {
         problems.push(e);
     }
-    for lc in config.listeners.iter().filter(|l| !l.optional) {
+    for (index, lc) in config.listeners.iter().enumerate() {
+        if lc.optional {
+            continue;
+        }
         if let Some(t) = &lc.tls {
-            if let Err(e) = super::tls::acceptor(t) {
+            if let Err(e) = super::tls::acceptor(t, config.psk_file(index)) {
                 problems.push(format!("listener {}: {e}", lc.port));
             }
         }

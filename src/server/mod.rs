@@ -146,11 +146,12 @@ impl Server {
         // any socket is opened.
         let security = crate::auth::Security::load(config).map_err(ServerError::Security)?;
         let mut acceptors = Vec::new();
-        for lc in &config.listeners {
+        for (index, lc) in config.listeners.iter().enumerate() {
             acceptors.push(match &lc.tls {
-                Some(t) => Some(std::sync::Arc::new(tls::acceptor(t).map_err(|e| {
-                    ServerError::Security(format!("listener {}: {e}", lc.port))
-                })?)),
+                Some(t) => Some(std::sync::Arc::new(
+                    tls::acceptor(t, config.psk_file(index))
+                        .map_err(|e| ServerError::Security(format!("listener {}: {e}", lc.port)))?,
+                )),
                 None => None,
             });
         }
@@ -520,10 +521,10 @@ impl Server {
         self.set_write_interest(key, false);
     }
 
-    /// SIGHUP: re-read password and ACL files and TLS certificates (for new
-    /// connections). A broken file keeps the old rules, with the reason logged.
+    /// SIGHUP: re-read password, ACL and PSK files and TLS certificates (for
+    /// new connections). A broken file keeps the old rules, with the reason logged.
     fn reload(&mut self) {
-        info!("Reloading password, ACL and certificate files.");
+        info!("Reloading password, ACL, PSK and certificate files.");
         crate::logging::reopen();
         match crate::auth::Security::load(&self.config) {
             Ok(s) => self.broker.set_security(s),
@@ -538,10 +539,10 @@ impl Server {
             else {
                 continue;
             };
-            match tls::acceptor(t) {
+            match tls::acceptor(t, self.config.psk_file(*index)) {
                 Ok(a) => l.tls = Some(std::sync::Arc::new(a)),
                 Err(e) => error!(
-                    "Reload of {} failed, keeping the old certificate: {e}.",
+                    "Reload of {} failed, keeping the old certificate and keys: {e}.",
                     l.name
                 ),
             }

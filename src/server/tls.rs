@@ -1,5 +1,10 @@
 //! Server-side TLS with the `openssl` crate: building a listener's acceptor from
-//! mosquitto's directives, and reading the client certificate's name.
+//! mosquitto's directives, and reading the client certificate's name (or the
+//! TLS-PSK identity).
+//!
+//! TLS-PSK (`psk_hint` + `psk_file`): the acceptor gets a PSK callback that looks
+//! the client's identity up in the keys read when the acceptor is built (start,
+//! SIGHUP), so a reload swaps keys for new connections as it swaps certificates.
 //!
 //! Why not native-tls here: its acceptor cannot request or verify client
 //! certificates and its OpenSSL profile turns TLS 1.3 off; the `openssl` crate it
@@ -7,16 +12,47 @@
 //! the choice for outgoing connections: bridges.)
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
+use openssl::ex_data::Index;
 use openssl::nid::Nid;
 use openssl::ssl::{
-    SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslOptions, SslRef, SslVerifyMode,
-    SslVersion,
+    Ssl, SslAcceptor, SslAcceptorBuilder, SslFiletype, SslMethod, SslOptions, SslRef,
+    SslVerifyMode, SslVersion,
 };
 use openssl::x509::store::X509Lookup;
 use openssl::x509::verify::X509VerifyFlags;
 
+use crate::auth::psk::PskFile;
 use crate::config::TlsConfig;
+
+/// TLS 1.2 suites for PSK listeners when `ciphers` does not name them:
+/// forward-secret (ECDHE/DHE) PSK first, then plain PSK, AEAD or SHA-2 only.
+/// (TLS 1.3 carries PSK in its own suites, which the defaults cover.)
+const PSK_CIPHERS: &str = "ECDHEPSK+AESGCM:ECDHEPSK+CHACHA20:ECDHEPSK+SHA256:ECDHEPSK+SHA384:\
+DHEPSK+AESGCM:DHEPSK+CHACHA20:PSK+AESGCM:PSK+CHACHA20:PSK+SHA256:PSK+SHA384:!RSAPSK:!aNULL:!eNULL";
+
+/// The TLS 1.2 suites of `SslAcceptor::mozilla_intermediate_v5` (which
+/// `set_cipher_list` replaces, so they are named again for a listener with
+/// both certificates and PSK).
+const INTERMEDIATE_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
+ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:\
+ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384";
+
+/// Where a handshake's PSK callback leaves the identity it accepted, for
+/// `use_identity_as_username` once the handshake is done.
+fn psk_identity_index() -> Option<Index<Ssl, String>> {
+    static INDEX: OnceLock<Option<Index<Ssl, String>>> = OnceLock::new();
+    *INDEX.get_or_init(|| Ssl::new_ex_index().ok())
+}
+
+// Not wrapped by the openssl crate; libssl (which it links) has it.
+extern "C" {
+    fn SSL_CTX_use_psk_identity_hint(
+        ctx: *mut std::ffi::c_void,
+        hint: *const std::ffi::c_char,
+    ) -> std::ffi::c_int;
+}
 
 /// A path OpenSSL can take: UTF-8, no NUL byte (the crate would panic on one).
 fn path_str<'a>(what: &str, p: &'a Path) -> Result<&'a str, String> {
@@ -26,13 +62,15 @@ fn path_str<'a>(what: &str, p: &'a Path) -> Result<&'a str, String> {
     }
 }
 
-/// Build the acceptor for one listener. Errors name the directive and file.
-pub fn acceptor(t: &TlsConfig) -> Result<SslAcceptor, String> {
-    Ok(builder(t)?.build())
+/// Build the acceptor for one listener, with the keys of `psk_file` for a
+/// `psk_hint` listener. Errors name the directive and file (`file:line` for
+/// a bad PSK file line).
+pub fn acceptor(t: &TlsConfig, psk_file: Option<&Path>) -> Result<SslAcceptor, String> {
+    Ok(builder(t, psk_file)?.build())
 }
 
 /// The acceptor's settings, before they are frozen (tests look at them here).
-fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
+fn builder(t: &TlsConfig, psk_file: Option<&Path>) -> Result<SslAcceptorBuilder, String> {
     let e = |what: &str, p: &Path, err: openssl::error::ErrorStack| {
         format!("{what} {}: {err}", p.display())
     };
@@ -42,22 +80,30 @@ fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
     // public-key work on demand (a cheap way to burn the loop's CPU) and has no
     // use for MQTT; TLS 1.3 has no renegotiation at all.
     b.set_options(SslOptions::NO_RENEGOTIATION);
-    let cert = t.certfile.as_deref().ok_or("TLS needs certfile")?;
-    let key = t.keyfile.as_deref().ok_or("TLS needs keyfile")?;
-    // Existence first: OpenSSL's messages for a missing file are cryptic.
-    for (what, p) in [("certfile", cert), ("keyfile", key)] {
-        path_str(what, p)?;
-        if !p.is_file() {
-            return Err(format!("{what} {}: no such file", p.display()));
-        }
+    if let Some(hint) = &t.psk_hint {
+        let path = psk_file.ok_or("`psk_hint` needs a `psk_file`")?;
+        set_psk(&mut b, hint, path)?;
     }
-    b.set_certificate_chain_file(cert)
-        .map_err(|err| e("certfile", cert, err))?;
-    // PEM keys in PKCS#8 or the traditional RSA/EC forms both load here.
-    b.set_private_key_file(key, SslFiletype::PEM)
-        .map_err(|err| e("keyfile", key, err))?;
-    b.check_private_key()
-        .map_err(|err| e("keyfile (does not match certfile)", key, err))?;
+    // A `psk_hint` listener without `certfile` speaks TLS-PSK only.
+    let certificates = t.psk_hint.is_none() || t.certfile.is_some();
+    if certificates {
+        let cert = t.certfile.as_deref().ok_or("TLS needs certfile")?;
+        let key = t.keyfile.as_deref().ok_or("TLS needs keyfile")?;
+        // Existence first: OpenSSL's messages for a missing file are cryptic.
+        for (what, p) in [("certfile", cert), ("keyfile", key)] {
+            path_str(what, p)?;
+            if !p.is_file() {
+                return Err(format!("{what} {}: no such file", p.display()));
+            }
+        }
+        b.set_certificate_chain_file(cert)
+            .map_err(|err| e("certfile", cert, err))?;
+        // PEM keys in PKCS#8 or the traditional RSA/EC forms both load here.
+        b.set_private_key_file(key, SslFiletype::PEM)
+            .map_err(|err| e("keyfile", key, err))?;
+        b.check_private_key()
+            .map_err(|err| e("keyfile (does not match certfile)", key, err))?;
+    }
     if let Some(ca) = t.cafile.as_deref() {
         path_str("cafile", ca)?;
         b.set_ca_file(ca).map_err(|err| e("cafile", ca, err))?;
@@ -99,6 +145,15 @@ fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
     if let Some(c) = &t.ciphers {
         b.set_cipher_list(c)
             .map_err(|err| format!("ciphers {c}: {err}"))?;
+    } else if t.psk_hint.is_some() {
+        // The certificate suites stay first when there is a certificate.
+        let list = if certificates {
+            format!("{INTERMEDIATE_CIPHERS}:{PSK_CIPHERS}")
+        } else {
+            PSK_CIPHERS.to_string()
+        };
+        b.set_cipher_list(&list)
+            .map_err(|err| format!("TLS-PSK cipher list: {err}"))?;
     }
     if let Some(c) = &t.ciphers_tls13 {
         b.set_ciphersuites(c)
@@ -106,6 +161,9 @@ fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
     }
     if t.require_certificate {
         b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    } else if !certificates {
+        // TLS-PSK only: the identity is the PSK's, no certificate to ask for.
+        b.set_verify(SslVerifyMode::NONE);
     } else if t.use_identity_as_username || t.use_subject_as_username {
         b.set_verify(SslVerifyMode::PEER);
     } else {
@@ -114,9 +172,43 @@ fn builder(t: &TlsConfig) -> Result<SslAcceptorBuilder, String> {
     Ok(b)
 }
 
+/// Load `path`'s keys and install the server PSK callback and `hint`.
+fn set_psk(b: &mut SslAcceptorBuilder, hint: &str, path: &Path) -> Result<(), String> {
+    let keys = Arc::new(PskFile::load(path).map_err(|e| e.to_string())?);
+    let index = psk_identity_index().ok_or("TLS-PSK set-up: no ex_data index")?;
+    b.set_psk_server_callback(move |ssl, identity, out| {
+        // An unknown identity, or one that is not text: 0 bytes of key, which
+        // fails the handshake (unknown_psk_identity), as mosquitto does.
+        let Some(identity) = identity else {
+            return Ok(0);
+        };
+        let Some(key) = keys.key(identity) else {
+            return Ok(0);
+        };
+        let Some(slot) = out.get_mut(..key.len()) else {
+            return Ok(0);
+        };
+        slot.copy_from_slice(key);
+        ssl.set_ex_data(index, String::from_utf8_lossy(identity).into_owned());
+        Ok(key.len())
+    });
+    let c_hint = std::ffi::CString::new(hint).map_err(|_| "psk_hint: a NUL byte")?;
+    // SAFETY: the builder's SSL_CTX is valid for the call; OpenSSL copies the
+    // NUL-terminated hint (at most 128 bytes, else it returns 0).
+    let ok = unsafe { SSL_CTX_use_psk_identity_hint(b.as_ptr().cast(), c_hint.as_ptr()) };
+    if ok != 1 {
+        return Err(format!("psk_hint {hint}: too long (at most 128 bytes)"));
+    }
+    Ok(())
+}
+
 /// The name a verified client certificate gives: its CN, or with `subject` the
-/// whole subject (`CN=...,O=...`, most specific first, like mosquitto).
+/// whole subject (`CN=...,O=...`, most specific first, like mosquitto). On a
+/// TLS-PSK connection, the PSK identity the client logged in with.
 pub fn identity(ssl: &SslRef, subject: bool) -> Option<String> {
+    if let Some(id) = psk_identity_index().and_then(|i| ssl.ex_data(i)) {
+        return Some(id.clone());
+    }
     let cert = ssl.peer_certificate()?;
     let name = cert.subject_name();
     if subject {
@@ -180,8 +272,8 @@ mod tests {
             keyfile: Some(keyfile),
             ..TlsConfig::default()
         };
-        let b = builder(&t).expect("acceptor");
+        let b = builder(&t, None).expect("acceptor");
         assert!(b.options().contains(SslOptions::NO_RENEGOTIATION));
-        assert!(acceptor(&t).is_ok());
+        assert!(acceptor(&t, None).is_ok());
     }
 }
