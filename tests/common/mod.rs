@@ -13,6 +13,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod js;
 pub mod mosquitto;
 
 use midge::protocol::{
