@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::{free_port, BrokerProcess};
+use midge::protocol::{decode, DecodeLimits, Decoded, Packet, ProtocolVersion, ReasonCode};
 
 const MASK: [u8; 4] = [0xA1, 0x02, 0x7F, 0x33];
 
@@ -141,16 +142,68 @@ fn hostile_frames_close_only_the_offender() {
     long.extend_from_slice(&(1u64 << 63).to_be_bytes());
     long.extend_from_slice(&MASK);
     let unmasked = vec![0x82, 2, 0xC0, 0];
-    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("unmasked", unmasked, 1002),
-        ("text", frame(0x81, b"hello"), 1003),
-        ("ping of 126 bytes", frame(0x89, &[0; 126]), 1002),
-        ("fragmented ping", frame(0x09, b"x"), 1002),
-        ("reserved opcode", frame(0x83, b"x"), 1002),
-        ("RSV1", frame(0xC2, b"x"), 1002),
-        ("length 2^63", long, 1002),
-        ("close 1005", frame(0x88, &1005u16.to_be_bytes()), 1002),
+    // A 2 MiB frame over max_packet_size (1 MiB), refused from its header.
+    let mut huge = vec![0x82, 0xFF];
+    huge.extend_from_slice(&(2u64 << 20).to_be_bytes());
+    huge.extend_from_slice(&MASK);
+    let mut inside = frame(0x02, &CONNECT[..4]);
+    inside.extend(frame(0x82, &CONNECT[4..]));
+    let mut bad_utf8 = 1000u16.to_be_bytes().to_vec();
+    bad_utf8.extend_from_slice(&[0xC3, 0x28]);
+    let mut cases: Vec<(String, Vec<u8>, u16)> = vec![
+        ("unmasked".into(), unmasked, 1002),
+        ("text".into(), frame(0x81, b"hello"), 1003),
+        ("fragmented text".into(), frame(0x01, b"he"), 1003),
+        ("ping of 126 bytes".into(), frame(0x89, &[0; 126]), 1002),
+        ("close of 126 bytes".into(), frame(0x88, &[0x03; 126]), 1002),
+        ("fragmented ping".into(), frame(0x09, b"x"), 1002),
+        (
+            "fragmented close".into(),
+            frame(0x08, &1000u16.to_be_bytes()),
+            1002,
+        ),
+        ("reserved opcode".into(), frame(0x83, b"x"), 1002),
+        ("reserved control opcode".into(), frame(0x8B, b""), 1002),
+        ("RSV1".into(), frame(0xC2, b"x"), 1002),
+        ("RSV2".into(), frame(0xA2, b"x"), 1002),
+        ("RSV3".into(), frame(0x92, b"x"), 1002),
+        ("RSV on a ping".into(), frame(0xC9, b""), 1002),
+        ("length 2^63".into(), long, 1002),
+        ("frame over max_packet_size".into(), huge, 1009),
+        (
+            "continuation without a message".into(),
+            frame(0x80, b"x"),
+            1002,
+        ),
+        ("new message inside a fragmented one".into(), inside, 1002),
+        (
+            "close with a 1-byte payload".into(),
+            frame(0x88, &[3]),
+            1002,
+        ),
+        (
+            "close reason not UTF-8".into(),
+            frame(0x88, &bad_utf8),
+            1007,
+        ),
     ];
+    // Close statuses a peer may not send (RFC 6455 section 7.4): reserved
+    // for reports (1004-1006, 1015), unassigned, or out of range.
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
+        cases.push((
+            format!("close {code}"),
+            frame(0x88, &code.to_be_bytes()),
+            1002,
+        ));
+    }
+    // Valid statuses are echoed, not refused (section 5.5.1).
+    for code in [1000u16, 1001, 1011, 3000, 4999] {
+        cases.push((
+            format!("close {code} echoed"),
+            frame(0x88, &code.to_be_bytes()),
+            code,
+        ));
+    }
     for (name, bytes, code) in cases {
         let (mut s, rest) = upgrade(ws);
         s.write_all(&bytes).expect("write");
@@ -169,8 +222,16 @@ fn hostile_frames_close_only_the_offender() {
     }
     // Bad upgrades: refused with an HTTP status and closed.
     for (req, status) in [
+        // No key, a key that is not 16 bytes, no version, version 8.
         ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", "426"),
         ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n", "426"),
+        // Not an upgrade, not GET, not HTTP/1.1, no MQTT subprotocol.
+        ("GET / HTTP/1.1\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("POST / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("GET / HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", "400"),
+        ("GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n", "400"),
     ] {
         let mut s = TcpStream::connect(("127.0.0.1", ws)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -198,4 +259,311 @@ fn hostile_frames_close_only_the_offender() {
     .expect("connect");
     p.write_all(&[0x30, 4, 0, 1, b't', b'x']).expect("publish");
     read_until(&mut by, Vec::new(), &[0x30, 4, 0, 1, b't', b'x']);
+}
+
+/// A slowloris upgrade: request bytes trickle in (one every 100 ms, so the
+/// header never ends in time) and the socket is closed by `connect_timeout`
+/// (1 s here) whatever it keeps sending, with nothing written back (still
+/// HTTP: no close frame). A bystander WebSocket subscriber is unharmed.
+#[test]
+fn slowloris_upgrade_is_closed_by_connect_timeout() {
+    let tcp = free_port();
+    let ws = free_port();
+    let _b = BrokerProcess::start_with_config(
+        tcp,
+        &format!("connect_timeout 1\nlistener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\n"),
+        &[],
+    );
+    let (mut by, rest) = upgrade(ws);
+    let mut hello = frame(0x82, &CONNECT);
+    hello.extend(frame(0x82, &SUBSCRIBE_T));
+    by.write_all(&hello).expect("write");
+    read_until(&mut by, rest, &[0x90, 3, 0, 1, 0]);
+
+    let mut slow = TcpStream::connect(("127.0.0.1", ws)).expect("connect");
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let mut writer = slow.try_clone().expect("clone");
+    let trickle = std::thread::spawn(move || {
+        let request = format!(
+            "GET /mqtt HTTP/1.1\r\nHost: x\r\n{}",
+            "X-Pad: y\r\n".repeat(30)
+        );
+        for b in request.bytes() {
+            if writer.write_all(&[b]).is_err() {
+                return;
+            }
+            // The attack's own pace (not a synchronisation).
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let mut got = Vec::new();
+    match slow.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("slow upgrade not closed: {e}"),
+    }
+    let took = started.elapsed();
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "closed after {took:?}, connect_timeout is 1 s"
+    );
+    let _ = slow.shutdown(std::net::Shutdown::Both);
+    let _ = trickle.join();
+
+    let mut p = TcpStream::connect(("127.0.0.1", tcp)).expect("tcp");
+    p.write_all(&[
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60, 0, 1, b'p',
+    ])
+    .expect("connect");
+    p.write_all(&[0x30, 4, 0, 1, b't', b'x']).expect("publish");
+    read_until(&mut by, Vec::new(), &[0x30, 4, 0, 1, b't', b'x']);
+}
+
+/// Read until the broker closes the TCP stream; returns the frames received
+/// (opcode, payload), failing on bytes that are not whole server frames.
+fn frames_until_eof(s: &mut TcpStream, mut raw: Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("not closed: {e}; so far {raw:02x?}"),
+        }
+    }
+    let mut frames = Vec::new();
+    let mut pos = 0;
+    while pos < raw.len() {
+        assert!(raw.len() >= pos + 2, "partial frame header: {raw:02x?}");
+        assert_eq!(raw[pos] & 0xF0, 0x80, "final, no RSV bits: {raw:02x?}");
+        assert_eq!(raw[pos + 1] & 0x80, 0, "server frames are unmasked");
+        let (len, h) = match raw[pos + 1] {
+            126 => (
+                usize::from(u16::from_be_bytes([raw[pos + 2], raw[pos + 3]])),
+                4,
+            ),
+            127 => panic!("no 64-bit frames expected here"),
+            n => (usize::from(n), 2),
+        };
+        assert!(raw.len() >= pos + h + len, "partial frame: {raw:02x?}");
+        frames.push((raw[pos] & 0x0F, raw[pos + h..pos + h + len].to_vec()));
+        pos += h + len;
+    }
+    frames
+}
+
+/// The close frame payload: status, then the reason text.
+fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason.as_bytes());
+    p
+}
+
+/// The MQTT packets carried by the binary frames, decoded at `version`.
+fn packets(frames: &[(u8, Vec<u8>)], version: ProtocolVersion) -> Vec<Packet<'static>> {
+    let data: Vec<u8> = frames
+        .iter()
+        .filter(|(op, _)| *op == 2)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+    let limits = DecodeLimits::new(version, 1 << 20);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        match decode(&data[pos..], &limits) {
+            Ok(Decoded::Packet(p, used)) => {
+                out.push(p);
+                pos += used;
+            }
+            other => panic!("undecodable broker output {:02x?}: {other:?}", &data[pos..]),
+        }
+    }
+    out
+}
+
+/// CONNECT: `level` 4 (3.1.1) or 5, clean, with `keep_alive` and `id`.
+fn connect_packet(level: u8, keep_alive: u16, id: &str) -> Vec<u8> {
+    let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', level, 2];
+    body.extend_from_slice(&keep_alive.to_be_bytes());
+    if level == 5 {
+        body.push(0); // no properties
+    }
+    body.extend_from_slice(&(id.len() as u16).to_be_bytes());
+    body.extend_from_slice(id.as_bytes());
+    let mut p = vec![0x10, body.len() as u8];
+    p.extend(body);
+    p
+}
+
+/// A WebSocket client on `ws` that sent `first` (one frame) and got CONNACK.
+fn ws_client(ws: u16, first: &[u8]) -> TcpStream {
+    let (mut s, rest) = upgrade(ws);
+    s.write_all(&frame(0x82, first)).expect("write");
+    read_until(&mut s, rest, &[0x20]);
+    s
+}
+
+/// What the broker sends on a WebSocket it closes: (DISCONNECT reason if any,
+/// the close frame's payload), checking that the close frame is last and the
+/// TCP stream ends after it (RFC 6455 section 7.1.1).
+fn broker_close(s: &mut TcpStream, version: ProtocolVersion) -> (Option<ReasonCode>, Vec<u8>) {
+    let frames = frames_until_eof(s, Vec::new());
+    let (last_op, last) = frames.last().cloned().expect("a close frame before EOF");
+    assert_eq!(last_op, 8, "the last frame is a close frame: {frames:02x?}");
+    assert_eq!(
+        frames.iter().filter(|(op, _)| *op == 8).count(),
+        1,
+        "one close frame: {frames:02x?}"
+    );
+    let disconnect = packets(&frames, version).into_iter().find_map(|p| match p {
+        Packet::Disconnect(d) => Some(d.reason),
+        _ => None,
+    });
+    (disconnect, last)
+}
+
+fn start_limited() -> (BrokerProcess, u16, u16) {
+    let tcp = free_port();
+    let ws = free_port();
+    let b = BrokerProcess::start_with_config(
+        tcp,
+        &format!(
+            "max_packet_size 1000\nlistener {tcp} 127.0.0.1\nlistener {ws} 127.0.0.1\nprotocol websockets\n"
+        ),
+        &[],
+    );
+    (b, tcp, ws)
+}
+
+/// When the broker closes a WebSocket connection it sends a close frame with a
+/// status that fits its reason, the MQTT reason's name as the close reason,
+/// after any DISCONNECT, and only then ends the TCP stream (RFC 6455 sections
+/// 7.1.1, 7.4.1): protocol errors 1002, a packet over `max_packet_size` 1009,
+/// a refused CONNECT and a keep-alive timeout 1008, a session taken over and
+/// a client's DISCONNECT 1000.
+#[test]
+fn broker_closes_websockets_with_a_close_frame() {
+    let (_b, tcp, ws) = start_limited();
+    let v4 = ProtocolVersion::V311;
+    let v5 = ProtocolVersion::V5;
+
+    // 3.1.1, a PUBLISH with QoS 3 [MQTT-3.3.1-4]: no DISCONNECT in 3.1.1.
+    let mut s = ws_client(ws, &connect_packet(4, 60, "bad4"));
+    s.write_all(&frame(0x82, &[0x36, 4, 0, 1, b't', 0]))
+        .expect("write");
+    assert_eq!(
+        broker_close(&mut s, v4),
+        (None, close_payload(1002, "Malformed Packet"))
+    );
+
+    // 5, a second CONNECT [MQTT-3.1.0-2]: DISCONNECT 0x82, then the close.
+    let mut s = ws_client(ws, &connect_packet(5, 60, "bad5"));
+    s.write_all(&frame(0x82, &connect_packet(5, 60, "bad5")))
+        .expect("write");
+    assert_eq!(
+        broker_close(&mut s, v5),
+        (
+            Some(ReasonCode::PROTOCOL_ERROR),
+            close_payload(1002, "Protocol Error")
+        )
+    );
+
+    // 5, a PUBLISH over max_packet_size, in frames under it: DISCONNECT 0x95.
+    let mut s = ws_client(ws, &connect_packet(5, 60, "big5"));
+    let mut big = vec![0x30, 0xDC, 0x0B, 0, 1, b't', 0]; // 1500 bytes follow
+    big.resize(3 + 1500, b'x');
+    s.write_all(&frame(0x02, &big[..750])).expect("write");
+    s.write_all(&frame(0x80, &big[750..])).expect("write");
+    assert_eq!(
+        broker_close(&mut s, v5),
+        (
+            Some(ReasonCode::PACKET_TOO_LARGE),
+            close_payload(1009, "Packet too large")
+        )
+    );
+
+    // An unsupported protocol level: CONNACK 0x01 (3.1.1's form, as
+    // mosquitto) [MQTT-3.1.2-2], then the close.
+    let (mut s, rest) = upgrade(ws);
+    s.write_all(&frame(0x82, &connect_packet(7, 60, "lvl")))
+        .expect("write");
+    assert_eq!(
+        frames_until_eof(&mut s, rest),
+        vec![
+            (2, vec![0x20, 2, 0, 1]),
+            (8, close_payload(1002, "Unsupported Protocol Version"))
+        ]
+    );
+
+    // 3.1.1, an empty client id without clean session: CONNACK 0x02 [MQTT-3.1.3-8].
+    let mut empty = connect_packet(4, 60, "");
+    empty[9] = 0; // connect flags: not clean
+    let (mut s, rest) = upgrade(ws);
+    s.write_all(&frame(0x82, &empty)).expect("write");
+    let frames = frames_until_eof(&mut s, rest);
+    assert_eq!(
+        frames,
+        vec![
+            (2, vec![0x20, 2, 0, 2]),
+            (8, close_payload(1008, "Client Identifier not valid"))
+        ]
+    );
+
+    // Session taken over by a TCP client: 3.1.1 gets the close frame alone,
+    // 5 a DISCONNECT 0x8E first.
+    let mut s4 = ws_client(ws, &connect_packet(4, 60, "dup4"));
+    let mut s5 = ws_client(ws, &connect_packet(5, 60, "dup5"));
+    let _t4 = common::Client::connect(tcp, "dup4");
+    let _t5 = common::Client::connect_v(tcp, v5, "dup5");
+    assert_eq!(
+        broker_close(&mut s4, v4),
+        (None, close_payload(1000, "Session taken over"))
+    );
+    assert_eq!(
+        broker_close(&mut s5, v5),
+        (
+            Some(ReasonCode::SESSION_TAKEN_OVER),
+            close_payload(1000, "Session taken over")
+        )
+    );
+
+    // A client's DISCONNECT: the broker ends the stream with a normal close.
+    let mut s = ws_client(ws, &connect_packet(4, 60, "bye"));
+    s.write_all(&frame(0x82, &[0xE0, 0])).expect("write");
+    assert_eq!(broker_close(&mut s, v4), (None, close_payload(1000, "")));
+
+    // Keep-alive of 1 s, then silence: closed after 1.5 s [MQTT-3.1.2-22].
+    let mut s4 = ws_client(ws, &connect_packet(4, 1, "idle4"));
+    let mut s5 = ws_client(ws, &connect_packet(5, 1, "idle5"));
+    assert_eq!(
+        broker_close(&mut s4, v4),
+        (None, close_payload(1008, "Keep Alive timeout"))
+    );
+    assert_eq!(
+        broker_close(&mut s5, v5),
+        (
+            Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            close_payload(1008, "Keep Alive timeout")
+        )
+    );
+}
+
+/// On shutdown (SIGTERM) a WebSocket client gets DISCONNECT 0x8B (MQTT 5) and
+/// a close frame with 1001, going away, before the stream ends.
+#[test]
+fn shutdown_closes_websockets_with_going_away() {
+    let (b, _tcp, ws) = start_limited();
+    let mut s = ws_client(ws, &connect_packet(5, 60, "stay"));
+    b.signal("TERM");
+    assert_eq!(
+        broker_close(&mut s, ProtocolVersion::V5),
+        (
+            Some(ReasonCode::SERVER_SHUTTING_DOWN),
+            close_payload(1001, "Server shutting down")
+        )
+    );
 }

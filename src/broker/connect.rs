@@ -519,7 +519,7 @@ impl Broker {
             self.refuse(conn, version, ReasonCode::TOPIC_NAME_INVALID, out);
         } else {
             self.conns.remove(&conn);
-            out.close(conn);
+            out.close_with(conn, ReasonCode::TOPIC_NAME_INVALID);
         }
         true
     }
@@ -534,7 +534,7 @@ impl Broker {
     ) {
         out.send(conn, version, &connack(false, reason));
         self.conns.remove(&conn);
-        out.close(conn);
+        out.close_with(conn, reason);
     }
 
     fn new_session(&mut self, client_id: &str, version: ProtocolVersion) -> usize {

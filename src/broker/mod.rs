@@ -482,7 +482,7 @@ impl Broker {
                     c.peer
                 );
                 self.conns.remove(&conn);
-                out.close(conn);
+                out.close_with(conn, ReasonCode::QUOTA_EXCEEDED);
             }
             return;
         }
@@ -500,7 +500,7 @@ impl Broker {
                         other.packet_type()
                     );
                     self.conns.remove(&conn);
-                    out.close(conn);
+                    out.close_with(conn, ReasonCode::PROTOCOL_ERROR);
                 }
             }
             return;
@@ -566,7 +566,7 @@ impl Broker {
                 info!("Bad CONNECT from {}: {error}.", c.peer);
             }
             self.conns.remove(&conn);
-            out.close(conn);
+            out.close_with(conn, error.reason_code());
             return;
         }
         let name = self.client_name(conn);
@@ -611,7 +611,7 @@ impl Broker {
                         c.peer
                     );
                     self.conns.remove(&conn);
-                    out.close(conn);
+                    out.close_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
                 }
             }
             TimerKind::KeepAlive(conn) => {
@@ -639,7 +639,7 @@ impl Broker {
                 if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal) {
                     out.send(conn, version, &connack(false, reason));
                     self.conns.remove(&conn);
-                    out.close(conn);
+                    out.close_with(conn, reason);
                 }
             }
             TimerKind::WillDelay(skey) => {
@@ -750,24 +750,27 @@ impl Broker {
         let Some(c) = self.conns.remove(&conn) else {
             return;
         };
-        if let End::ProtocolError(_) | End::TakenOver | End::KeepAlive | End::Shutdown = why {
-            // Only MQTT 5 has a server DISCONNECT [MQTT-3.14.0-1].
-            if c.version.is_v5() && c.session.is_some() {
-                let reason = match why {
-                    End::ProtocolError(r) => r,
-                    End::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
-                    End::KeepAlive => ReasonCode::KEEP_ALIVE_TIMEOUT,
-                    _ => ReasonCode::SERVER_SHUTTING_DOWN,
-                };
-                out.send(
-                    conn,
-                    c.version,
-                    &Packet::Disconnect(Disconnect::with_reason(reason)),
-                );
-            }
+        let reason = match why {
+            End::ProtocolError(r) => r,
+            End::TakenOver => ReasonCode::SESSION_TAKEN_OVER,
+            End::KeepAlive => ReasonCode::KEEP_ALIVE_TIMEOUT,
+            End::Shutdown => ReasonCode::SERVER_SHUTTING_DOWN,
+            End::Disconnect { .. } | End::Lost => ReasonCode::NORMAL_DISCONNECTION,
+        };
+        // Only MQTT 5 has a server DISCONNECT [MQTT-3.14.0-1].
+        let tell = matches!(
+            why,
+            End::ProtocolError(_) | End::TakenOver | End::KeepAlive | End::Shutdown
+        );
+        if tell && c.version.is_v5() && c.session.is_some() {
+            out.send(
+                conn,
+                c.version,
+                &Packet::Disconnect(Disconnect::with_reason(reason)),
+            );
         }
         if why != End::Lost {
-            out.close(conn);
+            out.close_with(conn, reason);
         }
         let Some(skey) = c.session else {
             return;

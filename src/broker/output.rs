@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use crate::persist::Record;
-use crate::protocol::{Packet, ProtocolVersion};
+use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
 
 /// Identifies one network connection. Assigned by the server (a slab key), so it
 /// may be reused after the connection closes; the broker guards its timers with
@@ -97,6 +97,14 @@ pub trait Output {
     /// broker has already forgotten the connection: the server must not report it
     /// back through `connection_lost`.
     fn close(&mut self, conn: ConnId);
+    /// [`Output::close`], saying why: the reason of the DISCONNECT or refusing
+    /// CONNACK just queued, or the one a 3.1/3.1.1 client would have been
+    /// given. A shell whose framing can carry it tells the peer (a WebSocket
+    /// close frame's status, RFC 6455 section 7.4); others just close.
+    fn close_with(&mut self, conn: ConnId, reason: ReasonCode) {
+        let _ = reason;
+        self.close(conn);
+    }
     /// Call back [`crate::broker::Broker::handle_timer`] with `timer` at (or soon after) `at`.
     fn set_timer(&mut self, at: Instant, timer: Timer);
     /// Record a durable change (only called when persistence is on). It is

@@ -245,6 +245,12 @@ impl Connection {
     /// after the barrier is written.
     pub fn flush(&mut self) -> Flush {
         if let Some(ws) = self.ws.as_deref_mut() {
+            if self.closing && super::websocket::broker_close(ws, &mut self.wbuf, &mut self.barrier)
+            {
+                // The close frame must reach the peer: drain its input after
+                // the flush rather than reset the connection with it unread.
+                self.linger = true;
+            }
             super::websocket::frame_output(ws, &mut self.wbuf, &mut self.barrier);
         }
         let end = self.wbuf.len().min(self.barrier);

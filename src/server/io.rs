@@ -10,7 +10,7 @@ use slab::Slab;
 
 use crate::broker::{ConnId, IoCounters, Load, Output, Timer};
 use crate::persist::PersistError;
-use crate::protocol::{encode, Packet, ProtocolVersion};
+use crate::protocol::{encode, Packet, ProtocolVersion, ReasonCode};
 
 use super::connection::{Connection, NO_BARRIER};
 use super::wheel::Wheel;
@@ -213,6 +213,13 @@ impl Output for Io {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.close_conn(conn);
+    }
+
+    fn close_with(&mut self, conn: ConnId, reason: ReasonCode) {
+        if let Some(ws) = self.conns.get_mut(conn).and_then(|c| c.ws.as_deref_mut()) {
+            super::websocket::set_close_reason(ws, reason);
+        }
         self.close_conn(conn);
     }
 

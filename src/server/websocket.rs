@@ -10,6 +10,7 @@ use log::debug;
 
 use crate::protocol::websocket::frame::{self, CloseCode, Control, FrameDecoder};
 use crate::protocol::websocket::parse_upgrade;
+use crate::protocol::ReasonCode;
 
 use super::connection::{Connection, NO_BARRIER};
 
@@ -25,6 +26,8 @@ pub struct WsState {
     framed: usize,
     /// A close frame (or an HTTP refusal) was queued: nothing may follow it.
     finished: bool,
+    /// Why the broker closes the connection, for its close frame.
+    close_reason: Option<ReasonCode>,
 }
 
 /// What the bytes read mean for the MQTT decoder.
@@ -104,7 +107,7 @@ pub fn input(
             Some(code) => {
                 // Answer the close after the MQTT data before it was handled:
                 // the caller handles `m` bytes first, then closes.
-                close(ws, wbuf, barrier, code);
+                close(ws, wbuf, barrier, code, "");
                 if m > 0 {
                     Input::Data(m)
                 } else {
@@ -114,7 +117,7 @@ pub fn input(
         },
         Err(e) => {
             debug!("WebSocket protocol error: {e}.");
-            close(ws, wbuf, barrier, e.close_code());
+            close(ws, wbuf, barrier, e.close_code(), "");
             Input::Close
         }
     }
@@ -130,15 +133,56 @@ fn insert(wbuf: &mut Vec<u8>, framed: &mut usize, barrier: &mut usize, f: &[u8])
 }
 
 /// Frame what is queued and end the stream with a close frame.
-fn close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize, code: CloseCode) {
+fn close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize, code: CloseCode, reason: &str) {
     if ws.finished {
         return;
     }
     frame_output(ws, wbuf, barrier);
-    let mut f = Vec::with_capacity(4);
-    frame::write_close(code, &mut f);
+    let mut f = Vec::with_capacity(4 + reason.len());
+    frame::write_close(code, reason, &mut f);
     insert(wbuf, &mut ws.framed, barrier, &f);
     ws.finished = true;
+}
+
+/// Remember why the broker closes the connection (the first reason given
+/// wins), for [`broker_close`].
+pub fn set_close_reason(ws: &mut WsState, reason: ReasonCode) {
+    ws.close_reason.get_or_insert(reason);
+}
+
+/// The broker closes the connection: once nothing waits for the log's commit,
+/// frame what is queued and end with a close frame whose status fits the
+/// broker's reason, the reason's name as its text, before the TCP stream
+/// ends (RFC 6455 section 7.1.1: the endpoint that closes sends a close frame
+/// first). Nothing is added before the upgrade completed (the stream is still
+/// HTTP) or after a close frame. True when the close frame was queued.
+pub fn broker_close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) -> bool {
+    if ws.finished || !ws.upgraded || *barrier != NO_BARRIER {
+        return false;
+    }
+    let reason = ws.close_reason.unwrap_or(ReasonCode::NORMAL_DISCONNECTION);
+    let text = if reason.is_error() { reason.name() } else { "" };
+    close(ws, wbuf, barrier, close_status(reason), text);
+    true
+}
+
+/// The WebSocket close status (RFC 6455 section 7.4.1) for an MQTT reason:
+/// an orderly end (a client's DISCONNECT, a session taken over, a redirect)
+/// is 1000; shutdown is 1001 (going away); a broken packet or stream 1002; a
+/// packet over `max_packet_size` 1009 (too big); a busy or unavailable server
+/// 1013 (try again later); an internal failure 1011; every refusal by policy
+/// (credentials, ACLs, quotas, client id, keep-alive and connect timeouts)
+/// 1008.
+pub fn close_status(reason: ReasonCode) -> CloseCode {
+    match reason.0 {
+        0x00..=0x7F | 0x8E | 0x9C | 0x9D => CloseCode::NORMAL,
+        0x8B => CloseCode::GOING_AWAY,
+        0x81 | 0x82 | 0x84 | 0x8F..=0x94 | 0x99..=0x9B | 0x9E | 0xA1 | 0xA2 => CloseCode::PROTOCOL,
+        0x95 => CloseCode::TOO_BIG,
+        0x88 | 0x89 | 0x96 | 0x9F => CloseCode::TRY_AGAIN_LATER,
+        0x80 | 0x83 => CloseCode::INTERNAL_ERROR,
+        _ => CloseCode::POLICY,
+    }
 }
 
 /// True once the connection's stream is finished (close frame or refusal
@@ -175,4 +219,36 @@ pub fn frame_output(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) {
 /// The whole output was written and the buffer cleared.
 pub fn reset(ws: &mut WsState) {
     ws.framed = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every MQTT reason maps to a status a peer may receive (section 7.4.2),
+    /// and the ones the broker closes with most have their fitting class.
+    #[test]
+    fn every_reason_has_a_wire_status() {
+        for r in 0..=255u8 {
+            assert!(close_status(ReasonCode(r)).valid_on_wire(), "reason {r:#x}");
+        }
+        let cases = [
+            (ReasonCode::NORMAL_DISCONNECTION, 1000),
+            (ReasonCode::SESSION_TAKEN_OVER, 1000),
+            (ReasonCode::SERVER_SHUTTING_DOWN, 1001),
+            (ReasonCode::MALFORMED_PACKET, 1002),
+            (ReasonCode::PROTOCOL_ERROR, 1002),
+            (ReasonCode::TOPIC_ALIAS_INVALID, 1002),
+            (ReasonCode::NOT_AUTHORIZED, 1008),
+            (ReasonCode::BAD_USER_NAME_OR_PASSWORD, 1008),
+            (ReasonCode::KEEP_ALIVE_TIMEOUT, 1008),
+            (ReasonCode::QUOTA_EXCEEDED, 1008),
+            (ReasonCode::PACKET_TOO_LARGE, 1009),
+            (ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR, 1011),
+            (ReasonCode::SERVER_BUSY, 1013),
+        ];
+        for (reason, code) in cases {
+            assert_eq!(close_status(reason), CloseCode(code), "{reason}");
+        }
+    }
 }

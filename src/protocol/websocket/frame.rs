@@ -14,14 +14,24 @@ pub struct CloseCode(pub u16);
 impl CloseCode {
     /// 1000: normal closure.
     pub const NORMAL: CloseCode = CloseCode(1000);
+    /// 1001: going away (the server shuts down).
+    pub const GOING_AWAY: CloseCode = CloseCode(1001);
     /// 1002: protocol error.
     pub const PROTOCOL: CloseCode = CloseCode(1002);
     /// 1003: a data type the endpoint does not accept (text frames for MQTT).
     pub const UNSUPPORTED: CloseCode = CloseCode(1003);
     /// 1007: payload not consistent with its type (a close reason not UTF-8).
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
+    /// 1008: a message that violates the server's policy; the generic refusal
+    /// (section 7.4.1).
+    pub const POLICY: CloseCode = CloseCode(1008);
     /// 1009: a frame too big to process.
     pub const TOO_BIG: CloseCode = CloseCode(1009);
+    /// 1011: the server met a condition it cannot handle.
+    pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013: try again later (a temporary condition; IANA's WebSocket Close
+    /// Code Number registry).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
     /// May a peer send this code in a close frame? 1004-1006 and 1015 are
     /// reserved for reports, never the wire; below 1000, 1016-2999 and from 5000
@@ -353,10 +363,17 @@ pub fn write_pong(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
-/// Append a close frame with `code`.
-pub fn write_close(code: CloseCode, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0x80 | OP_CLOSE, 2]);
+/// Append a close frame with `code` and `reason` (UTF-8, cut at a character
+/// boundary to the 123 bytes a control frame leaves it, section 5.5.1).
+pub fn write_close(code: CloseCode, reason: &str, out: &mut Vec<u8>) {
+    let mut end = reason.len().min(MAX_CONTROL - 2);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason.as_bytes()[..end];
+    out.extend_from_slice(&[0x80 | OP_CLOSE, (2 + reason.len()) as u8]);
     out.extend_from_slice(&code.0.to_be_bytes());
+    out.extend_from_slice(reason);
 }
 
 #[cfg(test)]
@@ -396,6 +413,20 @@ mod tests {
             }
         }
         (data, controls, Ok(()))
+    }
+
+    /// A close reason longer than a control frame allows is cut at a
+    /// character boundary within 123 bytes (section 5.5.1).
+    #[test]
+    fn close_frames_carry_a_bounded_utf8_reason() {
+        let mut out = Vec::new();
+        write_close(CloseCode::POLICY, "Not authorized", &mut out);
+        assert_eq!(out[..4], [0x88, 16, 0x03, 0xF0]);
+        assert_eq!(&out[4..], b"Not authorized");
+        let mut out = Vec::new();
+        write_close(CloseCode::NORMAL, &"\u{e9}".repeat(70), &mut out);
+        assert_eq!(out[1], 2 + 122, "61 two-byte characters fit in 123 bytes");
+        assert!(std::str::from_utf8(&out[4..]).is_ok());
     }
 
     /// RFC 6455 section 5.7: a masked "Hello".
@@ -524,7 +555,7 @@ mod tests {
         assert_eq!(&h[..10], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0, 0]);
         let mut out = Vec::new();
         write_pong(b"hi", &mut out);
-        write_close(CloseCode::PROTOCOL, &mut out);
+        write_close(CloseCode::PROTOCOL, "", &mut out);
         assert_eq!(out, vec![0x8A, 2, b'h', b'i', 0x88, 2, 0x03, 0xEA]);
     }
 }
