@@ -911,3 +911,148 @@ fn max_keepalive_does_not_drop_the_local_side() {
     assert!(!log.contains("local.ka has exceeded timeout"), "{log}");
     assert_eq!(log.matches("Bridge ka: connected").count(), 1, "{log}");
 }
+
+/// Wait until the retained `$SYS` number on `topic` satisfies `ok` (the tree
+/// is refreshed every `sys_interval`, and a changed value is published again);
+/// returns it.
+fn wait_sys_number(port: u16, topic: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let mut c = Client::connect_v(port, ProtocolVersion::V311, "sys-reader");
+    c.subscribe(topic, QoS::AtMostOnce);
+    let deadline = std::time::Instant::now() + TIMEOUT * 2;
+    loop {
+        let p = next_publish(&mut c);
+        assert_eq!(p.topic, topic);
+        let n: u64 = std::str::from_utf8(p.payload)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("{topic}: {:?}", p.payload));
+        if ok(n) {
+            return n;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic} stayed at {n}"
+        );
+    }
+}
+
+/// Messages over the remote's limit are not sent [MQTT-3.2.2-15]: dropped,
+/// their local flow completed as if sent (as a server does for its clients,
+/// [MQTT-3.1.2-25]) so the queue behind them moves on, counted in `$SYS` and
+/// logged once. `remote_extra` configures mosquitto, `bridge_lines` the bridge.
+fn oversized_messages_are_dropped(name: &str, remote_extra: &str, bridge_lines: &str) {
+    let remote = Mosquitto::start(remote_extra);
+    let midge = BrokerProcess::start(&format!(
+        "sys_interval 1\n{}",
+        section(
+            name,
+            remote.port,
+            &format!("topic big/# out 2\n{bridge_lines}")
+        )
+    ));
+    midge.wait_log(&format!("Bridge {name}: connected"));
+    let mut far = Client::connect_v(remote.port, ProtocolVersion::V311, "big-sub");
+    far.subscribe("big/#", QoS::ExactlyOnce);
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V311, "big-pub");
+    let big = vec![b'x'; 500];
+    // Each size class at each QoS, big ones first: none may hold up the next.
+    for (i, qos) in ALL_QOS.iter().enumerate() {
+        p.publish("big/huge", &big, *qos, false, 1 + i as u16);
+        p.publish(
+            "big/small",
+            format!("s{i}").as_bytes(),
+            *qos,
+            false,
+            10 + i as u16,
+        );
+    }
+    for i in 0..3 {
+        let m = next_publish(&mut far);
+        assert_eq!(
+            (m.topic, m.payload),
+            ("big/small", format!("s{i}").as_bytes())
+        );
+    }
+    quiet(&mut far);
+    let dropped = format!("$SYS/broker/connection/{name}/messages/dropped/too large");
+    assert_eq!(wait_sys_number(midge.port, &dropped, |n| n == 3), 3);
+    wait_sys_number(
+        midge.port,
+        "$SYS/broker/publish/messages/dropped/too large",
+        |n| n == 3,
+    );
+    let log = midge.log_text();
+    assert_eq!(
+        log.matches("over the remote's limit of 200").count(),
+        1,
+        "logged once:\n{log}"
+    );
+    assert_eq!(
+        log.matches(&format!("Bridge {name}: connected")).count(),
+        1,
+        "the link never dropped:\n{log}"
+    );
+}
+
+/// A v5 remote announcing Maximum Packet Size 200 in its CONNACK (mosquitto's
+/// `max_packet_size`, which disconnects a client that sends more).
+#[test]
+fn messages_over_a_v5_remotes_maximum_packet_size_are_dropped() {
+    oversized_messages_are_dropped(
+        "mps5",
+        "max_packet_size 200\n",
+        "bridge_protocol_version mqttv50\n",
+    );
+}
+
+/// `bridge_max_packet_size` towards a 3.1.1 remote, which announces nothing.
+#[test]
+fn bridge_max_packet_size_is_enforced_towards_a_v311_remote() {
+    oversized_messages_are_dropped("mps3", "", "bridge_max_packet_size 200\n");
+}
+
+/// QoS 0 messages for a remote that stopped reading are dropped once the
+/// backlog is over its bound, logged once, and counted in `$SYS`
+/// (`connection/<id>/messages/dropped/backlog` and the broker-wide
+/// `publish/messages/dropped/backlog`), read here over MQTT.
+#[test]
+fn qos0_dropped_towards_a_backed_up_remote_are_counted_in_sys() {
+    let remote = Mosquitto::start("");
+    let midge = BrokerProcess::start(&format!(
+        "sys_interval 1\n{}",
+        section("slow", remote.port, "topic q0/# out 0\n")
+    ));
+    midge.wait_log("Bridge slow: connected");
+    wait_sys_number(
+        midge.port,
+        "$SYS/broker/connection/slow/messages/dropped/backlog",
+        |n| n == 0,
+    );
+    remote.pause();
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V311, "q0-pub");
+    // 40 MB: more than the kernel's socket buffers and midge's 8 MB bound.
+    let payload = vec![b'z'; 64 * 1024];
+    for _ in 0..640 {
+        p.publish("q0/x", &payload, QoS::AtMostOnce, false, 0);
+    }
+    p.ping();
+    let n = wait_sys_number(
+        midge.port,
+        "$SYS/broker/connection/slow/messages/dropped/backlog",
+        |n| n > 0,
+    );
+    let all = wait_sys_number(
+        midge.port,
+        "$SYS/broker/publish/messages/dropped/backlog",
+        |m| m >= n,
+    );
+    eprintln!("backed-up remote: {n} of 640 QoS 0 messages dropped (broker-wide {all})");
+    let log = midge.log_text();
+    assert_eq!(
+        log.matches("Bridge slow: the remote is not keeping up")
+            .count(),
+        1,
+        "{log}"
+    );
+    remote.resume();
+}

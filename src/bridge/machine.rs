@@ -20,8 +20,9 @@ use log::{debug, info, warn};
 use super::backoff::Backoff;
 use super::config::{BridgeConfig, StartType};
 use super::map;
+use crate::logging::LogStr;
 use crate::protocol::{
-    decode, encode, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,
+    decode, encode, encoded_len, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,
     ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
     SubscriptionOptions, Unsubscribe, Will,
 };
@@ -95,7 +96,8 @@ pub struct Bridge {
     /// this id is ours, not a forwarded message's (QoS 1 acks come in order,
     /// [MQTT-4.6.0-2]).
     own_puback: Option<u16>,
-    /// QoS 2 ids of local messages no `topic` line maps: completed locally.
+    /// QoS 2 ids of local messages completed locally (no `topic` line maps
+    /// them, or they are too large for the remote): their PUBREL is answered here.
     unmapped_qos2: Vec<u16>,
     /// The local session is attached.
     local_up: bool,
@@ -105,11 +107,18 @@ pub struct Bridge {
     last_failure: Option<String>,
     /// Remote backlog as last reported by the server.
     remote_backlog: usize,
+    /// Largest packet the remote takes on this link: the smaller of
+    /// `bridge_max_packet_size` and a v5 remote's CONNACK Maximum Packet Size.
+    max_remote_packet: Option<usize>,
+    /// Dropping messages over `max_remote_packet` (logged once per link).
+    dropping_too_large: bool,
+    /// Dropping QoS 0 messages for a backed-up remote (logged once per episode).
+    dropping_backlog: bool,
     /// Counters.
     stats: BridgeStats,
 }
 
-/// Counters of one bridge.
+/// Counters of one bridge (published under `$SYS/broker/connection/...`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BridgeStats {
     /// Messages forwarded to the remote.
@@ -117,7 +126,10 @@ pub struct BridgeStats {
     /// Messages forwarded from the remote.
     pub received: u64,
     /// QoS 0 messages dropped because the remote socket was backed up.
-    pub dropped: u64,
+    pub dropped_backlog: u64,
+    /// Messages dropped because they exceed the remote's Maximum Packet Size
+    /// (or `bridge_max_packet_size`).
+    pub dropped_too_large: u64,
     /// Successful connections.
     pub connects: u64,
 }
@@ -147,6 +159,9 @@ impl Bridge {
             notified: None,
             last_failure: None,
             remote_backlog: 0,
+            max_remote_packet: None,
+            dropping_too_large: false,
+            dropping_backlog: false,
             stats: BridgeStats::default(),
         }
     }
@@ -154,6 +169,11 @@ impl Bridge {
     /// The connection name.
     pub fn name(&self) -> &str {
         &self.cfg.name
+    }
+
+    /// The client id on the remote broker.
+    pub fn remote_id(&self) -> &str {
+        &self.remote_id
     }
 
     /// The configuration.
@@ -397,7 +417,12 @@ impl Bridge {
         self.last_in = now;
         self.ping_outstanding = false;
         match packet {
-            Packet::ConnAck(ack) => self.handle_connack(now, ack.reason, ack.session_present),
+            Packet::ConnAck(ack) => self.handle_connack(
+                now,
+                ack.reason,
+                ack.session_present,
+                ack.properties.maximum_packet_size,
+            ),
             Packet::Publish(p) => self.inbound_publish(p),
             Packet::PubAck(r) => {
                 if self.own_puback == Some(r.packet_id) {
@@ -429,7 +454,13 @@ impl Bridge {
         }
     }
 
-    fn handle_connack(&mut self, now: Instant, reason: ReasonCode, session_present: bool) {
+    fn handle_connack(
+        &mut self,
+        now: Instant,
+        reason: ReasonCode,
+        session_present: bool,
+        remote_max: Option<u32>,
+    ) {
         if !matches!(self.link, Link::Connecting { .. }) {
             return self.link_failed(now, "unexpected CONNACK");
         }
@@ -446,6 +477,16 @@ impl Bridge {
         self.last_failure = None;
         self.backoff.reset();
         self.stats.connects += 1;
+        // mosquitto: the smaller of the two limits. A 3.1.1 CONNACK has no
+        // properties, so only the directive applies there.
+        let configured = (self.cfg.max_packet_size > 0).then_some(self.cfg.max_packet_size);
+        let announced = remote_max.filter(|_| self.cfg.protocol_version.is_v5());
+        self.max_remote_packet = match (configured, announced) {
+            (Some(a), Some(b)) => Some(a.min(b) as usize),
+            (a, b) => a.or(b).map(|n| n as usize),
+        };
+        self.dropping_too_large = false;
+        self.dropping_backlog = false;
         let v5 = self.cfg.protocol_version.is_v5();
         let rules = self.cfg.topics.clone();
         if self.cfg.attempt_unsubscribe && !self.cfg.cleansession {
@@ -588,32 +629,71 @@ impl Bridge {
             return;
         }
         let Some((topic, _)) = map::outbound(&self.cfg.topics, p.topic) else {
-            match p.qos {
-                QoS::AtMostOnce => {}
-                QoS::AtLeastOnce => self.send_local(&Packet::PubAck(PubResp::success(p.packet_id))),
-                QoS::ExactlyOnce => {
-                    self.unmapped_qos2.push(p.packet_id);
-                    self.send_local(&Packet::PubRec(PubResp::success(p.packet_id)));
-                }
-            }
+            self.complete_locally(p.qos, p.packet_id);
             return;
         };
-        if p.qos == QoS::AtMostOnce
-            && self.remote_backlog + self.to_remote.len() > MAX_REMOTE_BACKLOG
-        {
-            self.stats.dropped += 1;
+        let backlog = self.remote_backlog + self.to_remote.len();
+        if p.qos == QoS::AtMostOnce && backlog > MAX_REMOTE_BACKLOG {
+            self.stats.dropped_backlog += 1;
+            if !self.dropping_backlog {
+                self.dropping_backlog = true;
+                warn!(
+                    "Bridge {}: the remote is not keeping up; QoS 0 messages are being dropped.",
+                    self.cfg.name
+                );
+            }
             return;
         }
-        self.stats.sent += 1;
+        if self.dropping_backlog && backlog < MAX_REMOTE_BACKLOG / 2 {
+            // The episode is over once the remote has caught up well below
+            // the bound (not at the first message that fits again).
+            self.dropping_backlog = false;
+        }
         let mut properties = p.properties.clone();
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
-        self.send_remote(&Packet::Publish(Publish {
+        let packet = Packet::Publish(Publish {
             topic: &topic,
             retain: p.retain && self.cfg.outgoing_retain,
             properties,
             ..p
-        }));
+        });
+        if let Some(max) = self.max_remote_packet {
+            let size = encoded_len(&packet, self.cfg.protocol_version).unwrap_or(usize::MAX);
+            if size > max {
+                // [MQTT-3.2.2-15] the client must not send a packet over the
+                // server's Maximum Packet Size; as a server does for its clients
+                // [MQTT-3.1.2-25], the message is discarded and its flow
+                // completed, so it does not hold up the queue behind it.
+                self.stats.dropped_too_large += 1;
+                if !self.dropping_too_large {
+                    self.dropping_too_large = true;
+                    warn!(
+                        "Bridge {}: message on {} is {size} bytes, over the remote's limit of {max}: dropped (further ones are counted, not logged).",
+                        self.cfg.name,
+                        LogStr(p.topic)
+                    );
+                }
+                self.complete_locally(p.qos, p.packet_id);
+                return;
+            }
+        }
+        self.stats.sent += 1;
+        self.send_remote(&packet);
+    }
+
+    /// Finish the flow of a local message that is not forwarded (no `topic`
+    /// line maps it, or it is too large for the remote): the local session
+    /// forgets it as if the remote had acknowledged it.
+    fn complete_locally(&mut self, qos: QoS, packet_id: u16) {
+        match qos {
+            QoS::AtMostOnce => {}
+            QoS::AtLeastOnce => self.send_local(&Packet::PubAck(PubResp::success(packet_id))),
+            QoS::ExactlyOnce => {
+                self.unmapped_qos2.push(packet_id);
+                self.send_local(&Packet::PubRec(PubResp::success(packet_id)));
+            }
+        }
     }
 
     /// Connect the local session (clean or resumed) and subscribe the `out`

@@ -12,6 +12,7 @@
 //! The retained copies are not written to the persistence log: they are rebuilt
 //! at every start, and logging them every interval would only grow the log.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +21,7 @@ use super::message::Message;
 use super::output::{Timer, TimerKind};
 use super::session::Queued;
 use super::{Broker, IoCounters, Output, Stats};
+use crate::bridge::BridgeStats;
 use crate::protocol::QoS;
 
 /// Where every topic lives.
@@ -58,7 +60,10 @@ pub(super) struct SysTree {
     /// Most heap bytes seen at a refresh (`heap/maximum`).
     max_heap: u64,
     /// Last payload published on each topic (suffix after [`ROOT`]).
-    published: HashMap<&'static str, String>,
+    published: HashMap<Cow<'static, str>, String>,
+    /// Each bridge's remote client id and counters, as the server last gave
+    /// them (see [`Broker::set_bridge_stats`]).
+    bridges: Vec<(Box<str>, BridgeStats)>,
 }
 
 impl SysTree {
@@ -71,6 +76,7 @@ impl SysTree {
             max_clients: 0,
             max_heap: 0,
             published: HashMap::new(),
+            bridges: Vec::new(),
         }
     }
 
@@ -123,6 +129,26 @@ impl SysTree {
 }
 
 impl Broker {
+    /// The counters of bridge `index` (remote client id `remote_id`) changed:
+    /// they are published at the next refresh under
+    /// `$SYS/broker/connection/<remote_id>/messages/...`, and their drops
+    /// are added to the broker-wide dropped counters. A no-op without a `$SYS`
+    /// tree.
+    pub fn set_bridge_stats(&mut self, index: usize, remote_id: &str, stats: BridgeStats) {
+        let Some(tree) = self.sys_tree.as_mut() else {
+            return;
+        };
+        if tree.bridges.len() <= index {
+            tree.bridges
+                .resize_with(index + 1, || (Box::from(""), BridgeStats::default()));
+        }
+        let entry = &mut tree.bridges[index];
+        if &*entry.0 != remote_id {
+            entry.0 = remote_id.into();
+        }
+        entry.1 = stats;
+    }
+
     /// Start publishing the `$SYS` tree every `sys_interval` (no-op when it is 0):
     /// the static `version` now, the first refresh at once.
     pub fn start_sys_tree(&mut self, now: Instant, out: &mut impl Output) {
@@ -142,7 +168,14 @@ impl Broker {
             return;
         };
         let io = out.io_counters();
-        let stats = self.stats;
+        let mut stats = self.stats;
+        // A bridge's drops are drops of the broker too (its local side is one
+        // more client), counted by the bridge because it decides them.
+        for (_, b) in &tree.bridges {
+            stats.messages_dropped += b.dropped_backlog + b.dropped_too_large;
+            stats.dropped_backlog += b.dropped_backlog;
+            stats.dropped_too_large += b.dropped_too_large;
+        }
         let mut values: Vec<(&'static str, String)> = Vec::with_capacity(40);
         let uptime = now.saturating_duration_since(tree.started).as_secs();
         values.push(("uptime", format!("{uptime} seconds")));
@@ -213,8 +246,25 @@ impl Broker {
         }
 
         let mut changed: Vec<(String, String)> = Vec::new();
+        // Per bridge (midge), beside mosquitto's `connection/<id>/state`.
+        let mut per_bridge: Vec<(Cow<'static, str>, String)> = Vec::new();
+        for (id, b) in &tree.bridges {
+            for (what, n) in [
+                ("sent", b.sent),
+                ("received", b.received),
+                ("dropped/backlog", b.dropped_backlog),
+                ("dropped/too large", b.dropped_too_large),
+            ] {
+                let topic = format!("connection/{id}/messages/{what}");
+                per_bridge.push((topic.into(), n.to_string()));
+            }
+        }
+        let values = values
+            .into_iter()
+            .map(|(k, v)| (Cow::Borrowed(k), v))
+            .chain(per_bridge);
         for (suffix, value) in values {
-            if tree.published.get(suffix) != Some(&value) {
+            if tree.published.get(&suffix) != Some(&value) {
                 changed.push((format!("{ROOT}{suffix}"), value.clone()));
                 tree.published.insert(suffix, value);
             }

@@ -12,7 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Token};
 use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsConnector, TlsStream};
 
-use crate::bridge::{Action, Bridge};
+use crate::bridge::{Action, Bridge, BridgeStats};
 use crate::protocol::{decode, DecodeLimits, Decoded, ProtocolVersion};
 
 use super::connection::{Connection, Stream, NO_BARRIER};
@@ -64,6 +64,8 @@ pub struct BridgeLink {
     armed: Option<Instant>,
     /// Resolution attempts (answers for older ones are ignored).
     attempt: u64,
+    /// Counters as last given to the broker's `$SYS` tree.
+    reported: BridgeStats,
 }
 
 impl BridgeLink {
@@ -80,6 +82,7 @@ impl BridgeLink {
             local: None,
             armed: None,
             attempt: 0,
+            reported: BridgeStats::default(),
         }
     }
 }
@@ -88,6 +91,9 @@ impl Server {
     /// Start every bridge (after the log has been replayed).
     pub(super) fn start_bridges(&mut self, now: Instant) {
         for i in 0..self.bridges.len() {
+            // Counters appear in `$SYS` from the first refresh, at zero.
+            let id = self.bridges[i].machine.remote_id().to_string();
+            self.broker.set_bridge_stats(i, &id, BridgeStats::default());
             self.bridges[i].machine.start(now);
             self.drive_bridge(i, now);
         }
@@ -307,6 +313,12 @@ impl Server {
                 link.armed = Some(at);
                 self.io.wheel.insert(at, Due::Bridge(i));
             }
+        }
+        let stats = link.machine.stats();
+        if stats != link.reported {
+            link.reported = stats;
+            self.broker
+                .set_bridge_stats(i, link.machine.remote_id(), stats);
         }
     }
 

@@ -139,6 +139,27 @@ impl Mosquitto {
         }
     }
 
+    /// Freeze it (SIGSTOP): its sockets stay open but nothing is read from
+    /// them, so whoever writes to it backs up.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaw it after [`Mosquitto::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+            assert!(matches!(status, Ok(s) if s.success()), "kill -{sig}");
+        }
+    }
+
     /// Wait for it to exit by itself for at most `wait`.
     pub fn wait_exit(&mut self, wait: Duration) -> bool {
         let deadline = Instant::now() + wait;

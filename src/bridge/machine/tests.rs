@@ -192,3 +192,69 @@ fn silent_link_is_pinged_then_dropped() {
     b.handle_timeout(now + Duration::from_secs(15));
     assert!(!b.is_up(), "no answer within 1.5 x keep-alive");
 }
+
+fn local_publish(qos: QoS, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut local = Vec::new();
+    crate::protocol::encode(
+        &Packet::Publish(Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: "a",
+            packet_id,
+            properties: Properties::default(),
+            payload,
+        }),
+        ProtocolVersion::V5,
+        &mut local,
+    )
+    .expect("encode");
+    local
+}
+
+#[test]
+fn too_large_for_the_remote_is_completed_locally_and_counted() {
+    let (mut b, now) = up(&[
+        ("address", &["127.0.0.1"]),
+        ("topic", &["#", "out", "2"]),
+        ("bridge_max_packet_size", &["100"]),
+    ]);
+    let big = [0u8; 200];
+    b.feed_local(now, &local_publish(QoS::AtLeastOnce, 3, &big));
+    b.feed_local(now, &local_publish(QoS::ExactlyOnce, 4, &big));
+    b.feed_local(now, &local_publish(QoS::AtLeastOnce, 5, b"small"));
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    // [MQTT-3.2.2-15]: only the small one goes out.
+    match decode_all(&remote, ProtocolVersion::V311).as_slice() {
+        [Packet::Publish(p)] => assert_eq!((p.packet_id, p.payload), (5, &b"small"[..])),
+        other => panic!("{other:?}"),
+    }
+    // The big ones are acknowledged locally: PUBACK 3, PUBREC 4; PUBREL 4 gets PUBCOMP.
+    let acts = b.take_actions();
+    let Some(Action::Local(bytes)) = acts.first() else {
+        panic!("{acts:?}");
+    };
+    assert!(matches!(
+        decode_all(bytes, ProtocolVersion::V5).as_slice(),
+        [Packet::PubAck(a), Packet::PubRec(r)] if a.packet_id == 3 && r.packet_id == 4
+    ));
+    let mut rel = Vec::new();
+    crate::protocol::encode(
+        &Packet::PubRel(PubResp::success(4)),
+        ProtocolVersion::V5,
+        &mut rel,
+    )
+    .expect("encode");
+    b.feed_local(now, &rel);
+    let acts = b.take_actions();
+    let Some(Action::Local(bytes)) = acts.first() else {
+        panic!("{acts:?}");
+    };
+    assert!(matches!(
+        decode_all(bytes, ProtocolVersion::V5).as_slice(),
+        [Packet::PubComp(c)] if c.packet_id == 4
+    ));
+    assert_eq!(b.stats().dropped_too_large, 2);
+    assert_eq!(b.stats().sent, 1);
+}
