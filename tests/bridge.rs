@@ -458,6 +458,16 @@ fn bad_bridge_config_lines_name_file_and_line() {
             "true or false",
         ),
         (
+            "connection a\naddress h\nidle_timeout 0\n",
+            3,
+            "at least 1 second",
+        ),
+        (
+            "connection a\naddress h\nstart_type lazy\nlocal_cleansession true\n",
+            1,
+            "needs a persistent local session",
+        ),
+        (
             "connection a\naddress h\nconnection a\n",
             3,
             "defined twice",
@@ -1055,4 +1065,180 @@ fn qos0_dropped_towards_a_backed_up_remote_are_counted_in_sys() {
         "{log}"
     );
     remote.resume();
+}
+
+/// `round_robin false` (the default): the first address is down at start, the
+/// bridge lands on the second; when the first comes up the bridge moves back
+/// to it (mosquitto checks it every 5 s with a TCP connect; so does midge).
+/// QoS 1 messages published at a steady rate all along reach one remote or the
+/// other: none is lost on the way back.
+#[test]
+fn round_robin_false_moves_back_to_the_first_address() {
+    // The first remote's counting session exists before it goes down, so
+    // what is forwarded to it once it is back queues there.
+    let pdir = temp_dir("mosquitto-primary");
+    let pconf = format!(
+        "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
+        pdir.display()
+    );
+    let mut primary = Mosquitto::start_on(free_port(), &pconf, pdir.clone());
+    let pport = primary.port;
+    let counter = ConnectOptions {
+        clean: false,
+        ..ConnectOptions::new(ProtocolVersion::V311, "rr-count")
+    };
+    let (mut c, _) = Client::connect_with(pport, &counter);
+    c.subscribe("rr/#", QoS::AtLeastOnce);
+    c.disconnect();
+    primary.stop();
+
+    let backup = Mosquitto::start("max_queued_messages 0\n");
+    let mut on_backup = Client::connect_v(backup.port, ProtocolVersion::V311, "rr-backup");
+    on_backup.subscribe("rr/#", QoS::AtLeastOnce);
+    let midge = BrokerProcess::start(&format!(
+        "connection rr\naddress 127.0.0.1:{pport} 127.0.0.1:{}\nremote_clientid rr\n\
+         restart_timeout 1\ntopic rr/# out 1\n",
+        backup.port
+    ));
+    midge.wait_log(&format!(
+        "Bridge rr: connected to 127.0.0.1:{}",
+        backup.port
+    ));
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (progress_tx, progress_rx) = std::sync::mpsc::channel();
+    let midge_port = midge.port;
+    let stop2 = std::sync::Arc::clone(&stop);
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect_v(midge_port, ProtocolVersion::V311, "rr-pub");
+        let mut n = 0usize;
+        while !stop2.load(std::sync::atomic::Ordering::SeqCst) {
+            // Acknowledged by midge before the next one.
+            p.publish(
+                "rr/m",
+                n.to_string().as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                1 + (n % 60_000) as u16,
+            );
+            n += 1;
+            let _ = progress_tx.send(n);
+            // Pacing, not synchronisation: a steady rate across the move.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        n
+    });
+    // How many midge has acknowledged so far, as the publisher reports.
+    let mut published = 0;
+    let mut progress = |wait: Duration| {
+        if let Ok(n) = progress_rx.recv_timeout(wait) {
+            published = n;
+        }
+        published
+    };
+    while progress(TIMEOUT) < 100 {}
+    let _primary = Mosquitto::start_on(pport, &pconf, pdir);
+    // The first check comes within 5 s of landing on the backup, then every 5 s.
+    let deadline = std::time::Instant::now() + TIMEOUT * 3;
+    let back = format!("Bridge rr: connected to 127.0.0.1:{pport}");
+    let mut moved_at = 0;
+    while !midge.log_text().contains(&back) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the bridge did not move back:\n{}",
+            midge.log_text()
+        );
+        moved_at = progress(Duration::from_millis(100));
+    }
+    assert!(midge.log_text().contains("answers again; moving back"));
+    // As many again after the move.
+    while progress(TIMEOUT) < moved_at + 100 {}
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let n = publisher.join().expect("publisher");
+
+    let mut seen = vec![0u32; n];
+    count_received(&mut on_backup, &mut seen, Duration::from_millis(500));
+    let on_backup_count = seen.iter().filter(|s| **s > 0).count();
+    let (mut c, (_, present)) = Client::connect_with(pport, &counter);
+    assert!(present);
+    count_received(&mut c, &mut seen, Duration::from_millis(1500));
+    let missing: Vec<usize> = (0..n).filter(|i| seen[*i] == 0).collect();
+    eprintln!(
+        "round_robin false: {n} messages, {on_backup_count} via the backup, the rest via the first address"
+    );
+    assert!(on_backup_count > 0 && on_backup_count < n);
+    assert!(missing.is_empty(), "lost: {missing:?}");
+}
+
+/// `start_type lazy` with mosquitto's meaning: no connection until `threshold`
+/// messages are queued for the remote (the 3rd here), then the queue is
+/// delivered; after `idle_timeout` seconds without traffic the bridge closes
+/// the link (the remote publishes its will, state 0) and waits for the queue
+/// again. Twice round.
+#[test]
+fn lazy_bridge_connects_at_its_threshold_and_stops_when_idle() {
+    let remote = Mosquitto::start("");
+    let mut far = Client::connect_v(remote.port, ProtocolVersion::V311, "lazy-sub");
+    far.subscribe("lz/#", QoS::AtLeastOnce);
+    far.subscribe("$SYS/broker/connection/lz/state", QoS::AtLeastOnce);
+    let midge = BrokerProcess::start(&section(
+        "lz",
+        remote.port,
+        "start_type lazy\nthreshold 3\nidle_timeout 2\ntopic lz/# out 1\n",
+    ));
+    let mut p = Client::connect_v(midge.port, ProtocolVersion::V311, "lazy-pub");
+    for round in 0..2u16 {
+        for i in 0..2u16 {
+            let payload = format!("r{round}m{i}");
+            p.publish("lz/m", payload.as_bytes(), QoS::AtLeastOnce, false, 1 + i);
+        }
+        // Two queued, below the threshold: no connection.
+        midge.ping_log();
+        far.expect_nothing(Duration::from_millis(500));
+        assert_eq!(
+            midge.log_text().matches("Bridge lz: connected").count(),
+            usize::from(round),
+            "connected below the threshold"
+        );
+        p.publish(
+            "lz/m",
+            format!("r{round}m2").as_bytes(),
+            QoS::AtLeastOnce,
+            false,
+            3,
+        );
+        let m = next_publish(&mut far);
+        assert_eq!(
+            (m.topic, m.payload),
+            ("$SYS/broker/connection/lz/state", &b"1"[..])
+        );
+        for i in 0..3 {
+            let m = next_publish(&mut far);
+            assert_eq!(
+                (m.topic, m.payload),
+                ("lz/m", format!("r{round}m{i}").as_bytes())
+            );
+        }
+        // 2 s without traffic: the link closes and the remote publishes the
+        // bridge's will.
+        let m = next_publish(&mut far);
+        assert_eq!(
+            (m.topic, m.payload),
+            ("$SYS/broker/connection/lz/state", &b"0"[..])
+        );
+        midge.wait_log("Bridge lz: no traffic for 2 s; disconnecting");
+    }
+}
+
+/// Count numbered QoS 0/1 payloads arriving at `c` (acknowledged) until
+/// nothing comes for `quiet`.
+fn count_received(c: &mut Client, seen: &mut [u32], quiet: Duration) {
+    while let Some(Ok(Packet::Publish(m))) = c.try_recv(quiet) {
+        c.ack(&m);
+        let i: usize = std::str::from_utf8(m.payload)
+            .expect("utf8")
+            .parse()
+            .expect("number");
+        seen[i] += 1;
+    }
 }

@@ -61,7 +61,8 @@ impl TopicRule {
 pub enum StartType {
     /// Connect at start and reconnect forever (default).
     Automatic,
-    /// Connect when `threshold` messages wait; disconnect after `idle_timeout`.
+    /// Connect when `threshold` messages wait for the remote; disconnect after
+    /// `idle_timeout` without traffic.
     Lazy,
     /// Connect once at start; never reconnect.
     Once,
@@ -326,7 +327,7 @@ impl BridgeConfig {
             "start_type" => {
                 self.start_type = match one()? {
                     "automatic" => StartType::Automatic,
-                    "lazy" => return Err("`start_type lazy` is not supported by midge yet".into()),
+                    "lazy" => StartType::Lazy,
                     "once" => StartType::Once,
                     v => {
                         return Err(format!(
@@ -342,7 +343,13 @@ impl BridgeConfig {
                 }
                 self.threshold = n as usize;
             }
-            "idle_timeout" => self.idle_timeout = Duration::from_secs(number(86_400 * 365)?),
+            "idle_timeout" => {
+                let n = number(86_400 * 365)?;
+                if n == 0 {
+                    return Err("`idle_timeout` must be at least 1 second".into());
+                }
+                self.idle_timeout = Duration::from_secs(n);
+            }
             "notifications" => self.notifications = boolean()?,
             "notification_topic" => {
                 let t = one()?;
@@ -393,6 +400,14 @@ impl BridgeConfig {
     pub fn check(&self) -> Result<(), String> {
         if self.addresses.is_empty() {
             return Err(format!("bridge `{}` has no `address`", self.name));
+        }
+        if self.start_type == StartType::Lazy && self.local_clean() {
+            // The lazy bridge starts when its local session's queue fills; a
+            // clean local session keeps no queue while the link is down.
+            return Err(format!(
+                "bridge `{}`: `start_type lazy` needs a persistent local session (`local_cleansession false`)",
+                self.name
+            ));
         }
         if let Some(t) = &self.tls {
             if t.certfile.is_some() != t.keyfile.is_some() {

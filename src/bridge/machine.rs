@@ -34,6 +34,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_REMOTE_BACKLOG: usize = 8 << 20;
 /// Largest packet accepted from the remote.
 const MAX_REMOTE_PACKET: usize = 268_435_460;
+/// How often a bridge on a backup address (`round_robin false`) checks whether
+/// the first address answers again: mosquitto's 5 s. The check is a TCP
+/// connect, as mosquitto's; when it succeeds the bridge moves back.
+const PRIMARY_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the bridge asks the server to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +58,16 @@ pub enum Action {
     CloseLocal,
     /// Publish the connection state (`true` = up) on the local broker, retained.
     NotifyLocal(bool),
+    /// Check whether `host:port` takes a TCP connection (resolving it off the
+    /// loop first); answer with [`Bridge::probe_result`]. The socket is closed
+    /// as soon as the answer is known.
+    Probe(String, u16),
+    /// Give up the running check.
+    CloseProbe,
+    /// Call [`Bridge::queue_reached`] once the local session holds this many
+    /// messages for the remote (at once if it does already): the broker
+    /// watches its queue, so nothing polls.
+    WatchQueue(usize),
 }
 
 /// Where the link to the remote stands.
@@ -69,6 +83,20 @@ enum Link {
     Up,
     /// `start_type once` after its one attempt.
     Stopped,
+    /// `start_type lazy`: not connected until `threshold` messages are queued.
+    Idle,
+}
+
+/// The check of the first address while the link is up on another one
+/// (`round_robin false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Not on a backup address (or `round_robin true`).
+    Off,
+    /// Next check at this time.
+    Due(Instant),
+    /// A check is running since this time.
+    Running(Instant),
 }
 
 /// One bridge.
@@ -114,6 +142,11 @@ pub struct Bridge {
     dropping_too_large: bool,
     /// Dropping QoS 0 messages for a backed-up remote (logged once per episode).
     dropping_backlog: bool,
+    /// Checking whether the first address is back.
+    probe: Probe,
+    /// Last message forwarded either way, or acknowledgement from the remote
+    /// (`start_type lazy` disconnects after `idle_timeout` without any).
+    last_traffic: Instant,
     /// Counters.
     stats: BridgeStats,
 }
@@ -162,6 +195,8 @@ impl Bridge {
             max_remote_packet: None,
             dropping_too_large: false,
             dropping_backlog: false,
+            probe: Probe::Off,
+            last_traffic: now,
             stats: BridgeStats::default(),
         }
     }
@@ -174,6 +209,11 @@ impl Bridge {
     /// The client id on the remote broker.
     pub fn remote_id(&self) -> &str {
         &self.remote_id
+    }
+
+    /// The client id of the bridge's session on the local broker.
+    pub fn local_id(&self) -> &str {
+        &self.local_id
     }
 
     /// The configuration.
@@ -200,6 +240,31 @@ impl Bridge {
             self.detach_local();
         }
         self.notify(false);
+        if self.cfg.start_type == StartType::Lazy {
+            self.go_idle();
+            return;
+        }
+        self.link = Link::Waiting { at: now };
+        self.handle_timeout(now);
+    }
+
+    /// `start_type lazy`: wait for `threshold` queued messages.
+    fn go_idle(&mut self) {
+        self.link = Link::Idle;
+        self.act(Action::WatchQueue(self.cfg.threshold));
+    }
+
+    /// The local session holds `threshold` messages for the remote (the
+    /// answer to [`Action::WatchQueue`]): a lazy bridge connects, and retries
+    /// like an automatic one until it is up.
+    pub fn queue_reached(&mut self, now: Instant) {
+        if self.link != Link::Idle {
+            return;
+        }
+        info!(
+            "Bridge {}: {} messages queued; connecting (start_type lazy).",
+            self.cfg.name, self.cfg.threshold
+        );
         self.link = Link::Waiting { at: now };
         self.handle_timeout(now);
     }
@@ -242,16 +307,26 @@ impl Bridge {
         match self.link {
             Link::Waiting { at } => Some(at),
             Link::Resolving { since } | Link::Connecting { since } => Some(since + CONNECT_TIMEOUT),
-            Link::Up if self.cfg.keepalive_interval > 0 => {
-                let ka = self.keepalive();
-                let dead = self.last_in + ka + ka / 2;
-                if self.ping_outstanding {
-                    Some(dead)
-                } else {
-                    Some((self.last_out + ka).min(dead))
-                }
+            Link::Up => {
+                let keepalive = (self.cfg.keepalive_interval > 0).then(|| {
+                    let ka = self.keepalive();
+                    let dead = self.last_in + ka + ka / 2;
+                    if self.ping_outstanding {
+                        dead
+                    } else {
+                        (self.last_out + ka).min(dead)
+                    }
+                });
+                let probe = match self.probe {
+                    Probe::Off => None,
+                    Probe::Due(at) => Some(at),
+                    Probe::Running(since) => Some(since + PRIMARY_PROBE_INTERVAL),
+                };
+                let idle = (self.cfg.start_type == StartType::Lazy)
+                    .then(|| self.last_traffic + self.cfg.idle_timeout);
+                earliest(earliest(keepalive, probe), idle)
             }
-            Link::Up | Link::Stopped => None,
+            Link::Stopped | Link::Idle => None,
         }
     }
 
@@ -273,7 +348,25 @@ impl Bridge {
             {
                 self.link_failed(now, "connection attempt timed out");
             }
-            Link::Up if self.cfg.keepalive_interval > 0 => {
+            Link::Up => {
+                if self.cfg.start_type == StartType::Lazy
+                    && now >= self.last_traffic + self.cfg.idle_timeout
+                {
+                    // mosquitto closes the socket without DISCONNECT, so the
+                    // remote publishes the bridge's will (state 0); so does midge.
+                    info!(
+                        "Bridge {}: no traffic for {} s; disconnecting (start_type lazy).",
+                        self.cfg.name,
+                        self.cfg.idle_timeout.as_secs()
+                    );
+                    self.close_link();
+                    self.go_idle();
+                    return;
+                }
+                self.probe_timeout(now);
+                if self.link != Link::Up || self.cfg.keepalive_interval == 0 {
+                    return;
+                }
                 let ka = self.keepalive();
                 if now >= self.last_in + ka + ka / 2 {
                     // [MQTT-3.1.2-24] seen from the client: no answer within 1.5 x.
@@ -285,6 +378,63 @@ impl Bridge {
             }
             _ => {}
         }
+    }
+
+    /// The first address's check: start it when due; one that has not
+    /// answered within the interval is abandoned and a new one started.
+    fn probe_timeout(&mut self, now: Instant) {
+        let start = match self.probe {
+            Probe::Due(at) => now >= at,
+            Probe::Running(since) if now >= since + PRIMARY_PROBE_INTERVAL => {
+                self.act(Action::CloseProbe);
+                true
+            }
+            _ => false,
+        };
+        if start {
+            let a = &self.cfg.addresses[0];
+            debug!("Bridge {}: checking whether {a} is back.", self.cfg.name);
+            self.probe = Probe::Running(now);
+            self.act(Action::Probe(a.host.clone(), a.port));
+        }
+    }
+
+    /// The answer to [`Action::Probe`]: `true` when the first address took a
+    /// TCP connection. Then the link moves back to it (the local session keeps
+    /// what was in flight on this link and sends it again there).
+    pub fn probe_result(&mut self, now: Instant, answered: bool) {
+        if self.link != Link::Up || !matches!(self.probe, Probe::Running(_)) {
+            return;
+        }
+        if !answered {
+            self.probe = Probe::Due(now + PRIMARY_PROBE_INTERVAL);
+            return;
+        }
+        let here = &self.cfg.addresses[self.address % self.cfg.addresses.len()];
+        info!(
+            "Bridge {}: {} answers again; moving back to it from {here}.",
+            self.cfg.name, self.cfg.addresses[0]
+        );
+        self.close_link();
+        self.address = 0;
+        self.backoff.reset();
+        self.link = Link::Waiting { at: now };
+    }
+
+    /// Close the remote link and detach the local session (their state is
+    /// kept by the broker for the next link).
+    fn close_link(&mut self) {
+        if matches!(self.probe, Probe::Running(_)) {
+            self.act(Action::CloseProbe);
+        }
+        self.probe = Probe::Off;
+        self.act(Action::CloseRemote);
+        self.to_remote.clear();
+        self.remote_backlog = 0;
+        if self.local_up {
+            self.detach_local();
+        }
+        self.notify(false);
     }
 
     /// The address asked for in [`Action::Resolve`] resolved (or did not).
@@ -355,7 +505,7 @@ impl Bridge {
 
     /// The remote link failed (refused, reset, TLS error, timeout) or closed.
     pub fn link_failed(&mut self, now: Instant, reason: &str) {
-        if matches!(self.link, Link::Waiting { .. } | Link::Stopped) {
+        if matches!(self.link, Link::Waiting { .. } | Link::Stopped | Link::Idle) {
             return;
         }
         let was_up = self.link == Link::Up;
@@ -375,19 +525,22 @@ impl Bridge {
         } else {
             debug!("Bridge {}: cannot connect to {a}: {reason}.", self.cfg.name);
         }
-        self.act(Action::CloseRemote);
-        self.to_remote.clear();
-        self.remote_backlog = 0;
-        if self.local_up {
-            self.detach_local();
-        }
-        self.notify(false);
+        self.close_link();
         if self.cfg.start_type == StartType::Once {
             info!(
                 "Bridge {}: start_type once, not reconnecting.",
                 self.cfg.name
             );
             self.link = Link::Stopped;
+            return;
+        }
+        if self.cfg.start_type == StartType::Lazy && was_up {
+            // Back to waiting for the queue (at once if it is full enough).
+            if !self.cfg.round_robin {
+                self.address = 0;
+            }
+            self.backoff.reset();
+            self.go_idle();
             return;
         }
         let n = self.cfg.addresses.len();
@@ -416,6 +569,9 @@ impl Bridge {
     pub fn handle_remote(&mut self, now: Instant, packet: Packet<'_>) {
         self.last_in = now;
         self.ping_outstanding = false;
+        if !matches!(packet, Packet::PingResp) {
+            self.last_traffic = now;
+        }
         match packet {
             Packet::ConnAck(ack) => self.handle_connack(
                 now,
@@ -487,6 +643,11 @@ impl Bridge {
         };
         self.dropping_too_large = false;
         self.dropping_backlog = false;
+        if !self.cfg.round_robin && self.address % self.cfg.addresses.len() != 0 {
+            // On a backup address: check the first one every few seconds
+            // (mosquitto's `primary_retry`).
+            self.probe = Probe::Due(now + PRIMARY_PROBE_INTERVAL);
+        }
         let v5 = self.cfg.protocol_version.is_v5();
         let rules = self.cfg.topics.clone();
         if self.cfg.attempt_unsubscribe && !self.cfg.cleansession {
@@ -591,9 +752,13 @@ impl Bridge {
 
     /// A packet the broker sent to the bridge's local session.
     pub fn handle_local(&mut self, now: Instant, packet: Packet<'_>) {
-        let _ = now;
         match packet {
-            Packet::Publish(p) => self.outbound_publish(p),
+            Packet::Publish(p) => {
+                if self.link == Link::Up {
+                    self.last_traffic = now;
+                }
+                self.outbound_publish(p)
+            }
             // Acknowledgements of remote messages, once the broker holds them.
             Packet::PubAck(r) => self.send_remote(&Packet::PubAck(r)),
             Packet::PubRec(r) => self.send_remote(&Packet::PubRec(r)),
@@ -831,6 +996,14 @@ impl Bridge {
                 }
             }
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -122,6 +122,12 @@ pub trait Output {
     fn persistence_failing(&self) -> bool {
         false
     }
+    /// The offline session `client_id`, watched with
+    /// [`crate::broker::Broker::watch_queue`], now holds the number of messages
+    /// it was watched for (a lazy bridge's cue to connect). Once per watch.
+    fn queue_reached(&mut self, client_id: &str) {
+        let _ = client_id;
+    }
     /// Byte and packet counts since start, read when the `$SYS` tree is refreshed.
     fn io_counters(&self) -> IoCounters {
         IoCounters::default()

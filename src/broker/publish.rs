@@ -558,6 +558,33 @@ impl Broker {
         if spill {
             s.spill();
         }
+        if s.queue_watch != 0
+            && s.conn.is_none()
+            && s.queue.len() + s.inflight.len() >= s.queue_watch as usize
+        {
+            s.queue_watch = 0;
+            out.queue_reached(&s.client_id);
+        }
+    }
+
+    /// Watch the offline session `client_id` until it holds `threshold`
+    /// messages (queued and in flight, as mosquitto counts for a lazy
+    /// bridge), then call [`Output::queue_reached`] once. Returns true, and
+    /// watches nothing, when it holds that many already.
+    pub fn watch_queue(&mut self, client_id: &str, threshold: usize) -> bool {
+        let Some(s) = self
+            .by_client_id
+            .get(client_id)
+            .and_then(|k| self.sessions.get_mut(*k))
+        else {
+            return false;
+        };
+        if s.queue.len() + s.inflight.len() >= threshold {
+            s.queue_watch = 0;
+            return true;
+        }
+        s.queue_watch = u32::try_from(threshold).unwrap_or(u32::MAX);
+        false
     }
 
     /// Encode one PUBLISH for `conn`. Returns false when it was not sent: expired,

@@ -268,6 +268,9 @@ pub struct Session {
     pub listener: usize,
     /// Its number in the persistence log; 0 = it has no records there.
     pub sid: u32,
+    /// Tell the shell once the offline session holds this many messages
+    /// (queued and in flight); 0 = not watched. See `Broker::watch_queue`.
+    pub queue_watch: u32,
 }
 
 impl Session {
@@ -296,6 +299,7 @@ impl Session {
             username: None,
             listener: 0,
             sid: 0,
+            queue_watch: 0,
         }
     }
 

@@ -19,8 +19,12 @@ use super::connection::{Connection, Stream, NO_BARRIER};
 use super::io::Due;
 use super::{Server, READS_PER_TURN};
 
-/// Remote sockets use tokens `BRIDGE_BASE + i`; connection keys stay below.
+/// Remote sockets use tokens `BRIDGE_BASE + i`, checks of a bridge's first
+/// address `BRIDGE_BASE + PROBE_OFFSET + i`; connection keys stay below.
 pub const BRIDGE_BASE: usize = super::LISTENER_BASE - 4096;
+/// Where the check sockets' tokens start, after the bridges' (and the most
+/// bridges a config may hold).
+const PROBE_OFFSET: usize = 2048;
 /// The resolver thread wakes the loop with this token.
 pub const WAKER_TOKEN: Token = Token(usize::MAX - 1);
 use crate::auth::BRIDGE_LISTENER;
@@ -66,6 +70,10 @@ pub struct BridgeLink {
     attempt: u64,
     /// Counters as last given to the broker's `$SYS` tree.
     reported: BridgeStats,
+    /// The TCP connect that checks whether the first address is back.
+    probe: Option<TcpStream>,
+    /// Checks started (answers for older ones are ignored).
+    probe_attempt: u64,
 }
 
 impl BridgeLink {
@@ -83,6 +91,8 @@ impl BridgeLink {
             armed: None,
             attempt: 0,
             reported: BridgeStats::default(),
+            probe: None,
+            probe_attempt: 0,
         }
     }
 }
@@ -99,8 +109,11 @@ impl Server {
         }
     }
 
-    /// Readiness on bridge `i`'s remote socket.
+    /// Readiness on bridge `i`'s remote socket (or on its check socket).
     pub(super) fn bridge_event(&mut self, i: usize, event: &mio::event::Event, now: Instant) {
+        if i >= PROBE_OFFSET {
+            return self.probe_event(i - PROBE_OFFSET, event, now);
+        }
         let Some(link) = self.bridges.get_mut(i) else {
             return;
         };
@@ -168,6 +181,33 @@ impl Server {
         self.drive_bridge(i, now);
     }
 
+    /// Readiness on bridge `i`'s check of its first address: connected or
+    /// refused, the answer goes to the machine and the socket is closed.
+    fn probe_event(&mut self, i: usize, event: &mio::event::Event, now: Instant) {
+        let Some(link) = self.bridges.get_mut(i) else {
+            return;
+        };
+        let Some(tcp) = link.probe.as_mut() else {
+            return;
+        };
+        if !(event.is_writable() || event.is_error() || event.is_write_closed()) {
+            return;
+        }
+        let answered = match tcp.take_error() {
+            Ok(Some(_)) | Err(_) => false,
+            Ok(None) => match tcp.peer_addr() {
+                Ok(_) => true,
+                Err(e) if e.kind() == ErrorKind::NotConnected => return,
+                Err(_) => false,
+            },
+        };
+        if let Some(mut tcp) = link.probe.take() {
+            let _ = self.poll.registry().deregister(&mut tcp);
+        }
+        link.machine.probe_result(now, answered);
+        self.drive_bridge(i, now);
+    }
+
     /// Read what the remote sent and hand it to the state machine (at most
     /// `READS_PER_TURN` reads: the bridge gets its turn like any client).
     pub(super) fn bridge_read(&mut self, i: usize, now: Instant) {
@@ -215,6 +255,20 @@ impl Server {
             let Some(link) = self.bridges.get_mut(r.bridge) else {
                 continue;
             };
+            if r.probe {
+                if r.attempt != link.probe_attempt {
+                    continue;
+                }
+                match r.result.as_deref() {
+                    Ok([addr, ..]) => {
+                        let addr = *addr;
+                        start_probe(link, &self.poll, r.bridge, addr, now);
+                    }
+                    _ => link.machine.probe_result(now, false),
+                }
+                self.drive_bridge(r.bridge, now);
+                continue;
+            }
             if r.attempt != link.attempt {
                 continue;
             }
@@ -343,7 +397,7 @@ impl Server {
                     (Ok(ip), _) => link
                         .machine
                         .resolved(now, Ok(vec![SocketAddr::new(ip, port)])),
-                    (Err(_), Some(r)) => r.resolve(i, link.attempt, &host, port),
+                    (Err(_), Some(r)) => r.resolve(i, link.attempt, false, &host, port),
                     (Err(_), None) => link.machine.resolved(now, Err("no resolver".into())),
                 }
             }
@@ -430,6 +484,27 @@ impl Server {
                     }
                 }
             }
+            Action::Probe(host, port) => {
+                link.probe_attempt += 1;
+                match (host.parse::<std::net::IpAddr>(), resolver.as_ref()) {
+                    (Ok(ip), _) => {
+                        let addr = SocketAddr::new(ip, port);
+                        start_probe(link, poll, i, addr, now);
+                    }
+                    (Err(_), Some(r)) => r.resolve(i, link.probe_attempt, true, &host, port),
+                    (Err(_), None) => link.machine.probe_result(now, false),
+                }
+            }
+            Action::WatchQueue(threshold) => {
+                if broker.watch_queue(link.machine.local_id(), threshold) {
+                    link.machine.queue_reached(now);
+                }
+            }
+            Action::CloseProbe => {
+                if let Some(mut tcp) = link.probe.take() {
+                    let _ = poll.registry().deregister(&mut tcp);
+                }
+            }
             Action::NotifyLocal(up) => {
                 let topic = link.machine.state_topic().to_string();
                 let payload: &[u8] = if up { b"1" } else { b"0" };
@@ -489,6 +564,21 @@ impl Server {
         }
     }
 
+    /// Watched bridge sessions whose queue reached its mark: their lazy
+    /// bridges connect.
+    pub(super) fn bridge_queue_alerts(&mut self, now: Instant) {
+        for id in std::mem::take(&mut self.io.queue_alerts) {
+            let found = self
+                .bridges
+                .iter()
+                .position(|l| l.machine.local_id() == &*id);
+            if let Some(i) = found {
+                self.bridges[i].machine.queue_reached(now);
+                self.drive_bridge(i, now);
+            }
+        }
+    }
+
     /// Bridge `i`'s local session `key` is gone (the server dropped it).
     pub(super) fn detach_bridge_local(&mut self, i: usize, key: usize) {
         let Some(link) = self.bridges.get_mut(i) else {
@@ -509,8 +599,28 @@ impl Server {
     }
 }
 
+/// Open the TCP connection that checks bridge `i`'s first address.
+fn start_probe(link: &mut BridgeLink, poll: &mio::Poll, i: usize, addr: SocketAddr, now: Instant) {
+    if let Some(mut old) = link.probe.take() {
+        let _ = poll.registry().deregister(&mut old);
+    }
+    let token = Token(BRIDGE_BASE + PROBE_OFFSET + i);
+    let registered = TcpStream::connect(addr).and_then(|mut tcp| {
+        poll.registry()
+            .register(&mut tcp, token, Interest::WRITABLE)
+            .map(|()| tcp)
+    });
+    match registered {
+        Ok(tcp) => link.probe = Some(tcp),
+        Err(_) => link.machine.probe_result(now, false),
+    }
+}
+
 /// Build the bridges of `config` (TLS files are read here: a bad CA stops start-up).
 pub fn build(config: &crate::config::Config, now: Instant) -> Result<Vec<BridgeLink>, String> {
+    if config.bridges.len() > PROBE_OFFSET {
+        return Err(format!("more than {PROBE_OFFSET} bridges"));
+    }
     let mut out = Vec::new();
     for (n, b) in config.bridges.iter().enumerate() {
         let tls = match &b.tls {

@@ -51,6 +51,9 @@ pub struct Io {
     early: bool,
     /// Stored messages the broker asked for, to read back this turn.
     pub loads: Vec<Load>,
+    /// Client ids of watched sessions whose queue reached its mark this turn
+    /// (lazy bridges to start).
+    pub queue_alerts: Vec<Box<str>>,
 }
 
 impl Io {
@@ -66,6 +69,7 @@ impl Io {
             held: Vec::new(),
             early: false,
             loads: Vec::new(),
+            queue_alerts: Vec::new(),
         }
     }
 
@@ -235,6 +239,10 @@ impl Output for Io {
 
     fn request_load(&mut self, load: Load) {
         self.loads.push(load);
+    }
+
+    fn queue_reached(&mut self, client_id: &str) {
+        self.queue_alerts.push(client_id.into());
     }
 
     fn persistence_failing(&self) -> bool {

@@ -880,6 +880,9 @@ impl Server {
         // Losing a connection can publish a will, which dirties others (and may
         // add records): repeat.
         loop {
+            if !self.io.queue_alerts.is_empty() {
+                self.bridge_queue_alerts(now);
+            }
             self.fulfil_loads(now);
             self.commit(now);
             if self.io.dirty.is_empty() && self.io.loads.is_empty() {

@@ -15,6 +15,8 @@ pub struct Resolved {
     pub bridge: usize,
     /// The attempt it belongs to (older answers are ignored).
     pub attempt: u64,
+    /// For a check of the first address, not for the link itself.
+    pub probe: bool,
     /// The addresses, or why there are none.
     pub result: Result<Vec<SocketAddr>, String>,
 }
@@ -22,6 +24,7 @@ pub struct Resolved {
 struct Request {
     bridge: usize,
     attempt: u64,
+    probe: bool,
     host: String,
     port: u16,
 }
@@ -49,6 +52,7 @@ impl Resolver {
                     let answer = Resolved {
                         bridge: r.bridge,
                         attempt: r.attempt,
+                        probe: r.probe,
                         result,
                     };
                     if res_tx.send(answer).is_err() {
@@ -63,11 +67,12 @@ impl Resolver {
         })
     }
 
-    /// Ask for `host:port`.
-    pub fn resolve(&self, bridge: usize, attempt: u64, host: &str, port: u16) {
+    /// Ask for `host:port` (`probe`: for a check of the first address).
+    pub fn resolve(&self, bridge: usize, attempt: u64, probe: bool, host: &str, port: u16) {
         let _ = self.requests.send(Request {
             bridge,
             attempt,
+            probe,
             host: host.to_string(),
             port,
         });

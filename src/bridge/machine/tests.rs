@@ -258,3 +258,144 @@ fn too_large_for_the_remote_is_completed_locally_and_counted() {
     assert_eq!(b.stats().dropped_too_large, 2);
     assert_eq!(b.stats().sent, 1);
 }
+
+#[test]
+fn on_a_backup_address_the_first_is_checked_and_the_link_moves_back() {
+    let now = Instant::now();
+    let mut b = Bridge::new(
+        config(&[
+            ("address", &["10.0.0.1", "10.0.0.2"]),
+            ("keepalive_interval", &["60"]),
+        ]),
+        now,
+        1,
+    );
+    b.start(now);
+    let _ = b.take_actions();
+    b.resolved(now, Err("down".into()));
+    b.handle_timeout(now);
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("10.0.0.2".into(), 1883)));
+    b.resolved(now, Ok(vec!["10.0.0.2:1883".parse().expect("addr")]));
+    b.connected(now);
+    b.handle_remote(
+        now,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    assert!(b.is_up());
+    let _ = b.take_actions();
+    // mosquitto's interval: the first check 5 s after landing on the backup.
+    let t = now + Duration::from_secs(5);
+    assert_eq!(b.poll_timeout(), Some(t));
+    b.handle_timeout(t);
+    assert_eq!(
+        b.take_actions(),
+        vec![Action::Probe("10.0.0.1".into(), 1883)]
+    );
+    // Refused: the link stays, the next check 5 s later.
+    b.probe_result(t, false);
+    assert!(b.is_up());
+    assert_eq!(b.poll_timeout(), Some(t + Duration::from_secs(5)));
+    let t = t + Duration::from_secs(5);
+    b.handle_timeout(t);
+    assert_eq!(
+        b.take_actions(),
+        vec![Action::Probe("10.0.0.1".into(), 1883)]
+    );
+    // Answered: the backup link closes and the first address is tried at once.
+    b.probe_result(t, true);
+    assert!(!b.is_up());
+    let acts = b.take_actions();
+    assert!(acts.contains(&Action::CloseRemote), "{acts:?}");
+    assert!(acts.contains(&Action::CloseLocal), "{acts:?}");
+    assert_eq!(b.poll_timeout(), Some(t));
+    b.handle_timeout(t);
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("10.0.0.1".into(), 1883)));
+}
+
+#[test]
+fn round_robin_never_checks_the_first_address() {
+    let now = Instant::now();
+    let mut b = Bridge::new(
+        config(&[
+            ("address", &["10.0.0.1", "10.0.0.2"]),
+            ("round_robin", &["true"]),
+            ("keepalive_interval", &["0"]),
+        ]),
+        now,
+        1,
+    );
+    b.start(now);
+    b.resolved(now, Err("down".into()));
+    b.handle_timeout(now);
+    b.resolved(now, Ok(vec!["10.0.0.2:1883".parse().expect("addr")]));
+    b.connected(now);
+    b.handle_remote(
+        now,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    assert!(b.is_up());
+    assert_eq!(b.poll_timeout(), None, "nothing to wake up for");
+}
+
+#[test]
+fn lazy_waits_for_its_queue_then_stops_when_idle() {
+    let now = Instant::now();
+    let mut b = Bridge::new(
+        config(&[
+            ("address", &["127.0.0.1"]),
+            ("start_type", &["lazy"]),
+            ("idle_timeout", &["30"]),
+            ("keepalive_interval", &["60"]),
+            ("topic", &["#", "out", "1"]),
+        ]),
+        now,
+        1,
+    );
+    b.start(now);
+    let acts = b.take_actions();
+    assert!(acts.contains(&Action::WatchQueue(10)), "{acts:?}");
+    assert!(!acts.iter().any(|a| matches!(a, Action::Resolve(..))));
+    assert_eq!(b.poll_timeout(), None, "idle: no timer at all");
+    b.queue_reached(now);
+    assert!(b
+        .take_actions()
+        .contains(&Action::Resolve("127.0.0.1".into(), 1883)));
+    b.resolved(now, Ok(vec!["127.0.0.1:1883".parse().expect("addr")]));
+    b.connected(now);
+    b.handle_remote(
+        now,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties::default(),
+        }),
+    );
+    let _ = b.take_actions();
+    // A message forwarded at +20 s moves the idle deadline to +50 s; the
+    // keep-alive ping comes before it.
+    let t = now + Duration::from_secs(20);
+    b.feed_local(t, &local_publish(QoS::AtLeastOnce, 1, b"x"));
+    b.wrote_remote(t);
+    assert_eq!(b.poll_timeout(), Some(now + Duration::from_secs(50)));
+    b.handle_remote(t, Packet::PingResp);
+    b.handle_timeout(now + Duration::from_secs(49));
+    assert!(b.is_up());
+    b.handle_timeout(now + Duration::from_secs(50));
+    assert!(!b.is_up());
+    let acts = b.take_actions();
+    assert!(acts.contains(&Action::CloseRemote), "{acts:?}");
+    assert!(acts.contains(&Action::WatchQueue(10)), "{acts:?}");
+    assert_eq!(b.poll_timeout(), None);
+}
