@@ -801,12 +801,7 @@ impl Parser<'_> {
                 self.tls(line)?.dhparamfile = Some(p);
             }
             "max_inflight_bytes" => c.max_inflight_bytes = line.number(0, usize::MAX)?,
-            "check_retain_source" => {
-                if line.boolean()? {
-                    return Err(partial(line));
-                }
-                c.check_retain_source = false;
-            }
+            "check_retain_source" => c.check_retain_source = line.boolean()?,
             "upgrade_outgoing_qos" => c.upgrade_outgoing_qos = line.boolean()?,
             "max_qos" => {
                 let q: u8 = line.number(0, 2)?;

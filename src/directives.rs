@@ -56,7 +56,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d("auto_id_prefix", Supported),
     d("autosave_interval", Supported),
     d("autosave_on_changes", Ignored("midge writes each change to its log as it happens")),
-    d("check_retain_source", Partial("`false` only: re-checking a retained message's publisher is not in this midge yet")),
+    d("check_retain_source", Supported),
     d("clientid_prefixes", Supported),
     d("connection_messages", Supported),
     d("include_dir", Supported),

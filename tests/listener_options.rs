@@ -381,3 +381,85 @@ fn mount_point_acl_applies_to_the_full_topic() {
         m.disconnect();
     }
 }
+
+/// ACL: everyone reads; `alice` and `bob` write under their own prefix.
+const ACL_BOTH: &str = "topic read #\npattern write w/%c/#\n";
+/// `alice` lost write access; `bob` kept his.
+const ACL_BOB: &str = "topic read #\ntopic write w/bob/#\n";
+
+/// Retained topics a fresh subscriber to `w/#` receives, sorted.
+fn retained_seen(port: u16, version: ProtocolVersion, id: &str) -> Vec<String> {
+    let (mut s, _) = ok(port, version, id);
+    s.subscribe("w/#", QoS::AtLeastOnce);
+    // The replay of two messages goes out in the SUBACK's turn: before the
+    // answer to a PINGREQ sent after the SUBACK.
+    s.send(&Packet::PingReq);
+    let mut seen = Vec::new();
+    loop {
+        match s.recv() {
+            Packet::Publish(p) => {
+                s.ack(&p);
+                seen.push(p.topic.to_string());
+            }
+            Packet::PingResp => break,
+            other => panic!("expected PUBLISH or PINGRESP, got {other:?}"),
+        }
+    }
+    seen.sort();
+    seen
+}
+
+/// `check_retain_source` (mosquitto's default, true): a retained message is
+/// sent to a new subscriber only while its publisher may still write its
+/// topic. `alice` loses write access (SIGHUP with a new ACL; and across a
+/// restart with persistence, the publisher's identity kept in the log): her
+/// retained message is no longer sent; `bob`'s still is. With `false`, both.
+#[test]
+fn check_retain_source_rechecks_the_publisher() {
+    for (setting, expect_after) in [
+        ("", vec!["w/bob/y"]),
+        ("check_retain_source true", vec!["w/bob/y"]),
+        ("check_retain_source false", vec!["w/alice/x", "w/bob/y"]),
+    ] {
+        let dir = temp_dir("retain-source");
+        let acl = dir.join("acl");
+        std::fs::write(&acl, ACL_BOTH).expect("acl");
+        let port = free_port();
+        let config = format!(
+            "listener {port} 127.0.0.1\nacl_file {}\npersistence true\npersistence_location {}\n{setting}\n",
+            acl.display(),
+            dir.display()
+        );
+        let mut b = BrokerProcess::start_with_config(port, &config, &[]);
+        for (id, topic) in [("alice", "w/alice/x"), ("bob", "w/bob/y")] {
+            let (mut c, _) = ok(port, V311, id);
+            c.publish(topic, id.as_bytes(), QoS::AtLeastOnce, true, 1);
+            c.disconnect();
+        }
+        assert_eq!(
+            retained_seen(port, V5, "before"),
+            vec!["w/alice/x", "w/bob/y"],
+            "{setting:?}"
+        );
+        std::fs::write(&acl, ACL_BOB).expect("acl");
+        b.signal("HUP");
+        b.wait_log("Reloading password, ACL");
+        for v in [V311, V5] {
+            assert_eq!(
+                retained_seen(port, v, &format!("after{}", v.level())),
+                expect_after,
+                "{setting:?} after SIGHUP"
+            );
+        }
+        // The publisher's identity survives a restart with the message.
+        b.signal("TERM");
+        b.wait_exit();
+        let b = BrokerProcess::start_with_config(port, &config, &[]);
+        b.wait_log("Restored 2 retained message(s)");
+        assert_eq!(
+            retained_seen(port, V311, "restarted"),
+            expect_after,
+            "{setting:?} after a restart"
+        );
+    }
+}

@@ -344,6 +344,7 @@ impl Broker {
         let s_username = username.clone();
         s.username = username;
         s.listener = listener;
+        s.publisher = None;
 
         let accept_aliases = if self.config.outgoing_topic_aliases && version.is_v5() {
             props.topic_alias_maximum.unwrap_or(0)

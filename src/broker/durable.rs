@@ -11,10 +11,11 @@ use super::message::{ForwardedProperties, Message};
 use super::output::TimerKind;
 use log::warn;
 
+use super::retained::{Publisher, Retained};
 use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, Spilled};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
-use crate::persist::{Record, Recovered, StoredMessage, StoredSubscription};
+use crate::persist::{Record, Recovered, StoredMessage, StoredPublisher, StoredSubscription};
 use crate::protocol::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
@@ -263,10 +264,10 @@ impl Broker {
     /// Every durable fact, for compaction. Queued and in-flight messages are
     /// `Keep` records: the log copies their records (RAM may not hold them).
     pub fn dump(&self, w: &mut dyn FnMut(&Record<'_>)) {
-        self.retained.for_each(|topic, m| {
+        self.retained.for_each(|topic, r| {
             // The `$SYS` tree is the broker's own and rebuilt at every start.
             if !topic.starts_with("$SYS/") {
-                w(&Record::RetainSet(m))
+                w(&retain_record(&r.msg, r.publisher.as_deref()))
             }
         });
         for (skey, s) in self.sessions.iter() {
@@ -320,12 +321,29 @@ impl Broker {
         out: &mut impl Output,
     ) {
         let wall = self.wall_ms(now);
-        for (_, m) in state.retained {
+        let mut from_map = state.retained_from;
+        // One publisher value per identity, shared as at run time.
+        let mut publishers: HashMap<StoredPublisher, Arc<Publisher>> = HashMap::new();
+        for (topic, m) in state.retained {
             let m = Arc::new(message_from(m, now, wall));
-            if !m.is_expired(now) {
-                // Accepted under the limits of its day: kept even over today's.
-                self.retained.insert_unchecked(m);
+            if m.is_expired(now) {
+                continue;
             }
+            let publisher = match from_map.remove(&topic) {
+                Some(p) if self.config.check_retain_source => Some(Arc::clone(
+                    publishers.entry(p.clone()).or_insert_with(|| {
+                        Arc::new(Publisher {
+                            client_id: p.client_id.as_str().into(),
+                            username: p.username.map(Into::into),
+                            listener: p.listener as usize,
+                        })
+                    }),
+                )),
+                _ => None,
+            };
+            // Accepted under the limits of its day: kept even over today's.
+            self.retained
+                .insert_unchecked(Retained { msg: m, publisher });
         }
         for (_, rs) in state.sessions {
             let version = ProtocolVersion::from_level(rs.level).unwrap_or(ProtocolVersion::V311);
@@ -446,5 +464,20 @@ mod tests {
             options_from(options_byte(&SubscriptionOptions::default())),
             SubscriptionOptions::default()
         );
+    }
+}
+
+/// The log record of a retained message stored by `from` (`None`: nobody's
+/// write access is checked for it).
+pub(super) fn retain_record<'a>(msg: &'a Message, from: Option<&'a Publisher>) -> Record<'a> {
+    match from {
+        None => Record::RetainSet(msg),
+        Some(p) => Record::RetainSetFrom {
+            msg,
+            client_id: &p.client_id,
+            username: p.username.as_deref(),
+            // Listener numbers are config lines; the bridge number fits too.
+            listener: u32::try_from(p.listener).unwrap_or(u32::MAX),
+        },
     }
 }

@@ -37,7 +37,7 @@ use crate::logging::{LogStr, NOTICE};
 use crate::protocol::{DecodeError, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode};
 use message::Message;
 use output::TimerKind;
-use retained::RetainedStore;
+use retained::{Publisher, Retained, RetainedStore};
 use session::Session;
 use topic_index::SubscriptionIndex;
 
@@ -245,7 +245,7 @@ pub struct Broker {
     by_client_id: HashMap<Arc<str>, usize>,
     subscriptions: SubscriptionIndex<usize>,
     shared: shared::SharedSubscriptions,
-    retained: RetainedStore<Arc<Message>>,
+    retained: RetainedStore<Retained>,
     /// A retained store refusal was logged; cleared when the store has room again.
     retained_full: bool,
     /// Sessions with retained replays pending (see `replay.rs`); may hold
@@ -650,8 +650,9 @@ impl Broker {
                     return;
                 }
                 if let Some(w) = s.will.take() {
+                    let from = publisher_of(self.config.check_retain_source, s);
                     self.persist_will(skey, None, out);
-                    self.publish_will(now, w.msg, out);
+                    self.publish_will(now, w.msg, from, out);
                 }
             }
             TimerKind::SysTree => self.sys_tree_tick(now, out),
@@ -692,8 +693,9 @@ impl Broker {
         match kind {
             deadlines::Deadline::Will => {
                 if let Some(w) = s.will.take() {
+                    let from = publisher_of(self.config.check_retain_source, s);
                     self.persist_will(skey, None, out);
-                    self.publish_will(now, w.msg, out);
+                    self.publish_will(now, w.msg, from, out);
                 }
             }
             deadlines::Deadline::SessionExpiry => {
@@ -817,7 +819,8 @@ impl Broker {
         if let Some(w) = &s.will {
             if w.delay == 0 || session_ends {
                 if let Some(w) = s.will.take() {
-                    self.publish_will(now, w.msg, out);
+                    let from = publisher_of(self.config.check_retain_source, s);
+                    self.publish_will(now, w.msg, from, out);
                 }
             } else {
                 // 3.1.3.2.2: published after the delay unless the client comes back.
@@ -852,7 +855,7 @@ impl Broker {
     /// Drop a session: its subscriptions leave the index, its queue is freed, a
     /// will still waiting for its delay is published now (3.1.3.2.2).
     fn remove_session(&mut self, now: Instant, skey: usize, out: &mut impl Output) {
-        let Some(s) = self.sessions.try_remove(skey) else {
+        let Some(mut s) = self.sessions.try_remove(skey) else {
             return;
         };
         // The slot may be reused: its deadlines go with it.
@@ -867,8 +870,9 @@ impl Broker {
         if self.by_client_id.get(&*s.client_id) == Some(&skey) {
             self.by_client_id.remove(&*s.client_id);
         }
-        if let Some(w) = s.will {
-            self.publish_will(now, w.msg, out);
+        if let Some(w) = s.will.take() {
+            let from = publisher_of(self.config.check_retain_source, &mut s);
+            self.publish_will(now, w.msg, from, out);
         }
     }
 
@@ -890,15 +894,22 @@ impl Broker {
             retain,
             properties: crate::protocol::Properties::default(),
         };
-        self.publish_will(now, Arc::new(Message::from_will(&will, now)), out);
+        self.publish_will(now, Arc::new(Message::from_will(&will, now)), None, out);
     }
 
-    fn publish_will(&mut self, now: Instant, msg: Arc<Message>, out: &mut impl Output) {
+    /// Publish a will (or the broker's own message, `from` = `None`).
+    fn publish_will(
+        &mut self,
+        now: Instant,
+        msg: Arc<Message>,
+        from: Option<Arc<Publisher>>,
+        out: &mut impl Output,
+    ) {
         debug!("Publishing will on {}.", LogStr(&msg.topic));
         // A will the full store cannot keep is still delivered to subscribers:
         // nobody is left to tell.
         if msg.retain {
-            self.store_retained(&msg, out);
+            self.store_retained(&msg, from, out);
         }
         self.route(now, msg, None, out);
     }
@@ -982,6 +993,24 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Who session `s` is, as the publisher of the retained messages (and
+/// retained wills) it sends, when `check` (`check_retain_source`) is on: built
+/// once per connection and shared by all of them. Bridges' local sides are the
+/// broker's own and are not checked.
+fn publisher_of(check: bool, s: &mut Session) -> Option<Arc<Publisher>> {
+    if !check || s.listener == crate::auth::BRIDGE_LISTENER {
+        return None;
+    }
+    let p = s.publisher.get_or_insert_with(|| {
+        Arc::new(Publisher {
+            client_id: Arc::clone(&s.client_id),
+            username: s.username.clone(),
+            listener: s.listener,
+        })
+    });
+    Some(Arc::clone(p))
 }
 
 /// The plain filter of a shared subscription `$share/{group}/{filter}`, or None

@@ -271,7 +271,14 @@ impl Broker {
             let mut msg = Message::from_publish(&p, now);
             msg.retain = retain;
             let msg = Arc::new(msg);
-            if retain && !self.store_retained(&msg, out) {
+            let from = match retain {
+                true => self
+                    .sessions
+                    .get_mut(skey)
+                    .and_then(|s| super::publisher_of(self.config.check_retain_source, s)),
+                false => None,
+            };
+            if retain && !self.store_retained(&msg, from, out) {
                 // The store is full: the message is refused as a whole, as for
                 // `message_size_limit` (v5: 0x97 on the ack).
                 ReasonCode::QUOTA_EXCEEDED
@@ -299,7 +306,12 @@ impl Broker {
     /// [MQTT-3.3.1-5/6/7]. Returns false when the store's limits refuse a new
     /// topic or a larger replacement (logged once per episode); clearing always
     /// succeeds.
-    pub(super) fn store_retained(&mut self, msg: &Arc<Message>, out: &mut impl Output) -> bool {
+    pub(super) fn store_retained(
+        &mut self,
+        msg: &Arc<Message>,
+        from: Option<Arc<super::retained::Publisher>>,
+        out: &mut impl Output,
+    ) -> bool {
         if msg.payload.is_empty() {
             if self.retained.remove(&msg.topic).is_some() && self.retained_full {
                 self.retained_full = !self.retained_has_room();
@@ -309,10 +321,14 @@ impl Broker {
             }
             return true;
         }
-        match self.retained.insert(Arc::clone(msg)) {
+        let kept = super::retained::Retained {
+            msg: Arc::clone(msg),
+            publisher: from.clone(),
+        };
+        match self.retained.insert(kept) {
             Ok(_) => {
                 if self.persistence {
-                    out.persist(&Record::RetainSet(msg));
+                    out.persist(&super::durable::retain_record(msg, from.as_deref()));
                 }
                 true
             }

@@ -209,12 +209,12 @@ impl Broker {
                 return Progress::Budget;
             }
             let after = r.after.as_ref().map(|m| &*m.topic);
-            let (found, visited) = match self.retained.next_match(&r.filter, after, r.upto, budget)
-            {
-                Step::Match(m) => (true, Some(Arc::clone(m))),
-                Step::Paused(m) => (false, Some(Arc::clone(m))),
-                Step::End => (false, None),
-            };
+            let (found, visited, from) =
+                match self.retained.next_match(&r.filter, after, r.upto, budget) {
+                    Step::Match(m) => (true, Some(Arc::clone(&m.msg)), m.publisher.clone()),
+                    Step::Paused(m) => (false, Some(Arc::clone(&m.msg)), None),
+                    Step::End => (false, None, None),
+                };
             let Some(s) = self.sessions.get_mut(skey) else {
                 return Progress::Done;
             };
@@ -233,6 +233,27 @@ impl Broker {
                 self.drop_expired_retained(&msg);
                 continue;
             }
+            // `check_retain_source`: its publisher may have lost write access
+            // since (SIGHUP with a new ACL): then it is not sent, as mosquitto.
+            if let Some(p) = from.filter(|_| self.config.check_retain_source) {
+                let allowed = self.security.listener(p.listener).may(
+                    &p.client_id,
+                    p.username.as_deref(),
+                    &msg.topic,
+                    crate::auth::Access::Write,
+                );
+                if !allowed {
+                    log::debug!(
+                        "Retained message on {} not sent: its publisher {} may no longer write it.",
+                        crate::logging::LogStr(&msg.topic),
+                        crate::logging::LogStr(&p.client_id)
+                    );
+                    continue;
+                }
+            }
+            let Some(r) = self.sessions.get(skey).and_then(|s| s.replays.front()) else {
+                return Progress::Done;
+            };
             let (granted, ids) = (r.qos, r.identifier.into_iter().collect());
             let o = Outgoing {
                 qos: self.delivery_qos(granted, msg.qos),
@@ -256,7 +277,7 @@ impl Broker {
         if self
             .retained
             .get(&msg.topic)
-            .is_some_and(|m| Arc::ptr_eq(m, msg))
+            .is_some_and(|m| Arc::ptr_eq(&m.msg, msg))
         {
             self.retained.remove(&msg.topic);
         }

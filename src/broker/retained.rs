@@ -67,6 +67,55 @@ impl Retainable for Arc<Message> {
     }
 }
 
+/// Who published a retained message, for `check_retain_source`: the identity
+/// its write access is checked under when the message is sent to a new
+/// subscriber. Shared by every retained message the same connection of a
+/// client published (one per session, rebuilt when it reconnects), so a
+/// retained message pays one pointer for it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Publisher {
+    /// Client identifier (shared with its session).
+    pub client_id: Arc<str>,
+    /// User name (or certificate name) it authenticated with.
+    pub username: Option<Box<str>>,
+    /// Listener whose rules applied to it.
+    pub listener: usize,
+}
+
+/// A retained message as the broker keeps it: the message and, when
+/// `check_retain_source` is on and a client published it, who did.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    /// The message.
+    pub msg: Arc<Message>,
+    /// Its publisher; `None` for the broker's own messages (`$SYS`, bridge
+    /// state), for messages kept before the check existed, and with the
+    /// check off.
+    pub publisher: Option<Arc<Publisher>>,
+}
+
+impl Retained {
+    /// A message nobody's write access is checked for.
+    pub fn unchecked(msg: Arc<Message>) -> Retained {
+        Retained {
+            msg,
+            publisher: None,
+        }
+    }
+}
+
+impl Retainable for Retained {
+    fn topic(&self) -> &str {
+        &self.msg.topic
+    }
+    fn size(&self) -> usize {
+        self.msg.size()
+    }
+    fn counted(&self) -> bool {
+        self.msg.counted()
+    }
+}
+
 /// One stored value with the sequence number of its store.
 struct Entry<V> {
     value: V,
@@ -335,6 +384,14 @@ fn literal_prefix(filter: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check_retain_source` costs each retained message one pointer (the
+    /// publisher is shared by everything one connection retained).
+    #[test]
+    fn a_publisher_costs_one_pointer_per_retained_message() {
+        assert_eq!(std::mem::size_of::<Retained>(), 16);
+        assert_eq!(std::mem::size_of::<Arc<Message>>(), 8);
+    }
     use std::collections::BTreeMap;
 
     /// A test value: a topic and a number.

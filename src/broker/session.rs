@@ -266,6 +266,10 @@ pub struct Session {
     pub username: Option<Box<str>>,
     /// Listener of the last connection (whose ACL applies).
     pub listener: usize,
+    /// Its identity as the publisher of retained messages
+    /// (`check_retain_source`), made on first use; cleared at each CONNECT
+    /// (the user name or listener may change).
+    pub publisher: Option<Arc<super::retained::Publisher>>,
     /// Its number in the persistence log; 0 = it has no records there.
     pub sid: u32,
     /// Tell the shell once the offline session holds this many messages
@@ -298,6 +302,7 @@ impl Session {
             dropping: false,
             username: None,
             listener: 0,
+            publisher: None,
             sid: 0,
             queue_watch: 0,
         }

@@ -294,7 +294,7 @@ impl Broker {
         let mut count = self.retained.len();
         let mut bytes = 0u64;
         self.retained
-            .for_each(|_, m| bytes += m.payload.len() as u64);
+            .for_each(|_, r| bytes += r.msg.payload.len() as u64);
         let mut on_disk = 0;
         for (_, s) in self.sessions.iter() {
             count += s.queue.len() + s.inflight.len();
@@ -326,7 +326,8 @@ impl Broker {
         });
         // The broker's own bounded set of topics: never refused by the limits
         // that keep clients in check.
-        self.retained.insert_unchecked(Arc::clone(&msg));
+        self.retained
+            .insert_unchecked(super::retained::Retained::unchecked(Arc::clone(&msg)));
         self.route(now, msg, None, out);
     }
 }

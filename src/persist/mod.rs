@@ -44,5 +44,5 @@ mod legacy;
 mod record;
 mod store;
 
-pub use record::{Record, StoredMessage, StoredSubscription};
+pub use record::{Record, StoredMessage, StoredPublisher, StoredSubscription};
 pub use store::{PersistError, Recovered, RecoveredMessage, RecoveredSession, Store, SyncPolicy};

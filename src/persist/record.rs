@@ -13,6 +13,18 @@ use crate::broker::message::{ForwardedProperties, Message};
 pub enum Record<'a> {
     /// A retained message was stored (or replaced).
     RetainSet(&'a Message),
+    /// A retained message was stored (or replaced) by a client whose write
+    /// access is checked again when it is sent (`check_retain_source`).
+    RetainSetFrom {
+        /// The message.
+        msg: &'a Message,
+        /// The publisher's client identifier.
+        client_id: &'a str,
+        /// The user name (or certificate name) it authenticated with.
+        username: Option<&'a str>,
+        /// Number of the listener (config order) whose rules applied to it.
+        listener: u32,
+    },
     /// The retained message of a topic was cleared.
     RetainClear(&'a str),
     /// A persistent session's metadata (its subscriptions are separate records).
@@ -122,6 +134,17 @@ pub struct StoredSubscription {
     pub identifier: Option<u32>,
 }
 
+/// Who published a retained message, read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StoredPublisher {
+    /// Client identifier.
+    pub client_id: String,
+    /// User name; `None` = anonymous.
+    pub username: Option<String>,
+    /// Listener number (config order).
+    pub listener: u32,
+}
+
 /// A message read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -152,6 +175,7 @@ pub(super) const WILL: u8 = 10;
 pub(super) const SUB_ADD: u8 = 11;
 pub(super) const SUB_REMOVE: u8 = 12;
 pub(super) const MESSAGE: u8 = 13;
+pub(super) const RETAIN_SET_FROM: u8 = 14;
 /// Bytes of a `Message` body that replay reads (kind, number, payload length);
 /// the rest is only checksummed, so a restart holds no message content.
 pub(super) const MESSAGE_HEAD: usize = 1 + 8 + 4;
@@ -355,6 +379,18 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
             w.u8(RETAIN_SET);
             put_message(&mut w, m);
         }
+        Record::RetainSetFrom {
+            msg,
+            client_id,
+            username,
+            listener,
+        } => {
+            w.u8(RETAIN_SET_FROM);
+            put_message(&mut w, msg);
+            w.str(client_id);
+            w.opt_str(username);
+            w.u32(listener);
+        }
         Record::RetainClear(t) => {
             w.u8(RETAIN_CLEAR);
             w.str(t);
@@ -463,6 +499,7 @@ pub(super) fn encode(rec: &Record<'_>, out: &mut Vec<u8>) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Owned {
     RetainSet(StoredMessage),
+    RetainSetFrom(StoredMessage, StoredPublisher),
     RetainClear(String),
     SessionPut {
         sid: u32,
@@ -538,6 +575,14 @@ pub(super) fn decode(body: &[u8]) -> Option<Owned> {
     let mut r = R::new(body);
     let rec = match r.u8()? {
         RETAIN_SET => Owned::RetainSet(get_message(&mut r)?),
+        RETAIN_SET_FROM => Owned::RetainSetFrom(
+            get_message(&mut r)?,
+            StoredPublisher {
+                client_id: r.string()?,
+                username: r.opt_string()?,
+                listener: r.u32()?,
+            },
+        ),
         RETAIN_CLEAR => Owned::RetainClear(r.string()?),
         SESSION_PUT => Owned::SessionPut {
             sid: r.u32()?,
@@ -646,6 +691,51 @@ mod tests {
         let mut torn = session_put(Some("alice"));
         torn.truncate(torn.len() - 2);
         assert_eq!(decode(&torn), None);
+    }
+
+    /// `check_retain_source`: a retained message keeps who published it; the
+    /// record without a publisher (as written before) still reads back.
+    #[test]
+    fn retained_publisher_round_trips() {
+        let m = Message {
+            topic: "w/alice/x".into(),
+            payload: Box::new(*b"v"),
+            qos: crate::protocol::QoS::AtLeastOnce,
+            retain: true,
+            properties: None,
+            received: std::time::Instant::now(),
+        };
+        for username in [Some("alice"), None] {
+            let mut buf = Vec::new();
+            encode(
+                &Record::RetainSetFrom {
+                    msg: &m,
+                    client_id: "c1",
+                    username,
+                    listener: 2,
+                },
+                &mut buf,
+            );
+            match decode(&buf) {
+                Some(Owned::RetainSetFrom(msg, from)) => {
+                    assert_eq!(msg.topic, "w/alice/x");
+                    assert_eq!(
+                        from,
+                        StoredPublisher {
+                            client_id: "c1".into(),
+                            username: username.map(Into::into),
+                            listener: 2
+                        }
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            buf.truncate(buf.len() - 1);
+            assert_eq!(decode(&buf), None, "torn record is damage");
+        }
+        let mut buf = Vec::new();
+        encode(&Record::RetainSet(&m), &mut buf);
+        assert!(matches!(decode(&buf), Some(Owned::RetainSet(_))));
     }
 
     /// Subscription changes and queue records are a few bytes each: no client

@@ -12,7 +12,9 @@ use log::{info, warn};
 use super::fs::{dir_of, Fs, LogFile, RealFs};
 use super::index::Index;
 use super::legacy;
-use super::record::{self, Owned, Record, StoredMessage, StoredSubscription, MESSAGE_HEAD};
+use super::record::{
+    self, Owned, Record, StoredMessage, StoredPublisher, StoredSubscription, MESSAGE_HEAD,
+};
 
 /// File header: `midge\0\0` and the format version.
 pub(super) const MAGIC: &[u8; 8] = b"midge\0\0\x02";
@@ -132,6 +134,9 @@ pub struct RecoveredMessage {
 pub struct Recovered {
     /// Retained messages by topic.
     pub retained: BTreeMap<String, StoredMessage>,
+    /// Who published the retained messages that say so
+    /// (`check_retain_source`), by topic.
+    pub retained_from: BTreeMap<String, StoredPublisher>,
     /// Sessions by number.
     pub sessions: HashMap<u32, RecoveredSession>,
     /// The highest message or delivery number seen (new ones continue after it).
@@ -175,10 +180,16 @@ impl Recovered {
         };
         match rec {
             Owned::RetainSet(m) => {
+                self.retained_from.remove(&m.topic);
+                self.retained.insert(m.topic.clone(), m);
+            }
+            Owned::RetainSetFrom(m, from) => {
+                self.retained_from.insert(m.topic.clone(), from);
                 self.retained.insert(m.topic.clone(), m);
             }
             Owned::RetainClear(t) => {
                 self.retained.remove(&t);
+                self.retained_from.remove(&t);
             }
             Owned::SessionPut {
                 sid,
