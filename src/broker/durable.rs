@@ -447,6 +447,21 @@ impl Broker {
     }
 }
 
+/// The log record of a retained message stored by `from` (`None`: nobody's
+/// write access is checked for it).
+pub(super) fn retain_record<'a>(msg: &'a Message, from: Option<&'a Publisher>) -> Record<'a> {
+    match from {
+        None => Record::RetainSet(msg),
+        Some(p) => Record::RetainSetFrom {
+            msg,
+            client_id: &p.client_id,
+            username: p.username.as_deref(),
+            // Listener numbers are config lines; the bridge number fits too.
+            listener: u32::try_from(p.listener).unwrap_or(u32::MAX),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,20 +479,5 @@ mod tests {
             options_from(options_byte(&SubscriptionOptions::default())),
             SubscriptionOptions::default()
         );
-    }
-}
-
-/// The log record of a retained message stored by `from` (`None`: nobody's
-/// write access is checked for it).
-pub(super) fn retain_record<'a>(msg: &'a Message, from: Option<&'a Publisher>) -> Record<'a> {
-    match from {
-        None => Record::RetainSet(msg),
-        Some(p) => Record::RetainSetFrom {
-            msg,
-            client_id: &p.client_id,
-            username: p.username.as_deref(),
-            // Listener numbers are config lines; the bridge number fits too.
-            listener: u32::try_from(p.listener).unwrap_or(u32::MAX),
-        },
     }
 }
