@@ -5,6 +5,7 @@
 
 mod aliases;
 mod auth;
+mod conn_table;
 mod connect;
 mod deadlines;
 mod durable;
@@ -240,7 +241,7 @@ enum End {
 /// The broker. See the module documentation.
 pub struct Broker {
     config: BrokerConfig,
-    conns: HashMap<ConnId, Conn>,
+    conns: conn_table::ConnTable<Conn>,
     sessions: Slab<Session>,
     by_client_id: HashMap<Arc<str>, usize>,
     subscriptions: SubscriptionIndex<usize>,
@@ -290,7 +291,7 @@ impl Broker {
         };
         Broker {
             config,
-            conns: HashMap::new(),
+            conns: conn_table::ConnTable::default(),
             sessions: Slab::new(),
             by_client_id: HashMap::new(),
             subscriptions: SubscriptionIndex::new(),
@@ -709,7 +710,7 @@ impl Broker {
     /// The server is shutting down: tell v5 clients (DISCONNECT 0x8B) and close every
     /// connection. Wills are not published (see README).
     pub fn shutdown(&mut self, now: Instant, out: &mut impl Output) {
-        let conns: Vec<ConnId> = self.conns.keys().copied().collect();
+        let conns: Vec<ConnId> = self.conns.keys().collect();
         for conn in conns {
             self.end(now, conn, End::Shutdown, out);
         }
@@ -986,7 +987,7 @@ impl Broker {
         }
         for (id, c) in self.conns.iter() {
             if let Some(skey) = c.session {
-                if self.sessions.get(skey).and_then(|s| s.conn) != Some(*id) {
+                if self.sessions.get(skey).and_then(|s| s.conn) != Some(id) {
                     return Err(format!("connection {id} points at a session not its own"));
                 }
             }
