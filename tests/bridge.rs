@@ -6,9 +6,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::mosquitto::Mosquitto;
+use common::mosquitto::{count_numbered, count_received, Mosquitto};
 use common::*;
-use midge::protocol::{Packet, ProtocolVersion, PubResp, Publish, QoS};
+use midge::protocol::{Packet, ProtocolVersion, Publish, QoS};
 
 /// A `connection` section towards `port` on loopback, retrying every second.
 fn section(name: &str, port: u16, lines: &str) -> String {
@@ -321,22 +321,12 @@ fn remote_down_at_start() {
 #[test]
 fn outage_loses_nothing_and_duplicates_no_qos2() {
     const N: usize = 600;
-    let dir = temp_dir("mosquitto-outage");
-    let conf = format!(
-        "persistence true\npersistence_location {}/\nmax_queued_messages 0\nmax_inflight_messages 0\n",
-        dir.display()
-    );
-    let mut remote = Mosquitto::start_on(free_port(), &conf, dir.clone());
+    let mut remote =
+        Mosquitto::start_persistent("max_queued_messages 0\nmax_inflight_messages 0\n");
     let port = remote.port;
     // The counting subscriber: a persistent session that is offline during the
     // test, so the remote queues everything for it.
-    let counter = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(ProtocolVersion::V311, "counter")
-    };
-    let (mut c, _) = Client::connect_with(port, &counter);
-    c.subscribe("load/#", QoS::ExactlyOnce);
-    c.disconnect();
+    let counter = remote.counting_session("counter", "load/#");
 
     let midge = BrokerProcess::start(&section("out", port, "topic load/# out 2\n"));
     midge.wait_log("Bridge out: connected");
@@ -375,7 +365,7 @@ fn outage_loses_nothing_and_duplicates_no_qos2() {
     wait_for(N / 4);
     remote.stop();
     wait_for(3 * N / 4);
-    let remote = Mosquitto::start_on(port, &conf, dir);
+    let remote = remote.restart();
     publisher.join().expect("publisher");
     // The bridge is back (its second connection).
     let deadline = std::time::Instant::now() + TIMEOUT * 2;
@@ -549,78 +539,15 @@ fn bad_bridge_ca_stops_start_up() {
     );
 }
 
-/// Count what a persistent QoS 2 subscriber receives until `n` distinct numbered
-/// payloads arrived and a short quiet period passed; returns the count per payload.
-/// QoS 2 as the spec has it: a PUBLISH whose id still waits for its PUBREL is the
-/// same message again [MQTT-4.3.3-10].
-fn count_numbered(c: &mut Client, n: usize) -> Vec<u32> {
-    let mut seen = vec![0u32; n];
-    let mut distinct = 0;
-    let mut awaiting_rel = std::collections::HashSet::new();
-    loop {
-        let wait = if distinct < n {
-            TIMEOUT * 2
-        } else {
-            Duration::from_millis(500)
-        };
-        let mut count = |payload: &[u8]| {
-            let i: usize = std::str::from_utf8(payload)
-                .expect("utf8")
-                .parse()
-                .expect("number");
-            if seen[i] == 0 {
-                distinct += 1;
-            }
-            seen[i] += 1;
-        };
-        match c.try_recv(wait) {
-            Some(Ok(Packet::Publish(p))) => {
-                if p.qos == QoS::ExactlyOnce {
-                    if awaiting_rel.insert(p.packet_id) {
-                        count(p.payload);
-                    }
-                    c.send(&Packet::PubRec(PubResp::success(p.packet_id)));
-                } else {
-                    count(p.payload);
-                    c.ack(&p);
-                }
-            }
-            Some(Ok(Packet::PubRel(r))) => {
-                awaiting_rel.remove(&r.packet_id);
-                c.send(&Packet::PubComp(PubResp::success(r.packet_id)));
-            }
-            None if distinct == n => return seen,
-            other => panic!(
-                "after {distinct} of {n} messages: {other:?}; missing: {:?}",
-                (0..n)
-                    .filter(|i| seen[*i] == 0)
-                    .take(20)
-                    .collect::<Vec<_>>()
-            ),
-        }
-    }
-}
-
 /// Issue 12 test 6: with `persistence true`, messages acknowledged while the
 /// uplink is down survive `kill -9` of midge and reach the remote after the
 /// restart: every one, QoS 2 once.
 #[test]
 fn outage_and_kill_9_keep_every_acknowledged_message() {
     const N: usize = 200;
-    let mdir = temp_dir("mosquitto-kill9");
-    let mconf = format!(
-        "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
-        mdir.display()
-    );
-    let mut remote = Mosquitto::start_on(free_port(), &mconf, mdir.clone());
+    let mut remote = Mosquitto::start_persistent("max_queued_messages 0\n");
     let rport = remote.port;
-    let counter = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(ProtocolVersion::V311, "counter9")
-    };
-    let (mut c, _) = Client::connect_with(rport, &counter);
-    c.subscribe("sf/#", QoS::ExactlyOnce);
-    c.disconnect();
+    let counter = remote.counting_session("counter9", "sf/#");
     remote.stop();
 
     let pdir = temp_dir("midge-kill9");
@@ -645,7 +572,7 @@ fn outage_and_kill_9_keep_every_acknowledged_message() {
     drop(p);
     drop(midge);
     let midge = BrokerProcess::start_with_config(port, &conf, &[]);
-    let _remote = Mosquitto::start_on(rport, &mconf, mdir);
+    let _remote = remote.restart();
     midge.wait_log("Bridge sf: connected");
     let (mut c, (_, present)) = Client::connect_with(rport, &counter);
     assert!(present);
@@ -728,93 +655,13 @@ fn unresolvable_address_does_not_slow_local_traffic() {
     assert!(log.contains("Bridge dns: connecting"), "{log}");
 }
 
-/// A CA, a server certificate for 127.0.0.1/localhost, a client certificate
-/// signed by it, and an unrelated CA (openssl on the command line).
-fn bridge_pki() -> std::path::PathBuf {
-    let d = temp_dir("bridge-pki");
-    let ossl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(&d)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    for ca in ["ca", "other-ca"] {
-        let (key, crt, subj) = (
-            format!("{ca}.key"),
-            format!("{ca}.crt"),
-            format!("/CN=bridge test {ca}"),
-        );
-        let mut a = vec![
-            "req", "-x509", "-days", "2", "-keyout", &key, "-out", &crt, "-subj", &subj,
-        ];
-        a.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-        a.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-        a.extend(ec);
-        ossl(&a);
-    }
-    std::fs::write(
-        d.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    std::fs::write(
-        d.join("client.ext"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .expect("ext");
-    for (name, cn, ext) in [
-        ("server", "localhost", "server.ext"),
-        ("client", "edge-bridge", "client.ext"),
-    ] {
-        let (key, csr, crt, subj) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-            format!("/CN={cn}"),
-        );
-        let mut a = vec!["req", "-new", "-keyout", &key, "-out", &csr, "-subj", &subj];
-        a.extend(ec);
-        ossl(&a);
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &crt,
-            "-extfile",
-            ext,
-        ]);
-    }
-    d
-}
-
 /// Issue 12 test 8: a TLS bridge to mosquitto's TLS listener. The CA that
 /// signed the server works, with a client certificate the remote requires;
 /// another CA is refused with a clear log line and no plain-text fallback.
 #[test]
 fn tls_bridge_to_mosquitto() {
-    let pki = bridge_pki();
+    let pki = temp_dir("bridge-pki");
+    common::pki::generate(&pki, "edge-bridge");
     let p = |f: &str| pki.join(f).display().to_string();
     let tls_port = free_port();
     let remote = Mosquitto::start(&format!(
@@ -854,20 +701,9 @@ fn tls_bridge_to_mosquitto() {
 #[test]
 fn bridge_queue_obeys_max_queued_messages() {
     // A persistent subscriber on the remote, registered before midge starts.
-    let dir = temp_dir("mosquitto-lim");
-    let mconf = format!(
-        "persistence true\npersistence_location {}/\n",
-        dir.display()
-    );
-    let mut remote = Mosquitto::start_on(free_port(), &mconf, dir.clone());
+    let mut remote = Mosquitto::start_persistent("");
     let port = remote.port;
-    let counter = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(ProtocolVersion::V311, "lim-sub")
-    };
-    let (mut c, _) = Client::connect_with(port, &counter);
-    c.subscribe("lim/#", QoS::AtLeastOnce);
-    c.disconnect();
+    let counter = remote.counting_session("lim-sub", "lim/#");
     remote.stop();
 
     let midge = BrokerProcess::start(&format!(
@@ -886,7 +722,7 @@ fn bridge_queue_obeys_max_queued_messages() {
         );
     }
     midge.wait_log("Outgoing messages are being dropped for client local.lim");
-    let remote = Mosquitto::start_on(port, &mconf, dir);
+    let remote = remote.restart();
     midge.wait_log("Bridge lim: connected");
     let (mut c, _) = Client::connect_with(remote.port, &counter);
     let mut got = Vec::new();
@@ -1076,20 +912,9 @@ fn qos0_dropped_towards_a_backed_up_remote_are_counted_in_sys() {
 fn round_robin_false_moves_back_to_the_first_address() {
     // The first remote's counting session exists before it goes down, so
     // what is forwarded to it once it is back queues there.
-    let pdir = temp_dir("mosquitto-primary");
-    let pconf = format!(
-        "persistence true\npersistence_location {}/\nmax_queued_messages 0\n",
-        pdir.display()
-    );
-    let mut primary = Mosquitto::start_on(free_port(), &pconf, pdir.clone());
+    let mut primary = Mosquitto::start_persistent("max_queued_messages 0\n");
     let pport = primary.port;
-    let counter = ConnectOptions {
-        clean: false,
-        ..ConnectOptions::new(ProtocolVersion::V311, "rr-count")
-    };
-    let (mut c, _) = Client::connect_with(pport, &counter);
-    c.subscribe("rr/#", QoS::AtLeastOnce);
-    c.disconnect();
+    let counter = primary.counting_session("rr-count", "rr/#");
     primary.stop();
 
     let backup = Mosquitto::start("max_queued_messages 0\n");
@@ -1137,7 +962,7 @@ fn round_robin_false_moves_back_to_the_first_address() {
         published
     };
     while progress(TIMEOUT) < 100 {}
-    let _primary = Mosquitto::start_on(pport, &pconf, pdir);
+    let _primary = primary.restart();
     // The first check comes within 5 s of landing on the backup, then every 5 s.
     let deadline = std::time::Instant::now() + TIMEOUT * 3;
     let back = format!("Bridge rr: connected to 127.0.0.1:{pport}");
@@ -1227,18 +1052,5 @@ fn lazy_bridge_connects_at_its_threshold_and_stops_when_idle() {
             ("$SYS/broker/connection/lz/state", &b"0"[..])
         );
         midge.wait_log("Bridge lz: no traffic for 2 s; disconnecting");
-    }
-}
-
-/// Count numbered QoS 0/1 payloads arriving at `c` (acknowledged) until
-/// nothing comes for `quiet`.
-fn count_received(c: &mut Client, seen: &mut [u32], quiet: Duration) {
-    while let Some(Ok(Packet::Publish(m))) = c.try_recv(quiet) {
-        c.ack(&m);
-        let i: usize = std::str::from_utf8(m.payload)
-            .expect("utf8")
-            .parse()
-            .expect("number");
-        seen[i] += 1;
     }
 }

@@ -180,72 +180,9 @@ fn tls_gateway_config() {
     let (port, plain) = (free_port(), free_port());
     let dir = install("tls", [port, plain, 0]);
     let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).expect("mkdir");
-    let ossl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&certs)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut a = vec![
-        "req",
-        "-x509",
-        "-days",
-        "2",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=test CA",
-    ];
-    a.extend([
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    a.extend(ec);
-    ossl(&a);
-    for (name, cn) in [("server", "localhost"), ("client", "sensor-9")] {
-        let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-        );
-        let subj = format!("/CN={cn}");
-        let mut a = vec!["req", "-new", "-keyout", &key, "-out", &csr, "-subj", &subj];
-        a.extend(ec);
-        ossl(&a);
-        ossl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            &crt,
-        ]);
-    }
+    // The device's certificate names it: use_identity_as_username makes that
+    // its user name for the ACL.
+    common::pki::generate(&certs, "sensor-9");
     let conf = dir.join("mosquitto.conf");
     check_ok(&conf);
     let b = BrokerProcess::start_with_config(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 pub mod js;
 pub mod mosquitto;
+pub mod pki;
 
 use midge::protocol::{
     decode, encode, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,

@@ -1,6 +1,8 @@
 //! A real Debian `mosquitto` as the other end of bridge tests: started on its own
 //! free loopback port with its own config file, killed when dropped. Waits are
-//! reads of its log with a timeout.
+//! reads of its log with a timeout. Also the counting done at such a remote:
+//! persistent sessions that collect what a test sends while it runs, and
+//! counters of numbered payloads.
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -9,7 +11,9 @@ use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{free_port, temp_dir, TIMEOUT};
+use midge::protocol::{Packet, ProtocolVersion, PubResp, QoS};
+
+use super::{free_port, temp_dir, Client, ConnectOptions, TIMEOUT};
 
 /// Where Debian installs the broker.
 pub const MOSQUITTO: &str = "/usr/sbin/mosquitto";
@@ -21,6 +25,8 @@ pub struct Mosquitto {
     pub port: u16,
     /// Its directory (config file, certificates).
     pub dir: PathBuf,
+    /// The config lines it was started with (after the listener).
+    extra: String,
     log: Arc<Mutex<Vec<String>>>,
     log_rx: Receiver<String>,
 }
@@ -35,6 +41,38 @@ impl Mosquitto {
             }
         }
         panic!("mosquitto would not start");
+    }
+
+    /// Start on a free port with persistence in its own directory, plus
+    /// `extra`; [`Mosquitto::restart`] brings it back with what it saved.
+    pub fn start_persistent(extra: &str) -> Mosquitto {
+        let dir = temp_dir("mosquitto-persistent");
+        let conf = format!(
+            "persistence true\npersistence_location {}/\n{extra}",
+            dir.display()
+        );
+        Self::start_on(free_port(), &conf, dir)
+    }
+
+    /// Start again (after [`Mosquitto::stop`] or [`Mosquitto::kill`]) on the
+    /// same port, in the same directory, with the same config.
+    pub fn restart(&self) -> Mosquitto {
+        Self::start_on(self.port, &self.extra, self.dir.clone())
+    }
+
+    /// Create the persistent session `id` (clean session 0) subscribed to
+    /// `filter` at QoS 2 and leave it offline: the remote queues for it what
+    /// arrives meanwhile (use `max_queued_messages 0` for big counts). Returns
+    /// the options to connect it again and read the count.
+    pub fn counting_session(&self, id: &str, filter: &str) -> ConnectOptions {
+        let o = ConnectOptions {
+            clean: false,
+            ..ConnectOptions::new(ProtocolVersion::V311, id)
+        };
+        let (mut c, _) = Client::connect_with(self.port, &o);
+        c.subscribe(filter, QoS::ExactlyOnce);
+        c.disconnect();
+        o
     }
 
     /// Start (or restart) on a given port, in an existing directory.
@@ -81,6 +119,7 @@ impl Mosquitto {
             child: Some(child),
             port,
             dir,
+            extra: extra.to_string(),
             log,
             log_rx: rx,
         };
@@ -181,5 +220,70 @@ impl Mosquitto {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Count what a QoS 2 subscriber receives until `n` distinct numbered payloads
+/// (`0`..`n`) arrived and a short quiet period passed; returns the count per
+/// payload. QoS 2 as the spec has it: a PUBLISH whose id still waits for its
+/// PUBREL is the same message again [MQTT-4.3.3-10].
+pub fn count_numbered(c: &mut Client, n: usize) -> Vec<u32> {
+    let mut seen = vec![0u32; n];
+    let mut distinct = 0;
+    let mut awaiting_rel = std::collections::HashSet::new();
+    loop {
+        let wait = if distinct < n {
+            TIMEOUT * 2
+        } else {
+            Duration::from_millis(500)
+        };
+        let mut count = |payload: &[u8]| {
+            let i: usize = std::str::from_utf8(payload)
+                .expect("utf8")
+                .parse()
+                .expect("number");
+            if seen[i] == 0 {
+                distinct += 1;
+            }
+            seen[i] += 1;
+        };
+        match c.try_recv(wait) {
+            Some(Ok(Packet::Publish(p))) => {
+                if p.qos == QoS::ExactlyOnce {
+                    if awaiting_rel.insert(p.packet_id) {
+                        count(p.payload);
+                    }
+                    c.send(&Packet::PubRec(PubResp::success(p.packet_id)));
+                } else {
+                    count(p.payload);
+                    c.ack(&p);
+                }
+            }
+            Some(Ok(Packet::PubRel(r))) => {
+                awaiting_rel.remove(&r.packet_id);
+                c.send(&Packet::PubComp(PubResp::success(r.packet_id)));
+            }
+            None if distinct == n => return seen,
+            other => panic!(
+                "after {distinct} of {n} messages: {other:?}; missing: {:?}",
+                (0..n)
+                    .filter(|i| seen[*i] == 0)
+                    .take(20)
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
+/// Count numbered QoS 0/1 payloads arriving at `c` (acknowledged) into `seen`
+/// until nothing comes for `quiet`.
+pub fn count_received(c: &mut Client, seen: &mut [u32], quiet: Duration) {
+    while let Some(Ok(Packet::Publish(m))) = c.try_recv(quiet) {
+        c.ack(&m);
+        let i: usize = std::str::from_utf8(m.payload)
+            .expect("utf8")
+            .parse()
+            .expect("number");
+        seen[i] += 1;
     }
 }
