@@ -159,3 +159,71 @@ fn peer_strings_are_cut_and_escaped() {
         "a forged line"
     );
 }
+
+/// `-v` writes mosquitto's per-packet debug lines, in mosquitto's order and
+/// format, for a QoS 1 subscribe/publish round with the project's client;
+/// without `-v` (default `log_type`) there is none of them.
+#[test]
+fn dash_v_logs_every_packet_as_mosquitto_does() {
+    let expected = [
+        "New client connected from 127.0.0.1:",
+        "No will message specified.",
+        "Sending CONNACK to v-sub (0, 0)",
+        "Received SUBSCRIBE from v-sub",
+        "\tv/topic (QoS 1)",
+        "v-sub 1 v/topic",
+        "Sending SUBACK to v-sub",
+        "Sending CONNACK to v-pub (0, 0)",
+        "Received PUBLISH from v-pub (d0, q1, r0, m7, 'v/topic', ... (5 bytes))",
+        "Sending PUBLISH to v-sub (d0, q1, r0, m1, 'v/topic', ... (5 bytes))",
+        "Sending PUBACK to v-pub (m7, rc0)",
+        "Received PUBACK from v-sub (Mid: 1, RC:0)",
+        "Received PINGREQ from v-sub",
+        "Sending PINGRESP to v-sub",
+        "Received DISCONNECT from v-sub",
+        "Client v-sub disconnected.",
+    ];
+    for verbose in [true, false] {
+        let port = free_port();
+        let dir = temp_dir("logging-v");
+        let conf = dir.join("midge.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\n"),
+        )
+        .expect("write config");
+        let conf = conf.display().to_string();
+        let args: &[&str] = if verbose {
+            &["-c", &conf, "-v"]
+        } else {
+            &["-c", &conf]
+        };
+        let b = BrokerProcess::start_with_args(port, args);
+        let mut sub = Client::connect(b.port, "v-sub");
+        sub.subscribe("v/topic", QoS::AtLeastOnce);
+        let mut publisher = Client::connect(b.port, "v-pub");
+        publisher.publish("v/topic", b"hello", QoS::AtLeastOnce, false, 7);
+        let p = sub.recv_publish();
+        sub.ack(&p);
+        sub.ping();
+        sub.disconnect();
+        b.wait_log("Client v-sub disconnected.");
+        let log = b.log_text();
+        if verbose {
+            // Each expected line, in this order.
+            let mut at = 0;
+            for want in expected {
+                match log[at..].find(want) {
+                    Some(i) => at += i + want.len(),
+                    None => panic!("{want:?} missing or out of order after byte {at}:\n{log}"),
+                }
+            }
+        } else {
+            for want in &expected[1..expected.len() - 1] {
+                if *want != "v-sub 1 v/topic" {
+                    assert!(!log.contains(want), "{want:?} without -v:\n{log}");
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use super::hashing::Checked;
 use super::message::Message;
@@ -107,6 +107,7 @@ impl Broker {
             Some(id) => id.as_str().into(),
             None => connect.client_id.into(),
         };
+        out.client_named(conn, &client_id);
 
         // A will whose payload a PUBLISH could not carry is refused as mosquitto
         // does: v5 0x95 (packet too large), 3.1/3.1.1 5 (not authorised).
@@ -405,8 +406,6 @@ impl Broker {
                 a.properties = Properties::default();
             }
         }
-        // Session present promises the session's state: after its records.
-        out.send_after_commit(conn, version, &ack);
         if self.config.connection_messages {
             // mosquitto's line, the user name last when there is one.
             let user = match s_username.as_deref() {
@@ -421,6 +420,22 @@ impl Broker {
                 u8::from(connect.clean_start)
             );
         }
+        // mosquitto's debug lines about the will, between the notice above and
+        // the CONNACK below.
+        match &connect.will {
+            Some(w) => {
+                debug!(
+                    "Will message specified ({} bytes) (r{}, q{}).",
+                    w.payload.len(),
+                    u8::from(w.retain),
+                    w.qos as u8
+                );
+                debug!("\t{}", LogStr(w.topic));
+            }
+            None => debug!("No will message specified."),
+        }
+        // Session present promises the session's state: after its records.
+        out.send_after_commit(conn, version, &ack);
         // One timer per connection: the CONNECT timeout, still pending, fires
         // before the keep-alive deadline when the grace is longer, and is turned
         // into the keep-alive check then (see `handle_timer`).

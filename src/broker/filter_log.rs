@@ -38,16 +38,14 @@ pub(super) struct FilterLog {
 }
 
 impl FilterLog {
-    /// For a SUBSCRIBE from `client` ("Received SUBSCRIBE" is a debug line, as
-    /// in mosquitto).
-    pub(super) fn subscribe(client: &str) -> FilterLog {
-        debug!("Received SUBSCRIBE from {}", LogStr(client));
+    /// For a SUBSCRIBE (its "Received SUBSCRIBE" line is the server's, with
+    /// every packet's: `crate::logging::PacketLine`).
+    pub(super) fn subscribe() -> FilterLog {
         FilterLog::default()
     }
 
-    /// For an UNSUBSCRIBE from `client`.
-    pub(super) fn unsubscribe(client: &str) -> FilterLog {
-        debug!("Received UNSUBSCRIBE from {}", LogStr(client));
+    /// For an UNSUBSCRIBE.
+    pub(super) fn unsubscribe() -> FilterLog {
         FilterLog {
             unsubscribe: true,
             ..FilterLog::default()

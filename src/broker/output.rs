@@ -128,6 +128,12 @@ pub trait Output {
     fn queue_reached(&mut self, client_id: &str) {
         let _ = client_id;
     }
+    /// `conn` is client `client_id` from now on (its CONNECT got this far): for
+    /// the shell's per-packet debug lines, which name the client. Once per
+    /// CONNECT; the default ignores it.
+    fn client_named(&mut self, conn: ConnId, client_id: &str) {
+        let _ = (conn, client_id);
+    }
     /// Byte and packet counts since start, read when the `$SYS` tree is refreshed.
     fn io_counters(&self) -> IoCounters {
         IoCounters::default()

@@ -39,7 +39,7 @@ impl Broker {
                 .map(|(f, _)| super::mount::filter(Some(m), f).map(|f| f.into_owned()))
                 .collect()
         });
-        let mut log = FilterLog::subscribe(&client);
+        let mut log = FilterLog::subscribe();
         let identifier = sub.properties.subscription_identifiers.first().copied();
         let mut reasons = Vec::with_capacity(sub.filters.len());
         // A filter repeated in one SUBSCRIBE: processed in sequence, each would
@@ -224,7 +224,7 @@ impl Broker {
         };
         let version = s.version;
         let client_id = Arc::clone(&s.client_id);
-        let mut log = FilterLog::unsubscribe(&client_id);
+        let mut log = FilterLog::unsubscribe();
         // The index says in O(1) whether the subscription exists; the session's
         // list is then filtered once. (A search of the list per filter froze the
         // loop for 1.6 s on a 1.8 MB UNSUBSCRIBE: issue 10 item 8.) A filter

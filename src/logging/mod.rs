@@ -7,11 +7,13 @@
 //! filter with env_logger's.
 
 mod budget;
+mod packets;
 mod sink;
 mod text;
 pub mod topic;
 
 pub use budget::{Complaints, Verdict};
+pub use packets::PacketLine;
 pub use sink::{OpenError, Sink};
 pub use text::LogStr;
 

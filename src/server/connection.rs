@@ -183,6 +183,8 @@ pub struct Connection {
     pub draining: bool,
     /// WebSocket framing, on `protocol websockets` listeners only.
     pub ws: Option<Box<super::websocket::WsState>>,
+    /// The client id, for per-packet debug lines (kept only when they are on).
+    pub client_id: Option<Box<str>>,
 }
 
 /// [`Connection::barrier`] when nothing is held back.
@@ -222,6 +224,7 @@ impl Connection {
             linger: false,
             draining: false,
             ws: None,
+            client_id: None,
         }
     }
 

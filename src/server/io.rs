@@ -5,10 +5,11 @@
 
 use std::time::Instant;
 
-use log::warn;
+use log::{debug, warn};
 use slab::Slab;
 
 use crate::broker::{ConnId, IoCounters, Load, Output, Timer};
+use crate::logging::PacketLine;
 use crate::persist::PersistError;
 use crate::protocol::{encode, Packet, ProtocolVersion, ReasonCode};
 
@@ -54,6 +55,10 @@ pub struct Io {
     /// Client ids of watched sessions whose queue reached its mark this turn
     /// (lazy bridges to start).
     pub queue_alerts: Vec<Box<str>>,
+    /// Debug lines are written: each packet in and out gets mosquitto's
+    /// per-packet line. Read once at start, so that without debug logging a
+    /// packet costs one test of this flag and formats nothing.
+    pub log_packets: bool,
 }
 
 impl Io {
@@ -70,6 +75,7 @@ impl Io {
             early: false,
             loads: Vec::new(),
             queue_alerts: Vec::new(),
+            log_packets: false,
         }
     }
 
@@ -129,6 +135,9 @@ impl Io {
         };
         self.counters.packets_sent += 1;
         self.counters.bytes_sent += n as u64;
+        if self.log_packets {
+            log_packet(c, true, version, packet);
+        }
         // A goodbye with a reason: it must reach the client, so the close that
         // follows drains input instead of resetting the connection.
         if matches!(packet, Packet::Disconnect(_))
@@ -203,6 +212,29 @@ impl Io {
     }
 }
 
+/// mosquitto's debug line for `packet` on `c` (only called with
+/// [`Io::log_packets`]): named by its client id, or by the peer's address
+/// before the broker has one.
+pub fn log_packet(c: &Connection, sending: bool, version: ProtocolVersion, packet: &Packet<'_>) {
+    let peer;
+    let client = match &c.client_id {
+        Some(id) => &**id,
+        None => {
+            peer = c.stream.peer();
+            peer.as_str()
+        }
+    };
+    let line = PacketLine {
+        sending,
+        client,
+        version,
+        packet,
+    };
+    if line.wanted() {
+        debug!("{line}");
+    }
+}
+
 impl Output for Io {
     fn send(&mut self, conn: ConnId, version: ProtocolVersion, packet: &Packet<'_>) {
         self.queue(conn, version, packet, false);
@@ -225,6 +257,14 @@ impl Output for Io {
             super::websocket::set_close_reason(ws, reason);
         }
         self.close_conn(conn);
+    }
+
+    fn client_named(&mut self, conn: ConnId, client_id: &str) {
+        if self.log_packets {
+            if let Some(c) = self.conns.get_mut(conn) {
+                c.client_id = Some(client_id.into());
+            }
+        }
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {

@@ -168,6 +168,9 @@ impl Server {
         let mut broker = Broker::new(config.broker_config());
         broker.set_security(security);
         let mut io = Io::new(Instant::now());
+        // Asked once (the logger is installed before the server starts): the
+        // per-packet lines then cost a flag test, not a logger call, per packet.
+        io.log_packets = log::log_enabled!(log::Level::Debug);
         if config.persistence {
             let dir = config.persistence_location.clone().unwrap_or_default();
             let path = dir.join(&config.persistence_file);
@@ -704,6 +707,9 @@ impl Server {
                             if crate::protocol::decode::bridge_marker(raw) {
                                 broker.set_bridge(key);
                             }
+                        }
+                        if io.log_packets {
+                            io::log_packet(conn, false, conn.version, &packet);
                         }
                         broker.handle_packet(now, key, packet, io);
                         // Between packets (never inside one: a packet's records
