@@ -136,8 +136,16 @@ struct Logger {
     types: LogTypes,
     tx: Option<SyncSender<sink::Msg>>,
     dropped: AtomicU64,
+    /// Lines still to drop unformatted after the queue was found full.
+    skip: AtomicU64,
     topic: bool,
 }
+
+/// After a line is dropped for a full queue, the next lines up to this many
+/// are dropped (and counted) without being formatted: a flood of debug lines
+/// (`-v` with a client pipelining PINGREQs) must not cost the loop a format
+/// per line that the writer has no room for.
+const SKIP_WHEN_FULL: u64 = 1023;
 
 impl log::Log for Logger {
     fn enabled(&self, m: &log::Metadata<'_>) -> bool {
@@ -146,6 +154,15 @@ impl log::Log for Logger {
 
     fn log(&self, record: &log::Record<'_>) {
         if !self.enabled(record.metadata()) {
+            return;
+        }
+        if !self.topic
+            && self
+                .skip
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let secs = SystemTime::now()
@@ -170,6 +187,7 @@ impl log::Log for Logger {
         if tx.try_send(msg).is_err() {
             self.dropped
                 .fetch_add(dropped_before + 1, Ordering::Relaxed);
+            self.skip.store(SKIP_WHEN_FULL, Ordering::Relaxed);
         }
     }
 
@@ -220,6 +238,7 @@ pub fn init(verbose: bool, config: &Config, sink: Sink) {
         types,
         tx,
         dropped: AtomicU64::new(0),
+        skip: AtomicU64::new(0),
         topic: config.log_dests.contains(&LogDest::Topic),
     };
     // A second init (tests) is harmless.
