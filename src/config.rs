@@ -21,6 +21,12 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
     /// `protocol websockets`: MQTT over WebSockets (wss with TLS settings).
     pub websockets: bool,
+    /// `http_dir DIR` (websockets listeners): plain HTTP GETs are answered
+    /// with the files under DIR.
+    pub http_dir: Option<PathBuf>,
+    /// `http_live_view false` (midge; websockets listeners without
+    /// `http_dir`): `GET /` is a 404 instead of the built-in live view.
+    pub no_live_view: bool,
     /// `socket_domain ipv4|ipv6`: only that family when binding all interfaces
     /// or a name with addresses of both.
     pub socket_domain: Option<SocketDomain>,
@@ -433,6 +439,7 @@ impl Config {
         fix_auth(&mut self.auth);
         for l in &mut self.listeners {
             fix_auth(&mut l.auth);
+            l.http_dir.as_mut().map(fix);
             if let Some(t) = &mut l.tls {
                 for p in [
                     &mut t.certfile,
@@ -882,6 +889,14 @@ impl Parser<'_> {
                     Some(l) => l.websockets = websockets,
                     None => return Err(line.error("`protocol` must follow a `listener` line")),
                 }
+            }
+            "http_dir" => {
+                let p = PathBuf::from(line.one()?);
+                self.listener(line)?.http_dir = Some(p);
+            }
+            "http_live_view" => {
+                let on = line.boolean()?;
+                self.listener(line)?.no_live_view = !on;
             }
             "websockets_headers_size" => {
                 let n: usize = line.number(0, 65_536)?;
@@ -1548,6 +1563,24 @@ mod tests {
         }
         // A name not in the table is still a typo.
         assert!(err("log_timestmp true").contains("unknown directive `log_timestmp`"));
+    }
+
+    /// `http_dir` (mosquitto) and `http_live_view` (midge) belong to the
+    /// listener above them; a relative `http_dir` is resolved at start.
+    #[test]
+    fn http_dir_and_live_view_are_per_listener() {
+        let mut c = parse(
+            "listener 9001\nprotocol websockets\nhttp_dir www\nlistener 9002\nprotocol websockets\nhttp_live_view false\n",
+        )
+        .expect("parse");
+        assert_eq!(c.listeners[0].http_dir, Some(PathBuf::from("www")));
+        assert!(!c.listeners[0].no_live_view);
+        assert_eq!(c.listeners[1].http_dir, None);
+        assert!(c.listeners[1].no_live_view);
+        c.resolve_paths(Path::new("/srv"));
+        assert_eq!(c.listeners[0].http_dir, Some(PathBuf::from("/srv/www")));
+        assert!(err("http_dir /x\n").contains("must follow a `listener` line"));
+        assert!(err("listener 1\nhttp_live_view maybe\n").contains("http_live_view"));
     }
 
     /// mosquitto 2.0.11 ignores a `#` word and what follows after a value;

@@ -31,7 +31,6 @@ pub struct Directive {
 
 const PLUGINS: &str = "midge has no C plugin interface; use `password_file` (made with \
 `midge passwd`), `acl_file`, `per_listener_settings` and `use_identity_as_username` instead";
-const HTTP: &str = "serving files over HTTP (and the built-in live view) is not in this midge yet; WebSocket listeners serve MQTT only";
 const ENGINE: &str = "midge does not load OpenSSL engines; keep the key in a PEM `keyfile`";
 const BRIDGE_PSK: &str = "TLS-PSK on bridges is not in this midge: its bridges connect through \
 native-tls, which has no PSK; use certificates (`bridge_cafile`, `bridge_certfile`, `bridge_keyfile`)";
@@ -96,7 +95,7 @@ pub const DIRECTIVES: &[Directive] = &[
     // Listeners.
     d("bind_address", Supported),
     d("bind_interface", Supported),
-    d("http_dir", Refused(HTTP)),
+    d("http_dir", Supported),
     d("listener", Supported),
     d("max_connections", Supported),
     d("max_qos", Supported),
@@ -170,6 +169,7 @@ pub const DIRECTIVES: &[Directive] = &[
 /// Directives midge adds (not in mosquitto), for the README table.
 pub const MIDGE_ONLY: &[&str] = &[
     "connect_timeout",
+    "http_live_view",
     "max_connect_packet_size",
     "max_filters_per_packet",
     "max_subscriptions_per_client",
@@ -249,7 +249,6 @@ mod tests {
         assert_eq!(lookup("plugin").map(|e| e.name), Some("plugin"));
         assert!(lookup("bogus").is_none());
         assert!(refusal("auth_plugin").is_some_and(|m| m.contains("password_file")));
-        assert!(refusal("http_dir").is_some_and(|m| m.contains("HTTP")));
         assert_eq!(refusal("store_clean_interval"), None);
     }
 }

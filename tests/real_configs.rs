@@ -1,8 +1,7 @@
 //! Real-world mosquitto configurations (tests/configs/): the one Debian's
 //! package installs with its conf.d include, a Home Assistant / Zigbee2MQTT
 //! gateway, TLS with client certificates, and bridges with WebSockets. Each is
-//! checked with `--test-config`, then started and used, or (bridges and
-//! WebSockets) refused naming only what midge lacks (`http_dir`).
+//! checked with `--test-config`, then started and used.
 
 mod common;
 
@@ -228,24 +227,25 @@ fn tls_gateway_config() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Bridges and WebSockets: both work now; the one thing midge lacks here,
-/// `http_dir`, is the only error, named as such (no "unknown directive", no
-/// complaint about the rest of the file).
+/// Bridges and WebSockets with `http_dir`: the whole file is accepted now
+/// (before, `http_dir` was refused), and the dashboard directory is served on
+/// the WebSocket listener.
 #[test]
-fn bridge_and_websockets_config_names_only_what_is_missing() {
-    let dir = install("bridge-websockets", [free_port(), free_port(), free_port()]);
-    let (code, text) = midge(&[
-        "--test-config",
-        "-c",
-        &dir.join("mosquitto.conf").display().to_string(),
-    ]);
-    assert_eq!(code, 1, "{text}");
-    assert!(!text.contains("unknown directive"), "{text}");
-    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("Error")).collect();
-    assert_eq!(errors.len(), 1, "{text}");
-    assert!(
-        errors[0].contains("http_dir") && errors[0].contains("HTTP"),
-        "{text}"
-    );
+fn bridge_and_websockets_config_with_http_dir() {
+    let ports = [free_port(), free_port(), free_port()];
+    let dir = install("bridge-websockets", ports);
+    let conf = dir.join("mosquitto.conf");
+    check_ok(&conf);
+    let text = std::fs::read_to_string(&conf).expect("conf");
+    let _b = BrokerProcess::start_with_config(ports[0], &text, &[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", ports[1])).expect("connect");
+    s.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    use std::io::{Read, Write};
+    s.write_all(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+        .expect("write");
+    let mut got = String::new();
+    s.read_to_string(&mut got).expect("response");
+    assert!(got.starts_with("HTTP/1.1 200 "), "{got}");
+    assert!(got.contains("served by http_dir"), "{got}");
     let _ = std::fs::remove_dir_all(&dir);
 }

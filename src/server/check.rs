@@ -1,6 +1,7 @@
 //! `--test-config` (and `-d` before it detaches): everything start-up would
 //! load or bind, checked without starting: password, ACL and PSK files, TLS
-//! certificates and keys, listener addresses, log files, the `user` account.
+//! certificates and keys, listener addresses and `http_dir`s, log files, the
+//! `user` account.
 //! Every problem is collected, so one run reports them all.
 
 use std::io::ErrorKind;
@@ -16,6 +17,13 @@ pub fn check(config: &Config) -> Vec<String> {
     for (index, lc) in config.listeners.iter().enumerate() {
         if lc.optional {
             continue;
+        }
+        if let Some(dir) = lc.http_dir.as_ref().filter(|d| !d.is_dir()) {
+            problems.push(format!(
+                "listener {}: http_dir {}: not a directory",
+                lc.port,
+                dir.display()
+            ));
         }
         if let Some(t) = &lc.tls {
             if let Err(e) = super::tls::acceptor(t, config.psk_file(index)) {

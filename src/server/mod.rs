@@ -14,6 +14,7 @@ mod bridge;
 mod bridge_tls;
 pub mod check;
 mod connection;
+mod http_files;
 mod io;
 pub mod listener;
 mod resolver;
@@ -119,6 +120,8 @@ struct Server {
     read_pause_bytes: usize,
     /// Connections left with unread data by the fairness cap.
     again: Vec<usize>,
+    /// Connections serving a file that had their share of a turn's writing.
+    flush_again: Vec<usize>,
     /// `accept` failed for lack of descriptors: retry soon.
     accept_paused: bool,
     /// Retained replays have work they can do at once: do not sleep.
@@ -147,6 +150,13 @@ impl Server {
         let security = crate::auth::Security::load(config).map_err(ServerError::Security)?;
         let mut acceptors = Vec::new();
         for (index, lc) in config.listeners.iter().enumerate() {
+            if let Some(dir) = lc.http_dir.as_ref().filter(|d| !d.is_dir()) {
+                return Err(ServerError::Security(format!(
+                    "listener {}: http_dir {}: not a directory",
+                    lc.port,
+                    dir.display()
+                )));
+            }
             acceptors.push(match &lc.tls {
                 Some(t) => Some(std::sync::Arc::new(
                     tls::acceptor(t, config.psk_file(index))
@@ -248,6 +258,7 @@ impl Server {
             limits,
             read_pause_bytes,
             again: Vec::new(),
+            flush_again: Vec::new(),
             accept_paused: false,
             replay_again: false,
             fired: Vec::new(),
@@ -330,6 +341,9 @@ impl Server {
             for key in std::mem::take(&mut self.again) {
                 self.read(key, now);
             }
+            for key in std::mem::take(&mut self.flush_again) {
+                self.io.mark_dirty(key);
+            }
             for i in std::mem::take(&mut self.bridge_again) {
                 self.bridge_read(i, now);
             }
@@ -362,6 +376,7 @@ impl Server {
 
     fn poll_timeout(&self) -> Option<Duration> {
         if !self.again.is_empty()
+            || !self.flush_again.is_empty()
             || self.replay_again
             || !self.bridge_again.is_empty()
             || (self.log_topic && crate::logging::topic::pending())
@@ -560,7 +575,7 @@ impl Server {
             if conn.draining {
                 return self.discard(key);
             }
-            if conn.closing {
+            if conn.closing || websocket::responding(conn) {
                 return;
             }
             if conn.backlog() > self.read_pause_bytes {
@@ -643,12 +658,18 @@ impl Server {
             return false;
         };
         let was_pending = conn.pending();
+        let listener = config.listeners.get(conn.listener);
+        let site = websocket::Site {
+            dir: listener.and_then(|l| l.http_dir.as_deref()),
+            live_view: listener.is_some_and(|l| !l.no_live_view),
+        };
         let n = match websocket::input(
             conn,
             scratch,
             n,
             limits.max_packet_size,
             config.websockets_headers_size,
+            site,
         ) {
             websocket::Input::Data(0) if conn.ws.is_some() => {
                 let changed = conn.pending() != was_pending;
@@ -914,6 +935,7 @@ impl Server {
                     Flush::Done => self.set_write_interest(key, false),
                     // Not after a commit; released bytes are flushed next round.
                     Flush::Held => {}
+                    Flush::More => self.flush_again.push(key),
                     Flush::Blocked => {
                         self.set_write_interest(key, true);
                         if closing {

@@ -5,14 +5,37 @@
 //! connection's MQTT output is wrapped in binary frames at flush time. The only
 //! per-connection cost is [`WsState`] (one allocation, WebSocket connections
 //! only); no buffer is added.
+//!
+//! A plain HTTP GET or HEAD on the listener is answered instead (a file of
+//! `http_dir`, the built-in live view at `/`, or 404) and the connection
+//! closes after the response: a file goes out through the same write buffer
+//! one piece at a time, read as the socket takes it ([`next_piece`]).
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
 
 use log::debug;
 
 use crate::protocol::websocket::frame::{self, CloseCode, Control, FrameDecoder};
-use crate::protocol::websocket::parse_upgrade;
+use crate::protocol::websocket::http::{self, Get};
+use crate::protocol::websocket::{parse_request, Request};
 use crate::protocol::ReasonCode;
 
 use super::connection::{Connection, NO_BARRIER};
+
+/// Bytes of a file read into the write buffer at a time (the buffer's kept
+/// capacity: streaming a file allocates nothing more).
+pub const PIECE: usize = 16 * 1024;
+
+/// What a websockets listener answers plain HTTP GETs with.
+#[derive(Debug, Clone, Copy)]
+pub struct Site<'a> {
+    /// `http_dir`: files from here.
+    pub dir: Option<&'a Path>,
+    /// Without `http_dir`: `GET /` is the live view (unless `http_live_view false`).
+    pub live_view: bool,
+}
 
 /// One WebSocket connection's state.
 #[derive(Debug, Default)]
@@ -28,6 +51,11 @@ pub struct WsState {
     finished: bool,
     /// Why the broker closes the connection, for its close frame.
     close_reason: Option<ReasonCode>,
+    /// A plain HTTP request is being answered: the output is not framed,
+    /// nothing more is read, the connection closes after the response.
+    http: bool,
+    /// The file a GET answer streams, and how many of its bytes are still due.
+    body: Option<(File, u64)>,
 }
 
 /// What the bytes read mean for the MQTT decoder.
@@ -48,6 +76,7 @@ pub fn input(
     n: usize,
     max_frame: usize,
     max_header: usize,
+    site: Site<'_>,
 ) -> Input {
     let Connection {
         ws, wbuf, barrier, ..
@@ -58,11 +87,14 @@ pub fn input(
     if ws.finished {
         return Input::Close;
     }
+    if ws.http {
+        return Input::Data(0);
+    }
     let mut n = n;
     if !ws.upgraded {
         // The request is bounded: at most `max_header` bytes are ever kept.
         conn.rbuf.extend_from_slice(&scratch[..n]);
-        match parse_upgrade(&conn.rbuf, max_header) {
+        match parse_request(&conn.rbuf, max_header) {
             Ok(None) => return Input::Data(0),
             Err(e) => {
                 debug!("WebSocket upgrade refused: {e}.");
@@ -70,9 +102,17 @@ pub fn input(
                 wbuf.extend_from_slice(e.response());
                 ws.framed = wbuf.len();
                 ws.finished = true;
+                // Input may follow the request (a POST's body): drain it
+                // after the answer rather than reset the answer away.
+                conn.linger = true;
                 return Input::Close;
             }
-            Ok(Some(u)) => {
+            Ok(Some(Request::Get(get))) => {
+                conn.rbuf = Vec::new();
+                respond(ws, wbuf, &get, site);
+                return Input::Data(0);
+            }
+            Ok(Some(Request::Upgrade(u))) => {
                 u.write_response(wbuf);
                 ws.framed = wbuf.len();
                 ws.upgraded = true;
@@ -121,6 +161,97 @@ pub fn input(
             Input::Close
         }
     }
+}
+
+/// Queue the answer to a plain GET or HEAD: the head, and the body or the
+/// file to stream after it.
+fn respond(ws: &mut WsState, wbuf: &mut Vec<u8>, get: &Get, site: Site<'_>) {
+    ws.http = true;
+    if let Some(dir) = site.dir {
+        match super::http_files::open(dir, &get.path) {
+            Some((file, len)) => {
+                http::write_ok_head(http::content_type(&get.path), len, "", wbuf);
+                if !get.head_only && len > 0 {
+                    ws.body = Some((file, len));
+                }
+            }
+            None => wbuf.extend_from_slice(http::NOT_FOUND),
+        }
+    } else if get.root && site.live_view {
+        let page = http::LIVE_VIEW.as_bytes();
+        http::write_ok_head(
+            "text/html; charset=utf-8",
+            page.len() as u64,
+            http::LIVE_VIEW_HEADERS,
+            wbuf,
+        );
+        if !get.head_only {
+            wbuf.extend_from_slice(page);
+        }
+    } else {
+        wbuf.extend_from_slice(http::NOT_FOUND);
+    }
+}
+
+/// A plain HTTP request is being answered: do not read the socket (what the
+/// peer sends is drained once the response is out).
+pub fn responding(conn: &Connection) -> bool {
+    conn.ws.as_ref().is_some_and(|w| w.http)
+}
+
+/// What follows once the write buffer is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Not an HTTP response: nothing.
+    Nothing,
+    /// The next piece of the file is in the buffer.
+    Piece,
+    /// The response is complete (or its file ended early): close.
+    End,
+}
+
+/// With the write buffer empty: read the next piece of the file being sent
+/// into it. A file that shrank or failed ends the response short (the peer
+/// sees fewer bytes than `Content-Length`, and the close).
+pub fn next_piece(ws: &mut WsState, wbuf: &mut Vec<u8>) -> Next {
+    if !ws.http {
+        return Next::Nothing;
+    }
+    let Some((file, left)) = ws.body.as_mut() else {
+        return Next::End;
+    };
+    let want = PIECE.min(usize::try_from(*left).unwrap_or(PIECE));
+    wbuf.resize(want, 0);
+    let got = loop {
+        match file.read(&mut wbuf[..want]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    match got {
+        Ok(n) if n > 0 => {
+            wbuf.truncate(n);
+            *left -= n as u64;
+            if *left == 0 {
+                ws.body = None;
+            }
+            Next::Piece
+        }
+        other => {
+            if let Err(e) = other {
+                debug!("Reading a file being served failed: {e}.");
+            }
+            wbuf.clear();
+            ws.body = None;
+            Next::End
+        }
+    }
+}
+
+/// The connection is being closed before its response is complete (the
+/// connect timeout): the rest of the file is not sent.
+pub fn abandon_body(ws: &mut WsState) {
+    ws.body = None;
 }
 
 /// Put a whole control frame at the frame boundary.
@@ -196,6 +327,9 @@ pub fn finished(conn: &Connection) -> bool {
 /// one frame may carry several packets [MQTT-6.0.0-2]. After a close frame,
 /// nothing more is sent.
 pub fn frame_output(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) {
+    if ws.http {
+        return;
+    }
     if ws.finished {
         wbuf.truncate(ws.framed);
         if *barrier >= wbuf.len() {

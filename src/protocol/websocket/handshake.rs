@@ -11,9 +11,15 @@
 //! accepted and answered without a `Sec-WebSocket-Protocol` header, and MQTT is
 //! spoken on it: a lenient choice for simple clients, the stream still has to
 //! be valid MQTT.
+//!
+//! A request that is not an upgrade attempt (no `Upgrade: websocket`, no
+//! `Sec-WebSocket-Key` or `-Version`) is plain HTTP: a GET or HEAD is handed
+//! on as [`Get`] (see [`super::http`]), other methods get 405.
 
 use openssl::base64::encode_block;
 use openssl::sha::sha1;
+
+use super::http::{file_path, Get};
 
 /// The GUID every server appends to the client's key (RFC 6455 section 1.3).
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -32,7 +38,17 @@ pub struct Upgrade {
     pub subprotocol: Option<&'static str>,
 }
 
-/// Why an upgrade request is refused; each maps to an HTTP status.
+/// What a complete request head asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// A valid WebSocket upgrade.
+    Upgrade(Upgrade),
+    /// A plain GET or HEAD: a file, the live view, or 404.
+    Get(Get),
+}
+
+/// Why a request on a WebSocket listener is refused; each maps to an HTTP
+/// status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpgradeError {
     /// The header section grew past the limit without ending (431).
@@ -48,6 +64,11 @@ pub enum UpgradeError {
     BadVersion,
     /// Subprotocols offered, none of them MQTT (400).
     NoSubprotocol,
+    /// A plain request for a path that could leave the served directory
+    /// (`..`, an encoded `/`, a NUL, a hidden file) (403).
+    Forbidden,
+    /// A plain request with a method other than GET and HEAD (405).
+    Method,
 }
 
 impl UpgradeError {
@@ -55,6 +76,8 @@ impl UpgradeError {
     pub fn response(self) -> &'static [u8] {
         match self {
             UpgradeError::TooLarge => b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            UpgradeError::Forbidden => b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            UpgradeError::Method => b"HTTP/1.1 405 Method Not Allowed\r\nAllow: GET, HEAD\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             UpgradeError::BadVersion => b"HTTP/1.1 426 Upgrade Required\r\nSec-WebSocket-Version: 13\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
             _ => b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
         }
@@ -70,13 +93,15 @@ impl std::fmt::Display for UpgradeError {
             UpgradeError::BadKey => "missing or bad Sec-WebSocket-Key",
             UpgradeError::BadVersion => "unsupported Sec-WebSocket-Version",
             UpgradeError::NoSubprotocol => "no MQTT subprotocol offered",
+            UpgradeError::Forbidden => "request path outside the served directory",
+            UpgradeError::Method => "HTTP method not allowed",
         })
     }
 }
 
 /// Parse the request at the start of `buf`. `Ok(None)`: not complete yet (and
-/// within `max_header` bytes). Any request path is accepted.
-pub fn parse_upgrade(buf: &[u8], max_header: usize) -> Result<Option<Upgrade>, UpgradeError> {
+/// within `max_header` bytes). Any request path is accepted for an upgrade.
+pub fn parse_request(buf: &[u8], max_header: usize) -> Result<Option<Request>, UpgradeError> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > max_header {
             return Err(UpgradeError::TooLarge);
@@ -91,7 +116,7 @@ pub fn parse_upgrade(buf: &[u8], max_header: usize) -> Result<Option<Upgrade>, U
     let mut lines = text.split("\r\n");
     let request = lines.next().ok_or(UpgradeError::Malformed)?;
     let mut parts = request.split(' ');
-    let (Some("GET"), Some(path), Some("HTTP/1.1"), None) =
+    let (Some(method), Some(path), Some(http), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(UpgradeError::Malformed);
@@ -127,6 +152,28 @@ pub fn parse_upgrade(buf: &[u8], max_header: usize) -> Result<Option<Upgrade>, U
             _ => {}
         }
     }
+    // Not a WebSocket attempt at all (`Connection: upgrade` alone may be
+    // HTTP/2's h2c, which is not spoken): plain HTTP.
+    if !upgrade && key.is_none() && version.is_none() {
+        if !matches!(http, "HTTP/1.1" | "HTTP/1.0") {
+            return Err(UpgradeError::Malformed);
+        }
+        let head_only = match method {
+            "GET" => false,
+            "HEAD" => true,
+            _ => return Err(UpgradeError::Method),
+        };
+        let (path, root) = file_path(path)?;
+        return Ok(Some(Request::Get(Get {
+            used,
+            head_only,
+            path,
+            root,
+        })));
+    }
+    if method != "GET" || http != "HTTP/1.1" {
+        return Err(UpgradeError::Malformed);
+    }
     if !upgrade || !connection {
         return Err(UpgradeError::NotUpgrade);
     }
@@ -141,11 +188,11 @@ pub fn parse_upgrade(buf: &[u8], max_header: usize) -> Result<Option<Upgrade>, U
     if offered && subprotocol.is_none() {
         return Err(UpgradeError::NoSubprotocol);
     }
-    Ok(Some(Upgrade {
+    Ok(Some(Request::Upgrade(Upgrade {
         used,
         accept: accept_key(key),
         subprotocol: subprotocol.map(|(_, p)| p),
-    }))
+    })))
 }
 
 /// `Sec-WebSocket-Accept`: base64 of the SHA-1 of the key and the GUID.
@@ -174,6 +221,61 @@ mod tests {
     use super::*;
 
     const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    /// The upgrade, or why not (a plain request counts as `NotUpgrade`).
+    fn parse_upgrade(buf: &[u8], max: usize) -> Result<Option<Upgrade>, UpgradeError> {
+        match parse_request(buf, max)? {
+            None => Ok(None),
+            Some(Request::Upgrade(u)) => Ok(Some(u)),
+            Some(Request::Get(_)) => Err(UpgradeError::NotUpgrade),
+        }
+    }
+
+    /// Requests without any WebSocket header are plain HTTP: GET and HEAD
+    /// name a file, other methods get 405, traversal 403; HTTP/1.0 is fine
+    /// here (not for an upgrade), `Connection: upgrade` alone (h2c) too.
+    #[test]
+    fn plain_requests_are_told_apart_from_upgrades() {
+        let get = |r: &str| parse_request(r.as_bytes(), 4096);
+        assert_eq!(
+            get("GET /a/b.js?v=2 HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Some(Request::Get(Get {
+                used: 37,
+                head_only: false,
+                path: "a/b.js".into(),
+                root: false
+            })))
+        );
+        assert!(matches!(
+            get("HEAD / HTTP/1.0\r\n\r\n"),
+            Ok(Some(Request::Get(Get {
+                head_only: true,
+                root: true,
+                ..
+            })))
+        ));
+        assert!(matches!(
+            get("GET / HTTP/1.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n\r\n"),
+            Ok(Some(Request::Get(_)))
+        ));
+        assert_eq!(get("POST / HTTP/1.1\r\n\r\n"), Err(UpgradeError::Method));
+        assert_eq!(
+            get("GET /../x HTTP/1.1\r\n\r\n"),
+            Err(UpgradeError::Forbidden)
+        );
+        assert_eq!(get("GET / HTTP/2.0\r\n\r\n"), Err(UpgradeError::Malformed));
+        assert_eq!(
+            get("GET /x HTTP/1.0\r\nSec-WebSocket-Version: 13\r\n\r\n"),
+            Err(UpgradeError::Malformed),
+            "an upgrade attempt needs HTTP/1.1"
+        );
+        assert!(UpgradeError::Method
+            .response()
+            .starts_with(b"HTTP/1.1 405 "));
+        assert!(UpgradeError::Forbidden
+            .response()
+            .starts_with(b"HTTP/1.1 403 "));
+    }
 
     fn request(extra: &str) -> String {
         format!("GET /mqtt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n")
