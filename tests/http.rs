@@ -328,6 +328,33 @@ fn a_reader_that_stops_is_dropped_at_connect_timeout() {
     assert!(total < 32 << 20, "the whole file went out ({total} bytes)");
 }
 
+/// An HTTP exchange that is over is over for the broker too: no "timed out
+/// before CONNECT" line for it a `connect_timeout` later, even while the
+/// client keeps its socket open (the server drains it for 2 s). An idle
+/// socket opened after it times out first-hand and is the only one logged.
+#[test]
+fn a_finished_http_exchange_is_forgotten_by_the_broker() {
+    let (b, _tcp, ws) = start("connect_timeout 1");
+    let mut s = TcpStream::connect(("127.0.0.1", ws)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET / HTTP/1.1\r\n\r\n").expect("write");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("response, then the server's FIN");
+    assert!(got.starts_with(b"HTTP/1.1 200 "));
+    let idle = TcpStream::connect(("127.0.0.1", ws)).expect("connect");
+    let me = idle.local_addr().expect("addr");
+    b.wait_log(&format!("{me} timed out before CONNECT"));
+    let lines = b.log_text();
+    assert_eq!(
+        lines.matches("timed out before CONNECT").count(),
+        1,
+        "{lines}"
+    );
+    drop(s);
+}
+
 /// Without `http_dir`, `GET /` is the built-in live view (one self-contained
 /// page, locked down by its Content-Security-Policy); other paths are 404.
 /// `http_live_view false` turns it off; with `http_dir`, the directory's

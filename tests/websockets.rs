@@ -567,3 +567,26 @@ fn shutdown_closes_websockets_with_going_away() {
         )
     );
 }
+
+/// A WebSocket client that the WebSocket layer closes (here an unmasked
+/// frame) is ended in the broker at once, as a connection lost without
+/// DISCONNECT: its will goes out now. Before, the broker still counted it
+/// connected and the will waited for the keep-alive (90 s here).
+#[test]
+fn a_client_closed_by_the_websocket_layer_leaves_its_will() {
+    let (_b, tcp, ws) = start();
+    let mut sub = common::Client::connect(tcp, "will-watcher");
+    sub.subscribe("gone", midge::protocol::QoS::AtMostOnce);
+    let (mut s, rest) = upgrade(ws);
+    // CONNECT 3.1.1, keep-alive 60, will "gone" = "bye".
+    let connect = [
+        0x10, 24, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x06, 0, 60, 0, 1, b'w', 0, 4, b'g', b'o', b'n',
+        b'e', 0, 3, b'b', b'y', b'e',
+    ];
+    s.write_all(&frame(0x82, &connect)).expect("connect");
+    read_until(&mut s, rest, &[0x20, 2, 0, 0]);
+    s.write_all(&[0x82, 0x02, 0xC0, 0x00])
+        .expect("unmasked PINGREQ");
+    let will = sub.recv_publish();
+    assert_eq!((will.topic, &will.payload[..]), ("gone", &b"bye"[..]));
+}

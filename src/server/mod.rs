@@ -628,6 +628,12 @@ impl Server {
         if conn.draining {
             return;
         }
+        if conn.ws.is_some() {
+            self.websocket_ended(key, now);
+        }
+        let Some(conn) = self.io.conns.get_mut(key) else {
+            return;
+        };
         if !conn.linger || conn.shutdown_write().is_err() {
             return self.remove(key);
         }
@@ -775,6 +781,15 @@ impl Server {
         true
     }
 
+    /// A WebSocket connection may be closed by its own layer (a frame error,
+    /// the client's close frame, an HTTP exchange that is over) without the
+    /// broker having ended it: end it there as a connection lost without
+    /// DISCONNECT (the will goes out, the connect timeout is forgotten), once
+    /// its last bytes are written. A no-op when the broker ended it.
+    fn websocket_ended(&mut self, key: usize, now: Instant) {
+        self.broker.connection_lost(now, key, &mut self.io);
+    }
+
     /// The peer went away (EOF, reset, write failure) without the broker closing it.
     fn lost(&mut self, key: usize, now: Instant) {
         if !self.io.conns.contains(key) {
@@ -786,6 +801,9 @@ impl Server {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.io.conns.try_remove(key) {
+            if conn.ws.is_some() {
+                self.websocket_ended(key, Instant::now());
+            }
             if let Stream::Tls(s) = &mut conn.stream {
                 // close_notify, best effort: the socket is closing either way.
                 let _ = s.shutdown();
