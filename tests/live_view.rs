@@ -64,7 +64,11 @@ fn live_view_logs_in_and_shows_topics_in_chromium() {
     });
     // The page's SUBSCRIBE has been handled (its SUBACK is on the way): what
     // is published now reaches it live, not as a retained message.
-    b.wait_log("1 $SYS/#");
+    // Chromium's start may take long on a loaded machine; node's own
+    // timeout (below) is the bound.
+    b.wait_log_within(Duration::from_secs(50), "the page's SUBSCRIBE", |l| {
+        l.contains("1 $SYS/#")
+    });
     publisher.publish("secret/live", b"hidden", QoS::AtMostOnce, false, 0);
     publisher.publish("home/door", b"open", QoS::AtLeastOnce, false, 2);
     let out = browser.join().expect("browser thread");

@@ -274,10 +274,21 @@ impl BrokerProcess {
     /// Wait (up to [`TIMEOUT`]) for a log line that `matches`; `what` names it
     /// in the failure message.
     pub fn wait_log_where(&self, what: &str, matches: impl Fn(&str) -> bool) -> String {
+        self.wait_log_within(TIMEOUT, what, matches)
+    }
+
+    /// [`BrokerProcess::wait_log_where`] for up to `within` (a browser's
+    /// start-up takes longer than [`TIMEOUT`] on a loaded machine).
+    pub fn wait_log_within(
+        &self,
+        within: Duration,
+        what: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> String {
         if let Some(l) = self.log.lock().unwrap().iter().find(|l| matches(l)) {
             return l.clone();
         }
-        let deadline = Instant::now() + TIMEOUT;
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.log_rx.recv_timeout(left) {
