@@ -588,5 +588,5 @@ fn a_client_closed_by_the_websocket_layer_leaves_its_will() {
     s.write_all(&[0x82, 0x02, 0xC0, 0x00])
         .expect("unmasked PINGREQ");
     let will = sub.recv_publish();
-    assert_eq!((will.topic, &will.payload[..]), ("gone", &b"bye"[..]));
+    assert_eq!((will.topic, will.payload), ("gone", &b"bye"[..]));
 }
