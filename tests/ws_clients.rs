@@ -113,23 +113,36 @@ fn mqtt_js_over_wss() {
     mqtt_js(&format!("wss://127.0.0.1:{wss}/mqtt"), "5", Some(crt), "s5");
 }
 
-/// Headless Chromium loads a test page (a file: URL) that uses MQTT.js's
-/// browser bundle over ws with the same scenario: the page's result, read
-/// from its DOM, is exactly what was sent.
-#[test]
-fn browser_mqtt_js_over_ws() {
+/// Headless Chromium loads `tests/js/browser_mqtt.html` (a file: URL) and
+/// runs the same scenario with MQTT.js's browser bundle against `url`.
+fn browser(url: &str, version: &str, prefix: &str) {
     js::require_chromium();
-    let (_b, _tcp, ws, _wss) = start();
     let modules = npm_install(&[MQTT_JS, js::PLAYWRIGHT_CORE]);
-    let url = format!("ws://127.0.0.1:{ws}/mqtt");
     let out = run_node(
         &modules,
         script("browser_mqtt.js").as_path(),
-        &[&url, "4", "web"],
+        &[url, version, prefix],
         &[],
         SCRIPT_TIMEOUT,
     );
-    assert_eq!(out.ok("Chromium page"), expected_mqtt_js("web"));
+    let what = format!("Chromium page, MQTT v{version} on {url}");
+    assert_eq!(out.ok(&what), expected_mqtt_js(prefix), "{what}");
+}
+
+/// A real browser over ws: the page's result, read from its DOM, is exactly
+/// what was sent (MQTT 3.1.1 and 5 in one page load each).
+#[test]
+fn browser_mqtt_js_over_ws() {
+    let (_b, _tcp, ws, _wss) = start();
+    browser(&format!("ws://127.0.0.1:{ws}/mqtt"), "4", "web4");
+    browser(&format!("ws://127.0.0.1:{ws}/mqtt"), "5", "web5");
+}
+
+/// A real browser over wss (the test certificate let through).
+#[test]
+fn browser_mqtt_js_over_wss() {
+    let (_b, _tcp, _ws, wss) = start();
+    browser(&format!("wss://localhost:{wss}/mqtt"), "4", "webs");
 }
 
 /// The npm cache takes exact versions only: a range would let CI test
@@ -152,5 +165,28 @@ fn run_node_kills_a_script_past_its_timeout() {
         &[],
         &[],
         Duration::from_secs(2),
+    );
+}
+
+/// The broker's close frames as a browser sees them: a session taken over
+/// closes cleanly with 1000 and the reason's name, a malformed packet with
+/// 1002 (RFC 6455 section 7.1.5, `CloseEvent` of the WebSocket API).
+#[test]
+fn browser_sees_the_brokers_close_frames() {
+    js::require_chromium();
+    let (_b, _tcp, ws, _wss) = start();
+    let modules = npm_install(&[MQTT_JS, js::PLAYWRIGHT_CORE]);
+    let url = format!("ws://127.0.0.1:{ws}/mqtt");
+    let out = run_node(
+        &modules,
+        script("browser_close.js").as_path(),
+        &[&url],
+        &[],
+        SCRIPT_TIMEOUT,
+    );
+    assert_eq!(
+        out.ok("Chromium close events"),
+        "{\"takenOver\":{\"code\":1000,\"reason\":\"Session taken over\",\"wasClean\":true},\
+         \"malformed\":{\"code\":1002,\"reason\":\"Malformed Packet\",\"wasClean\":true}}\n"
     );
 }

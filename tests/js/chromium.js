@@ -18,15 +18,17 @@ async function launch(options = {}) {
 }
 
 /**
- * Run `body(page, browser)` in a fresh page; the page's console and errors
- * are copied to stderr (for the test's failure message), and the browser is
- * closed whatever happens. Exits the process with 1 on an error.
+ * Run `body(page, browser)` in a fresh page (of a context made with
+ * `contextOptions`, e.g. `{ ignoreHTTPSErrors: true }` for a test
+ * certificate); the page's console and errors are copied to stderr (for the
+ * test's failure message), and the browser is closed whatever happens. Exits
+ * the process with 1 on an error.
  */
-async function withPage(body) {
+async function withPage(body, contextOptions = {}) {
   let browser;
   try {
     browser = await launch();
-    const page = await browser.newPage();
+    const page = await browser.newPage(contextOptions);
     page.on('console', (m) => console.error(`[page ${m.type()}] ${m.text()}`));
     page.on('pageerror', (e) => console.error(`[page error] ${e.message}`));
     await body(page, browser);
