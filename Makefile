@@ -17,7 +17,7 @@ DOCDIR ?= $(PREFIX)/share/doc/midge
 # The binary to install; the default is built first.
 MIDGE_BIN ?= target/release/midge
 
-.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench setup install
+.PHONY: all build release run test unit clippy fmt fmt-check clean fuzz fuzz-smoke bench setup install dist dist-test test-no-tls
 
 all: build
 
@@ -37,12 +37,20 @@ run:
 	$(CARGO) run --release -- -p $(PORT) -v
 
 # Every test: unit, integration (the real binary over TCP), interop (mosquitto
-# clients and paho-mqtt), then lint and formatting checks.
+# clients and paho-mqtt), then lint and formatting checks, for the default
+# build and the one without TLS.
 test:
 	@scripts/setup.sh test
 	$(CARGO) test --all-targets
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(MAKE) -s test-no-tls
 	$(CARGO) fmt --all -- --check
+
+# The build without TLS (--no-default-features): its unit tests (the portable
+# hashes, TLS directives refused at load) and its lints.
+test-no-tls:
+	$(CARGO) test --no-default-features --lib
+	$(CARGO) clippy --no-default-features --lib --bins -- -D warnings
 
 unit:
 	$(CARGO) test --lib
@@ -94,5 +102,19 @@ install:
 		install -D -m 0644 contrib/midge.conf $(DESTDIR)$(SYSCONFDIR)/midge/midge.conf; \
 	fi
 
+# Stripped, fully static binaries for Linux gateways (x86_64 and aarch64 musl,
+# each with and without TLS), packed with the example config, the systemd unit
+# and INSTALL as dist/midge-VERSION-TARGET[-notls].tar.gz. Installs the Rust
+# targets, zig and cargo-zigbuild when missing (scripts/dist.sh says what).
+# DIST_TARGETS and DIST_VARIANTS (tls, notls) narrow it.
+dist:
+	scripts/dist.sh
+
+# The dist binaries' smoke test: aarch64 under qemu-aarch64, x86_64 natively
+# (tests/dist.rs; every binary asked for must be there and pass).
+dist-test: dist
+	MIDGE_DIST_SMOKE=1 $(CARGO) test --test dist
+
 clean:
 	$(CARGO) clean
+	rm -rf dist

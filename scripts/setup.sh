@@ -52,6 +52,9 @@ if [ "$goal" = test ]; then
     have mosquitto_sub || need_apt mosquitto_sub mosquitto-clients
     have mosquitto_pub || need_apt mosquitto_pub mosquitto-clients
     have openssl || need_apt openssl openssl
+    # tests/dist.rs runs the aarch64 dist binary under user-mode emulation
+    # (`make dist-test`; CI).
+    have qemu-aarch64 || have qemu-aarch64-static || need_apt qemu-aarch64 qemu-user
     # WebSocket tests drive MQTT.js (from npm, fetched by the tests into
     # target/) in Node.js and in a headless Chromium.
     have node || need_apt node nodejs

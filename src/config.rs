@@ -137,6 +137,16 @@ pub enum LogDest {
     Topic,
 }
 
+/// What a build without the `tls` cargo feature says of a TLS directive.
+pub const NO_TLS: &str = "midge was built without TLS";
+
+/// The refusal of `directive` in a build with or without TLS (`tls_built`):
+/// `None` unless it is one of [`crate::directives::NEEDS_TLS`] and TLS is not built in.
+fn tls_refusal(directive: &str, tls_built: bool) -> Option<String> {
+    (!tls_built && crate::directives::NEEDS_TLS.contains(&directive))
+        .then(|| format!("{directive}: {NO_TLS}"))
+}
+
 /// Default `websockets_headers_size`: mosquitto's libwebsockets default is
 /// 1024, which a browser's request with a few cookies passes; 4 KiB leaves room
 /// and still bounds what an unauthenticated peer makes the server hold.
@@ -630,6 +640,9 @@ impl Parser<'_> {
     }
 
     fn directive(&mut self, line: &Line<'_>) -> Result<(), ConfigError> {
+        if let Some(why) = tls_refusal(line.directive, cfg!(feature = "tls")) {
+            return Err(line.error(why));
+        }
         let c = &mut *self.config;
         // After `connection`, bridge directives belong to that section (mosquitto).
         if crate::bridge::config::is_bridge_directive(line.directive) {
@@ -1324,13 +1337,15 @@ mod tests {
             "t.conf:1: `sys_interval` expects a number from 0 to 65535, got `-1`"
         );
         assert!(err("persistence_sync sometimes").contains("always or periodic"));
-        assert_eq!(
-            err("certfile /x.pem"),
-            "t.conf:1: `certfile` must follow a `listener` line"
-        );
-        assert!(err("listener 8883\ncertfile /x.pem").contains("TLS needs both"));
+        if cfg!(feature = "tls") {
+            assert_eq!(
+                err("certfile /x.pem"),
+                "t.conf:1: `certfile` must follow a `listener` line"
+            );
+            assert!(err("listener 8883\ncertfile /x.pem").contains("TLS needs both"));
+            assert!(err("listener 8883\ntls_version tlsv1.0").contains("tlsv1.2 or tlsv1.3"));
+        }
         assert!(err("listener 1\nper_listener_settings true").contains("before the first listener"));
-        assert!(err("listener 8883\ntls_version tlsv1.0").contains("tlsv1.2 or tlsv1.3"));
         assert_eq!(
             err("bridge_protocol_version mqttv311"),
             "t.conf:1: `bridge_protocol_version` must follow a `connection` line"
@@ -1346,6 +1361,7 @@ mod tests {
     /// `psk_hint` makes a listener TLS without a certificate, takes the rest
     /// of the line; `psk_file` is global or, with `per_listener_settings`,
     /// the listener's own.
+    #[cfg(feature = "tls")]
     #[test]
     fn psk_directives() {
         let c = parse("listener 8884\npsk_hint a gateway hint\nlistener 1883\npsk_file /psk\n")
@@ -1367,6 +1383,7 @@ mod tests {
         assert!(err("listener 8884\npsk_hint").contains("needs a value"));
     }
 
+    #[cfg(feature = "tls")]
     #[test]
     fn security_directives() {
         let c = parse(
@@ -1498,13 +1515,23 @@ mod tests {
             };
             // What a TLS listener needs beside the directive under test (a
             // `psk_hint` listener takes its keys from a `psk_file`).
-            let tls = if per_listener.is_empty() {
+            let tls = if per_listener.is_empty() || !cfg!(feature = "tls") {
                 ""
             } else {
                 "certfile /c.pem\nkeyfile /k.pem\npsk_file /p.psk\n"
             };
             let text = format!("{per_listener}{name} {value}\n{tls}");
             let got = parse(&text);
+            if !cfg!(feature = "tls") && crate::directives::NEEDS_TLS.contains(&name) {
+                // Refused at its own line, whatever the value, and before the
+                // bridge section check.
+                let line = text.lines().count();
+                assert_eq!(
+                    err(&text),
+                    format!("t.conf:{line}: {name}: midge was built without TLS")
+                );
+                continue;
+            }
             match e.status {
                 Status::Supported | Status::Ignored(_) => {
                     assert!(got.is_ok(), "{name} {value}: {:?}", got.err())
@@ -1581,6 +1608,58 @@ mod tests {
         assert_eq!(c.listeners[0].http_dir, Some(PathBuf::from("/srv/www")));
         assert!(err("http_dir /x\n").contains("must follow a `listener` line"));
         assert!(err("listener 1\nhttp_live_view maybe\n").contains("http_live_view"));
+    }
+
+    /// Every TLS directive is refused by a build without TLS, and only those.
+    /// The table must know every name the refusal list holds.
+    #[test]
+    fn tls_directives_are_refused_only_without_tls() {
+        for name in crate::directives::NEEDS_TLS {
+            assert!(crate::directives::lookup(name).is_some(), "{name}");
+            assert_eq!(
+                tls_refusal(name, false).as_deref(),
+                Some(format!("{name}: midge was built without TLS").as_str())
+            );
+            assert_eq!(tls_refusal(name, true), None);
+        }
+        for name in [
+            "listener",
+            "protocol",
+            "password_file",
+            "acl_file",
+            "address",
+        ] {
+            assert_eq!(tls_refusal(name, false), None, "{name}");
+        }
+    }
+
+    /// Without TLS, the README's kinds of TLS configs stop at the first TLS
+    /// line with the file and line, listener, WebSocket and bridge alike;
+    /// the same configs without those lines load.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn configs_naming_tls_fail_at_load_without_tls() {
+        for (text, want) in [
+            (
+                "listener 8883\ncertfile /c.pem\nkeyfile /k.pem\n",
+                "t.conf:2: certfile",
+            ),
+            (
+                "listener 8081\nprotocol websockets\ncertfile /c.pem\n",
+                "t.conf:3: certfile",
+            ),
+            (
+                "listener 8883\npsk_hint gateway\npsk_file /p\n",
+                "t.conf:2: psk_hint",
+            ),
+            (
+                "connection up\naddress 10.0.0.1:8883\nbridge_cafile /ca.pem\n",
+                "t.conf:3: bridge_cafile",
+            ),
+        ] {
+            assert_eq!(err(text), format!("{want}: midge was built without TLS"));
+        }
+        parse("listener 8081\nprotocol websockets\npassword_file /pw\n").expect("no TLS");
     }
 
     /// mosquitto 2.0.11 ignores a `#` word and what follows after a value;

@@ -181,6 +181,40 @@ pub const MIDGE_ONLY: &[&str] = &[
     "response_information",
 ];
 
+/// Directives that only mean something with TLS (listener certificates, PSK,
+/// bridge TLS): a build without the `tls` feature refuses each of them at the
+/// line that names it, even with a value that would turn TLS off, so a config
+/// written for TLS never silently loads as plain TCP.
+pub const NEEDS_TLS: &[&str] = &[
+    "cafile",
+    "capath",
+    "certfile",
+    "ciphers",
+    "ciphers_tls1.3",
+    "crlfile",
+    "dhparamfile",
+    "keyfile",
+    "require_certificate",
+    "tls_engine",
+    "tls_engine_kpass_sha1",
+    "tls_keyform",
+    "tls_version",
+    "use_identity_as_username",
+    "use_subject_as_username",
+    "psk_file",
+    "psk_hint",
+    "bridge_alpn",
+    "bridge_cafile",
+    "bridge_capath",
+    "bridge_certfile",
+    "bridge_identity",
+    "bridge_insecure",
+    "bridge_keyfile",
+    "bridge_psk",
+    "bridge_require_ocsp",
+    "bridge_tls_version",
+];
+
 /// The table entry for `name` (prefix entries such as `plugin_opt_*` match
 /// every name they begin).
 pub fn lookup(name: &str) -> Option<&'static Directive> {

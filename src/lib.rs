@@ -9,6 +9,7 @@ pub mod bridge;
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod crypto;
 pub mod directives;
 pub mod logging;
 pub mod persist;

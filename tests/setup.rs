@@ -45,6 +45,7 @@ fn check_names_the_missing_tools_and_the_command() {
         "mosquitto_sub",
         "mosquitto_pub",
         "openssl",
+        "qemu-aarch64",
         "python3",
         "paho-mqtt>=2",
         "node",
@@ -60,7 +61,7 @@ fn check_names_the_missing_tools_and_the_command() {
     };
     assert!(
         line.contains(&format!(
-            "run: {sudo}apt-get update && {sudo}apt-get install -y pkg-config mosquitto mosquitto-clients openssl nodejs npm chromium python3 python3-pip && python3 -m pip install 'paho-mqtt>=2,<3'"
+            "run: {sudo}apt-get update && {sudo}apt-get install -y pkg-config mosquitto mosquitto-clients openssl qemu-user nodejs npm chromium python3 python3-pip && python3 -m pip install 'paho-mqtt>=2,<3'"
         )),
         "{line}"
     );

@@ -8,14 +8,14 @@
 //! * `$7$ITERATIONS$SALT$HASH`: HASH = PBKDF2-HMAC-SHA512(password, salt,
 //!   ITERATIONS, 64 bytes) (mosquitto 2.x default, 101 iterations).
 //!
-//! The crypto is OpenSSL's; comparison is constant-time.
+//! The hashes are [`crate::crypto`]'s (OpenSSL's in TLS builds); comparison is
+//! constant-time.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
-use openssl::base64::{decode_block, encode_block};
-use openssl::hash::MessageDigest;
+use crate::crypto::{self, base64};
 
 /// mosquitto_passwd's default PBKDF2 iteration count.
 pub const DEFAULT_ITERATIONS: u32 = 101;
@@ -81,15 +81,13 @@ fn digest(kind: &PasswordHash, password: &[u8]) -> Option<Vec<u8>> {
             let mut input = Vec::with_capacity(password.len() + salt.len());
             input.extend_from_slice(password);
             input.extend_from_slice(salt);
-            Some(openssl::sha::sha512(&input).to_vec())
+            Some(crypto::sha512(&input).to_vec())
         }
         PasswordHash::Pbkdf2 {
             iterations, salt, ..
         } => {
             let mut key = vec![0u8; 64];
-            let iter = usize::try_from(*iterations).ok()?;
-            openssl::pkcs5::pbkdf2_hmac(password, salt, iter, MessageDigest::sha512(), &mut key)
-                .ok()?;
+            crypto::pbkdf2_hmac_sha512(password, salt, *iterations, &mut key).ok()?;
             Some(key)
         }
     }
@@ -99,7 +97,7 @@ impl PasswordHash {
     /// A new `$7$` hash of `password` with a random salt.
     pub fn new(password: &[u8], iterations: u32) -> Result<PasswordHash, PasswdError> {
         let mut salt = vec![0u8; SALT_LEN];
-        openssl::rand::rand_bytes(&mut salt).map_err(|e| PasswdError {
+        crypto::random_bytes(&mut salt).map_err(|e| PasswdError {
             line: 0,
             message: format!("no random salt: {e}"),
         })?;
@@ -120,7 +118,7 @@ impl PasswordHash {
 
     /// Parse the hash part of a password file line.
     pub fn parse(text: &str) -> Result<PasswordHash, String> {
-        let b64 = |s: &str| decode_block(s).map_err(|_| format!("bad base64 `{s}`"));
+        let b64 = |s: &str| base64::decode(s).map_err(|_| format!("bad base64 `{s}`"));
         let parts: Vec<&str> = text.split('$').collect();
         match parts.as_slice() {
             ["", "6", salt, hash] => Ok(PasswordHash::Sha512 {
@@ -149,7 +147,7 @@ impl PasswordHash {
             PasswordHash::Sha512 { hash, .. } | PasswordHash::Pbkdf2 { hash, .. } => hash,
         };
         match digest(self, password) {
-            Some(d) => d.len() == stored.len() && openssl::memcmp::eq(&d, stored),
+            Some(d) => crypto::constant_time_eq(&d, stored),
             None => false,
         }
     }
@@ -160,7 +158,7 @@ impl fmt::Display for PasswordHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PasswordHash::Sha512 { salt, hash } => {
-                write!(f, "$6${}${}", encode_block(salt), encode_block(hash))
+                write!(f, "$6${}${}", base64::encode(salt), base64::encode(hash))
             }
             PasswordHash::Pbkdf2 {
                 iterations,
@@ -169,8 +167,8 @@ impl fmt::Display for PasswordHash {
             } => write!(
                 f,
                 "$7${iterations}${}${}",
-                encode_block(salt),
-                encode_block(hash)
+                base64::encode(salt),
+                base64::encode(hash)
             ),
         }
     }

@@ -30,7 +30,7 @@ fn make_hash(kind: &Hash, password: &str) -> Result<PasswordHash, String> {
             let mut input = password.as_bytes().to_vec();
             input.extend_from_slice(&salt);
             PasswordHash::Sha512 {
-                hash: openssl::sha::sha512(&input).to_vec(),
+                hash: crate::crypto::sha512(&input).to_vec(),
                 salt,
             }
         }

@@ -74,7 +74,7 @@ impl Default for Hashing {
     fn default() -> Self {
         let mut key = [0u8; 32];
         // Without randomness the cache is simply not used (see `digest`).
-        if openssl::rand::rand_bytes(&mut key).is_err() {
+        if crate::crypto::random_bytes(&mut key).is_err() {
             key = [0; 32];
         }
         Hashing {
@@ -156,7 +156,7 @@ impl Hashing {
         if self.key == [0; 32] {
             return None;
         }
-        let mut h = openssl::sha::Sha256::new();
+        let mut h = crate::crypto::Sha256::new();
         h.update(&self.key);
         h.update(&(Arc::as_ptr(file) as usize as u64).to_le_bytes());
         h.update(&(user.len() as u64).to_le_bytes());

@@ -229,6 +229,9 @@ fn syslog(kind: LogType, text: &str) {
 
 /// `secs` in local time through strftime(3) (`log_timestamp_format`).
 pub fn strftime(format: &CString, secs: i64) -> String {
+    // The libc crate marks musl's `time_t` alias deprecated (its width is to
+    // follow musl 1.2's 64-bit change); the value is passed straight back to it.
+    #[allow(deprecated)]
     let t: libc::time_t = secs as libc::time_t;
     // SAFETY: zeroed tm is a valid value; localtime_r fills it from `t`.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };

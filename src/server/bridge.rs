@@ -10,7 +10,8 @@ use std::time::Instant;
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsConnector, TlsStream};
+#[cfg(feature = "tls")]
+use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
 
 use crate::bridge::{Action, Bridge, BridgeStats};
 use crate::protocol::{decode, DecodeLimits, Decoded, ProtocolVersion};
@@ -36,8 +37,10 @@ enum Remote {
     /// Plain TCP, connected.
     Plain(TcpStream),
     /// TLS handshake in progress.
+    #[cfg(feature = "tls")]
     Handshaking(Option<MidHandshakeTlsStream<TcpStream>>),
     /// TLS established.
+    #[cfg(feature = "tls")]
     Tls(Box<TlsStream<TcpStream>>),
 }
 
@@ -45,7 +48,9 @@ impl Remote {
     fn tcp(&mut self) -> Option<&mut TcpStream> {
         match self {
             Remote::Connecting(t) | Remote::Plain(t) => Some(t),
+            #[cfg(feature = "tls")]
             Remote::Handshaking(m) => m.as_mut().map(|m| m.get_mut()),
+            #[cfg(feature = "tls")]
             Remote::Tls(s) => Some(s.get_mut()),
         }
     }
@@ -55,7 +60,7 @@ impl Remote {
 pub struct BridgeLink {
     /// The state machine.
     pub machine: Bridge,
-    tls: Option<TlsConnector>,
+    tls: Option<super::bridge_tls::Connector>,
     remote: Option<Remote>,
     /// Host name of the address being tried (TLS checks the certificate against it).
     host: String,
@@ -78,7 +83,7 @@ pub struct BridgeLink {
 
 impl BridgeLink {
     /// A link for `machine`, with its TLS connector if configured.
-    pub fn new(machine: Bridge, tls: Option<TlsConnector>) -> Self {
+    pub fn new(machine: Bridge, tls: Option<super::bridge_tls::Connector>) -> Self {
         BridgeLink {
             machine,
             tls,
@@ -146,6 +151,9 @@ impl Server {
                         link.remote = Some(Remote::Plain(tcp));
                         link.machine.connected(now);
                     }
+                    #[cfg(not(feature = "tls"))]
+                    Some(c) => match *c {},
+                    #[cfg(feature = "tls")]
                     Some(c) => match c.connect(&link.host, tcp) {
                         Ok(s) => {
                             link.remote = Some(Remote::Tls(Box::new(s)));
@@ -161,6 +169,7 @@ impl Server {
                     },
                 }
             }
+            #[cfg(feature = "tls")]
             Some(Remote::Handshaking(Some(mid))) => match mid.handshake() {
                 Ok(s) => {
                     link.remote = Some(Remote::Tls(Box::new(s)));
@@ -217,6 +226,7 @@ impl Server {
             };
             let n = match link.remote.as_mut() {
                 Some(Remote::Plain(t)) => t.read(&mut self.scratch),
+                #[cfg(feature = "tls")]
                 Some(Remote::Tls(s)) => s.read(&mut self.scratch),
                 _ => return,
             };
@@ -535,6 +545,7 @@ impl Server {
         while link.wpos < link.wbuf.len() {
             let r = match link.remote.as_mut() {
                 Some(Remote::Plain(t)) => t.write(&link.wbuf[link.wpos..]),
+                #[cfg(feature = "tls")]
                 Some(Remote::Tls(s)) => s.write(&link.wbuf[link.wpos..]),
                 _ => break,
             };

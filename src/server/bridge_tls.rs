@@ -9,6 +9,9 @@ use native_tls::{Certificate, Identity, Protocol, TlsConnector};
 
 use crate::bridge::config::BridgeTls;
 
+/// A bridge's TLS connector (`bridge_tls_off.rs` has an uninhabited one).
+pub type Connector = TlsConnector;
+
 /// Build the connector for one bridge.
 pub fn connector(t: &BridgeTls) -> Result<TlsConnector, String> {
     let mut b = TlsConnector::builder();

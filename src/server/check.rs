@@ -26,7 +26,8 @@ pub fn check(config: &Config) -> Vec<String> {
             ));
         }
         if let Some(t) = &lc.tls {
-            if let Err(e) = super::tls::acceptor(t, config.psk_file(index)) {
+            // `.err()`: without TLS the Ok side is uninhabited.
+            if let Some(e) = super::tls::acceptor(t, config.psk_file(index)).err() {
                 problems.push(format!("listener {}: {e}", lc.port));
             }
         }

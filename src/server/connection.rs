@@ -5,7 +5,8 @@
 use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
-use openssl::ssl::{HandshakeError, MidHandshakeSslStream, SslAcceptor, SslStream};
+#[cfg(feature = "tls")]
+use openssl::ssl::{HandshakeError, MidHandshakeSslStream, SslStream};
 
 use crate::protocol::ProtocolVersion;
 
@@ -21,8 +22,10 @@ pub enum Stream {
     /// TLS handshake in progress (`None` only transiently while it advances).
     /// Boxed: it is large and short-lived, and every connection pays for the
     /// largest variant.
+    #[cfg(feature = "tls")]
     Handshaking(Option<Box<MidHandshakeSslStream<TcpStream>>>),
     /// TLS established.
+    #[cfg(feature = "tls")]
     Tls(Box<SslStream<TcpStream>>),
     /// No socket: the local side of bridge number N. What the broker writes to it
     /// is handed to that bridge at flush time, not written anywhere.
@@ -30,6 +33,7 @@ pub enum Stream {
 }
 
 /// Where a TLS handshake stands.
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub enum Handshake {
     /// Established (or not TLS at all).
     Done,
@@ -41,7 +45,8 @@ pub enum Handshake {
 
 impl Stream {
     /// Start TLS on an accepted (and already registered) socket.
-    pub fn accept_tls(acceptor: &SslAcceptor, tcp: TcpStream) -> Result<Stream, String> {
+    #[cfg(feature = "tls")]
+    pub fn accept_tls(acceptor: &super::tls::Acceptor, tcp: TcpStream) -> Result<Stream, String> {
         match acceptor.accept(tcp) {
             Ok(s) => Ok(Stream::Tls(Box::new(s))),
             Err(HandshakeError::WouldBlock(mid)) => Ok(Stream::Handshaking(Some(Box::new(mid)))),
@@ -50,7 +55,20 @@ impl Stream {
         }
     }
 
+    /// No TLS in this build: listeners never have an acceptor (uninhabited).
+    #[cfg(not(feature = "tls"))]
+    pub fn accept_tls(acceptor: &super::tls::Acceptor, _tcp: TcpStream) -> Result<Stream, String> {
+        match *acceptor {}
+    }
+
     /// Advance a handshake on readiness.
+    #[cfg(not(feature = "tls"))]
+    pub fn handshake(&mut self) -> Handshake {
+        Handshake::Done
+    }
+
+    /// Advance a handshake on readiness.
+    #[cfg(feature = "tls")]
     pub fn handshake(&mut self) -> Handshake {
         let Stream::Handshaking(slot) = self else {
             return Handshake::Done;
@@ -76,7 +94,9 @@ impl Stream {
     pub fn tcp(&mut self) -> Option<&mut TcpStream> {
         match self {
             Stream::Plain(t) => Some(t),
+            #[cfg(feature = "tls")]
             Stream::Handshaking(m) => m.as_mut().map(|m| m.get_mut()),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => Some(s.get_mut()),
             Stream::Bridge(_) => None,
         }
@@ -95,7 +115,9 @@ impl Stream {
     pub fn peer(&self) -> String {
         let addr = match self {
             Stream::Plain(t) => t.peer_addr().ok(),
+            #[cfg(feature = "tls")]
             Stream::Handshaking(m) => m.as_ref().and_then(|m| m.get_ref().peer_addr().ok()),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => s.get_ref().peer_addr().ok(),
             Stream::Bridge(i) => return format!("bridge {i}"),
         };
@@ -104,7 +126,10 @@ impl Stream {
 
     /// True while the TLS handshake runs.
     pub fn handshaking(&self) -> bool {
-        matches!(self, Stream::Handshaking(_))
+        #[cfg(feature = "tls")]
+        return matches!(self, Stream::Handshaking(_));
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -112,7 +137,10 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(t) => t.read(buf),
-            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
+            #[cfg(feature = "tls")]
+            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => s.read(buf),
         }
     }
@@ -122,7 +150,10 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Plain(t) => t.write(buf),
-            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
+            Stream::Bridge(_) => Err(io::ErrorKind::WouldBlock.into()),
+            #[cfg(feature = "tls")]
+            Stream::Handshaking(_) => Err(io::ErrorKind::WouldBlock.into()),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => s.write(buf),
         }
     }
@@ -323,12 +354,15 @@ impl Connection {
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         match &mut self.stream {
             Stream::Plain(t) => t.shutdown(std::net::Shutdown::Write),
+            #[cfg(feature = "tls")]
             Stream::Tls(s) => {
                 // Best effort: a close_notify that does not fit now is skipped.
                 let _ = s.shutdown();
                 s.get_ref().shutdown(std::net::Shutdown::Write)
             }
-            Stream::Handshaking(_) | Stream::Bridge(_) => Err(io::ErrorKind::NotConnected.into()),
+            #[cfg(feature = "tls")]
+            Stream::Handshaking(_) => Err(io::ErrorKind::NotConnected.into()),
+            Stream::Bridge(_) => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 

@@ -19,7 +19,7 @@ pub struct Listener {
     /// "0.0.0.0:1883", "[::]:1883", ... for log lines.
     pub name: String,
     /// TLS acceptor for TLS listeners (replaced on SIGHUP for new connections).
-    pub tls: Option<std::sync::Arc<openssl::ssl::SslAcceptor>>,
+    pub tls: Option<std::sync::Arc<super::tls::Acceptor>>,
 }
 
 /// The addresses a listener binds: all interfaces when no address is given

@@ -11,6 +11,10 @@
 //! signal wakes it.
 
 mod bridge;
+#[cfg(feature = "tls")]
+mod bridge_tls;
+#[cfg(not(feature = "tls"))]
+#[path = "bridge_tls_off.rs"]
 mod bridge_tls;
 pub mod check;
 mod connection;
@@ -19,6 +23,10 @@ mod io;
 pub mod listener;
 mod resolver;
 mod signals;
+#[cfg(feature = "tls")]
+pub mod tls;
+#[cfg(not(feature = "tls"))]
+#[path = "tls_off.rs"]
 pub mod tls;
 mod websocket;
 pub mod wheel;
@@ -511,6 +519,7 @@ impl Server {
         if conn.stream.handshaking() {
             return;
         }
+        #[cfg(feature = "tls")]
         if let Stream::Tls(s) = &conn.stream {
             let lc = self
                 .config
@@ -804,6 +813,7 @@ impl Server {
             if conn.ws.is_some() {
                 self.websocket_ended(key, Instant::now());
             }
+            #[cfg(feature = "tls")]
             if let Stream::Tls(s) = &mut conn.stream {
                 // close_notify, best effort: the socket is closing either way.
                 let _ = s.shutdown();

@@ -26,6 +26,9 @@ use openssl::x509::verify::X509VerifyFlags;
 use crate::auth::psk::PskFile;
 use crate::config::TlsConfig;
 
+/// A listener's TLS acceptor (`tls_off.rs` has an uninhabited one).
+pub type Acceptor = SslAcceptor;
+
 /// TLS 1.2 suites for PSK listeners when `ciphers` does not name them:
 /// forward-secret (ECDHE/DHE) PSK first, then plain PSK, AEAD or SHA-2 only.
 /// (TLS 1.3 carries PSK in its own suites, which the defaults cover.)

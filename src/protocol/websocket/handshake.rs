@@ -16,8 +16,7 @@
 //! `Sec-WebSocket-Key` or `-Version`) is plain HTTP: a GET or HEAD is handed
 //! on as [`Get`] (see [`super::http`]), other methods get 405.
 
-use openssl::base64::encode_block;
-use openssl::sha::sha1;
+use crate::crypto::{base64, sha1};
 
 use super::http::{file_path, Get};
 
@@ -181,7 +180,7 @@ pub fn parse_request(buf: &[u8], max_header: usize) -> Result<Option<Request>, U
         return Err(UpgradeError::BadVersion);
     }
     let key = key.ok_or(UpgradeError::BadKey)?;
-    match openssl::base64::decode_block(key) {
+    match base64::decode(key) {
         Ok(k) if k.len() == 16 => {}
         _ => return Err(UpgradeError::BadKey),
     }
@@ -200,7 +199,7 @@ pub fn accept_key(key: &str) -> String {
     let mut input = String::with_capacity(key.len() + GUID.len());
     input.push_str(key);
     input.push_str(GUID);
-    encode_block(&sha1(input.as_bytes()))
+    base64::encode(&sha1(input.as_bytes()))
 }
 
 impl Upgrade {
