@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 
 use super::backoff::Backoff;
 use super::config::{BridgeConfig, StartType};
-use super::map;
+use super::map::TopicMap;
 use crate::logging::LogStr;
 use crate::protocol::{
     decode, encode, encoded_len, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,
@@ -102,6 +102,8 @@ enum Probe {
 /// One bridge.
 pub struct Bridge {
     cfg: BridgeConfig,
+    /// `cfg.topics` with their filters built once (mapping runs per message).
+    map: TopicMap,
     remote_id: String,
     local_id: String,
     state_topic: String,
@@ -175,6 +177,7 @@ impl Bridge {
             remote_id: cfg.remote_id(),
             local_id: cfg.local_id(),
             state_topic: cfg.state_topic(),
+            map: TopicMap::new(&cfg.topics),
             cfg,
             link: Link::Waiting { at: now },
             address: 0,
@@ -724,7 +727,7 @@ impl Bridge {
 
     /// A remote message for the local broker.
     fn inbound_publish(&mut self, p: Publish<'_>) {
-        let Some((topic, _)) = map::inbound(&self.cfg.topics, p.topic) else {
+        let Some((topic, _)) = self.map.inbound(p.topic) else {
             // Not ours (a subscription from an older configuration): acknowledge
             // it so the remote does not hold it forever.
             debug!("Bridge {}: no `in` topic for {}.", self.cfg.name, p.topic);
@@ -793,7 +796,7 @@ impl Bridge {
             // Not acknowledged: the session sends it again when the link is back.
             return;
         }
-        let Some((topic, _)) = map::outbound(&self.cfg.topics, p.topic) else {
+        let Some((topic, _)) = self.map.outbound(p.topic) else {
             self.complete_locally(p.qos, p.packet_id);
             return;
         };
