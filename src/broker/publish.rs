@@ -824,9 +824,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        for i in s.inflight.iter_mut() {
-            i.needs_resend = true;
-        }
+        s.mark_all_for_resend();
         self.pump(now, skey, out);
     }
 
@@ -838,7 +836,7 @@ impl Broker {
                 return;
             };
             let Some(conn) = s.conn else { return };
-            if s.outstanding() >= s.send_window {
+            if s.resends() == 0 || s.outstanding() >= s.send_window {
                 return;
             }
             let Some(pos) = s.inflight.iter().position(|i| i.needs_resend) else {

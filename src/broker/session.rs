@@ -250,6 +250,11 @@ pub struct Session {
     /// The ids in `inflight` as a bitmap, kept while more than [`IDS_INDEXED`]
     /// are in flight, so a free id is found without searching the window.
     ids_in_use: Option<Box<IdBitmap>>,
+    /// How many `inflight` entries are marked `needs_resend`: every ack asks
+    /// whether any are, and counting them by walking the window cost two scans
+    /// of it per acknowledged message. Kept by the methods that add, remove and
+    /// mark entries (which is why changes to `inflight` go through them).
+    resends: usize,
     /// Will of the current or last connection.
     pub will: Option<PendingWill>,
     /// Most QoS 1/2 messages in flight to the client (our limit and its Receive Maximum).
@@ -294,6 +299,7 @@ impl Session {
             replays: Lazy::default(),
             next_packet_id: 1,
             ids_in_use: None,
+            resends: 0,
             will: None,
             send_window: usize::MAX,
             inflight_bytes: 0,
@@ -342,6 +348,7 @@ impl Session {
             map.set(i.packet_id, true);
         }
         self.inflight_bytes += i.out.msg.payload.len();
+        self.resends += usize::from(i.needs_resend);
         self.inflight.push_back(i);
     }
 
@@ -351,6 +358,7 @@ impl Session {
             map.set(i.packet_id, true);
         }
         self.inflight_bytes += i.out.msg.payload.len();
+        self.resends += usize::from(i.needs_resend);
         self.inflight.insert(pos, i);
     }
 
@@ -358,6 +366,7 @@ impl Session {
     pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
         let i = self.inflight.remove(pos)?;
         self.inflight_bytes = self.inflight_bytes.saturating_sub(i.out.msg.payload.len());
+        self.resends -= usize::from(i.needs_resend);
         if self.inflight.len() <= IDS_INDEXED / 2 {
             self.ids_in_use = None;
         } else if let Some(map) = self.ids_in_use.as_mut() {
@@ -378,7 +387,20 @@ impl Session {
 
     /// Messages sent on this connection and not yet acknowledged.
     pub fn outstanding(&self) -> usize {
-        self.inflight.iter().filter(|i| !i.needs_resend).count()
+        self.inflight.len() - self.resends
+    }
+
+    /// In-flight entries still to be sent again on this connection.
+    pub fn resends(&self) -> usize {
+        self.resends
+    }
+
+    /// A new connection: every in-flight entry is to be sent again.
+    pub fn mark_all_for_resend(&mut self) {
+        for i in self.inflight.iter_mut() {
+            i.needs_resend = true;
+        }
+        self.resends = self.inflight.len();
     }
 
     /// The in-flight entry with `id`, if any.
@@ -513,5 +535,60 @@ mod tests {
         let held: Vec<u16> = s.inflight.iter().map(|i| i.packet_id).collect();
         let id = s.allocate_packet_id().expect("free id");
         assert!(!held.contains(&id));
+    }
+
+    /// Every ack asks how many messages are really outstanding and whether any
+    /// wait to be sent again; that is a count kept as entries come and go, not
+    /// two walks of the window per ack. It must match a walk in every state.
+    #[test]
+    fn resend_count_follows_the_window() {
+        let mut s = Session::new("c", ProtocolVersion::V5, 1);
+        let msg = Arc::new(Message {
+            topic: "t".into(),
+            payload: Box::new([]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            received: std::time::Instant::now(),
+        });
+        let entry = |packet_id, needs_resend| Inflight {
+            packet_id,
+            out: Outgoing {
+                msg: Arc::clone(&msg),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                id: 0,
+            },
+            released: false,
+            needs_resend,
+        };
+        let walk = |s: &Session| s.inflight.iter().filter(|i| i.needs_resend).count();
+        let check = |s: &Session| {
+            assert_eq!(s.resends(), walk(s));
+            assert_eq!(s.outstanding(), s.inflight.len() - walk(s));
+        };
+        // Restored from the log: to be sent again.
+        s.push_inflight(entry(1, true));
+        s.push_inflight(entry(2, false));
+        check(&s);
+        s.mark_all_for_resend();
+        assert_eq!(s.resends(), 2);
+        check(&s);
+        // Re-sent: taken out, cleared, put back.
+        let mut i = s.remove_inflight(0).expect("entry");
+        check(&s);
+        i.needs_resend = false;
+        s.insert_inflight(0, i);
+        assert_eq!(s.resends(), 1);
+        check(&s);
+        // Acknowledged while still marked (an ack for a message the client
+        // had before the reconnect).
+        s.remove_inflight(1);
+        assert_eq!(s.resends(), 0);
+        check(&s);
+        s.push_inflight(entry(3, false));
+        assert_eq!(s.outstanding(), 2);
+        check(&s);
     }
 }
