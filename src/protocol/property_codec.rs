@@ -177,6 +177,10 @@ pub(crate) fn properties_len(
     p: &Properties<'_>,
     ctx: PropertyContext,
 ) -> Result<usize, EncodeError> {
+    if p.is_empty() {
+        // Most packets carry none: no need to walk the table to count nothing.
+        return Ok(0);
+    }
     let mut c = Counter::default();
     emit(p, ctx, &mut c)?;
     Ok(c.0)
@@ -190,6 +194,9 @@ pub(crate) fn write_properties<S: Sink>(
 ) -> Result<(), EncodeError> {
     let len = properties_len(p, ctx)?;
     s.put_varint(len)?;
+    if len == 0 {
+        return Ok(());
+    }
     emit(p, ctx, s)
 }
 
@@ -278,21 +285,21 @@ fn emit<S: Sink>(p: &Properties<'_>, ctx: PropertyContext, s: &mut S) -> Result<
 }
 
 fn put_byte<S: Sink>(s: &mut S, ctx: PropertyContext, id: PropertyId, v: Option<u8>) {
-    if let (Some(v), true) = (v, id.allowed_in(ctx)) {
+    if let Some(v) = v.filter(|_| id.allowed_in(ctx)) {
         s.put_u8(id as u8);
         s.put_u8(v);
     }
 }
 
 fn put_u16<S: Sink>(s: &mut S, ctx: PropertyContext, id: PropertyId, v: Option<u16>) {
-    if let (Some(v), true) = (v, id.allowed_in(ctx)) {
+    if let Some(v) = v.filter(|_| id.allowed_in(ctx)) {
         s.put_u8(id as u8);
         s.put_u16(v);
     }
 }
 
 fn put_u32<S: Sink>(s: &mut S, ctx: PropertyContext, id: PropertyId, v: Option<u32>) {
-    if let (Some(v), true) = (v, id.allowed_in(ctx)) {
+    if let Some(v) = v.filter(|_| id.allowed_in(ctx)) {
         s.put_u8(id as u8);
         s.put_u32(v);
     }
@@ -313,7 +320,7 @@ fn put_bin<S: Sink>(
     id: PropertyId,
     v: Option<&[u8]>,
 ) -> Result<(), EncodeError> {
-    if let (Some(v), true) = (v, id.allowed_in(ctx)) {
+    if let Some(v) = v.filter(|_| id.allowed_in(ctx)) {
         s.put_u8(id as u8);
         s.put_binary(v)?;
     }
@@ -340,6 +347,62 @@ mod tests {
         let mut out = Vec::new();
         write_properties(&Properties::default(), PUBLISH, &mut out).unwrap();
         assert_eq!(out, [0x00]);
+    }
+
+    /// The writer skips the property table when `is_empty` says nothing is
+    /// set: any one property set must count as something, or it would be lost.
+    #[test]
+    fn one_property_is_not_an_empty_block() {
+        type Set = fn(&mut Properties<'static>);
+        let setters: [Set; 27] = [
+            |p| p.payload_format_indicator = Some(1),
+            |p| p.message_expiry_interval = Some(1),
+            |p| p.content_type = Some("t"),
+            |p| p.response_topic = Some("t"),
+            |p| p.correlation_data = Some(b"d"),
+            |p| p.subscription_identifiers.push(1),
+            |p| p.session_expiry_interval = Some(1),
+            |p| p.assigned_client_identifier = Some("c"),
+            |p| p.server_keep_alive = Some(1),
+            |p| p.authentication_method = Some("m"),
+            |p| p.authentication_data = Some(b"d"),
+            |p| p.request_problem_information = Some(1),
+            |p| p.will_delay_interval = Some(1),
+            |p| p.request_response_information = Some(1),
+            |p| p.response_information = Some("r"),
+            |p| p.server_reference = Some("s"),
+            |p| p.reason_string = Some("r"),
+            |p| p.receive_maximum = Some(1),
+            |p| p.topic_alias_maximum = Some(1),
+            |p| p.topic_alias = Some(1),
+            |p| p.maximum_qos = Some(1),
+            |p| p.retain_available = Some(1),
+            |p| p.user_properties.push(("k", "v")),
+            |p| p.maximum_packet_size = Some(1),
+            |p| p.wildcard_subscription_available = Some(1),
+            |p| p.subscription_identifier_available = Some(1),
+            |p| p.shared_subscription_available = Some(1),
+        ];
+        let contexts = [
+            PUBLISH,
+            CONNECT,
+            PropertyContext::Packet(PacketType::ConnAck),
+            PropertyContext::Packet(PacketType::Disconnect),
+            PropertyContext::Will,
+        ];
+        for (n, set) in setters.iter().enumerate() {
+            let mut p = Properties::default();
+            set(&mut p);
+            assert!(!p.is_empty(), "setter {n}");
+            // Written in some context that allows it, and read back the same.
+            let written = contexts.iter().find_map(|&ctx| {
+                let mut out = Vec::new();
+                write_properties(&p, ctx, &mut out).unwrap();
+                (out != [0x00]).then_some((ctx, out))
+            });
+            let (ctx, out) = written.unwrap_or_else(|| panic!("setter {n} never written"));
+            assert_eq!(read(&out, ctx), Ok(p), "setter {n}");
+        }
     }
 
     #[test]
