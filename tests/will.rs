@@ -82,3 +82,35 @@ fn will_is_published_on_keep_alive_timeout() {
     let p = s.recv_publish();
     assert_eq!(p.topic, "wills/sleepy");
 }
+
+/// A peer's close that arrives with its last bytes is still seen at once. The
+/// loop stops reading a socket at a short read (Linux reports new data again),
+/// but a FIN that came in the same readiness event is not new data: the
+/// broker must read on to EOF, or the will would wait for the keep-alive
+/// (90 s here). Ten clients each send a PUBLISH and close in one go, so the
+/// close usually lands in the same event as the data.
+#[test]
+fn will_is_published_when_the_close_arrives_with_the_last_packet() {
+    let b = BrokerProcess::start("");
+    let mut s = Client::connect(b.port, "fin-watch");
+    s.subscribe("wills/#", QoS::AtMostOnce);
+    s.subscribe("data/#", QoS::AtMostOnce);
+    for i in 0..10 {
+        let id = format!("fin-{i}");
+        let (mut c, _) =
+            Client::connect_with(b.port, &with_will(&id, &format!("wills/{id}"), false));
+        c.send(&midge::protocol::Packet::Publish(publish(
+            &format!("data/{id}"),
+            b"last",
+            QoS::AtMostOnce,
+            false,
+            0,
+        )));
+        c.drop_connection();
+        let started = Instant::now();
+        let mut topics = vec![s.recv_publish().topic, s.recv_publish().topic];
+        topics.sort();
+        assert_eq!(topics, [format!("data/{id}"), format!("wills/{id}")]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

@@ -79,6 +79,9 @@ pub struct BridgeLink {
     probe: Option<TcpStream>,
     /// Checks started (answers for older ones are ignored).
     probe_attempt: u64,
+    /// The poll said the remote closed its side or the socket failed: read
+    /// until EOF or an error (see [`Connection::drained_by`]).
+    input_closed: bool,
 }
 
 impl BridgeLink {
@@ -98,6 +101,7 @@ impl BridgeLink {
             reported: BridgeStats::default(),
             probe: None,
             probe_attempt: 0,
+            input_closed: false,
         }
     }
 }
@@ -122,6 +126,9 @@ impl Server {
         let Some(link) = self.bridges.get_mut(i) else {
             return;
         };
+        if event.is_read_closed() || event.is_error() {
+            link.input_closed = true;
+        }
         match link.remote.take() {
             None => return,
             Some(Remote::Connecting(tcp)) => {
@@ -224,15 +231,21 @@ impl Server {
             let Some(link) = self.bridges.get_mut(i) else {
                 return;
             };
-            let n = match link.remote.as_mut() {
-                Some(Remote::Plain(t)) => t.read(&mut self.scratch),
+            let (n, plain) = match link.remote.as_mut() {
+                Some(Remote::Plain(t)) => (t.read(&mut self.scratch), true),
                 #[cfg(feature = "tls")]
-                Some(Remote::Tls(s)) => s.read(&mut self.scratch),
+                Some(Remote::Tls(s)) => (s.read(&mut self.scratch), false),
                 _ => return,
             };
             match n {
                 Ok(0) => return self.bridge_failed(i, now, "remote closed the connection"),
                 Ok(n) => {
+                    // As for clients (`Connection::drained_by`): a short read of
+                    // a plain socket emptied it; the next arrival is reported.
+                    let drained = cfg!(target_os = "linux")
+                        && plain
+                        && !link.input_closed
+                        && n < self.scratch.len();
                     link.rbuf.extend_from_slice(&self.scratch[..n]);
                     let used = link.machine.feed_remote(now, &link.rbuf);
                     link.rbuf.drain(..used.min(link.rbuf.len()));
@@ -240,6 +253,9 @@ impl Server {
                         link.rbuf = Vec::new();
                     }
                     self.drive_bridge(i, now);
+                    if drained {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -423,6 +439,7 @@ impl Server {
                 });
                 match result {
                     Ok(tcp) => {
+                        link.input_closed = false;
                         link.rbuf.clear();
                         link.wbuf.clear();
                         link.wpos = 0;

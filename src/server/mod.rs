@@ -326,6 +326,11 @@ impl Server {
                         self.bridge_event(t - bridge::BRIDGE_BASE, event, now)
                     }
                     Token(key) => {
+                        if event.is_read_closed() || event.is_error() {
+                            if let Some(conn) = self.io.conns.get_mut(key) {
+                                conn.input_closed = true;
+                            }
+                        }
                         if !self.progress_handshake(key, now) {
                             continue;
                         }
@@ -598,7 +603,8 @@ impl Server {
                 Ok(0) => return self.lost(key, now),
                 Ok(n) => {
                     self.io.counters.bytes_received += n as u64;
-                    if !self.process(key, n, now) {
+                    let drained = conn.drained_by(n, self.scratch.len());
+                    if !self.process(key, n, now) || drained {
                         return;
                     }
                 }
