@@ -520,7 +520,11 @@ impl Broker {
                 }
             }
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
-            _ => self.enqueue(skey, o, out),
+            _ => {
+                // Queued behind a full window: it refills in batches.
+                s.window_full();
+                self.enqueue(skey, o, out)
+            }
         }
     }
 
@@ -703,7 +707,8 @@ impl Broker {
             };
             let Some(conn) = s.conn else { return };
             let head_qos0 = s.queue.front().is_some_and(|q| q.qos() == QoS::AtMostOnce);
-            if !head_qos0 && !s.window_open(max_bytes) {
+            if !head_qos0 && !s.queue.is_empty() && !s.window_open(max_bytes) {
+                s.window_full();
                 return;
             }
             if let Some(Queued::Disk(d)) = s.queue.front_mut() {
@@ -720,9 +725,13 @@ impl Broker {
             }
             let Some(q) = s.pop_queued() else {
                 s.dropping = false;
+                s.window_refilled();
                 s.release_idle();
                 return;
             };
+            if !head_qos0 {
+                s.window_refilled();
+            }
             let Queued::Ram(o) = q else {
                 return;
             };

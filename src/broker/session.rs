@@ -261,6 +261,12 @@ pub struct Session {
     pub send_window: usize,
     /// Payload bytes of the messages in `inflight` (for `max_inflight_bytes`).
     pub inflight_bytes: usize,
+    /// Free slots a full window needs before queued messages go out again
+    /// (1: one per ack). See [`Session::window_open`].
+    pub refill_batch: usize,
+    /// The window filled up with messages still queued: waiting for
+    /// `refill_batch` free slots.
+    refilling: bool,
     /// The client's Maximum Packet Size (v5), if it gave one.
     pub max_packet_size: Option<u32>,
     /// Messages dropped because the queue was full.
@@ -303,6 +309,8 @@ impl Session {
             will: None,
             send_window: usize::MAX,
             inflight_bytes: 0,
+            refill_batch: 1,
+            refilling: false,
             max_packet_size: None,
             dropped: 0,
             dropping: false,
@@ -380,9 +388,28 @@ impl Session {
     /// `max_bytes` payload bytes (`max_inflight_bytes`; 0 = no byte limit).
     /// As mosquitto, the byte bound is checked before the message joins, so a
     /// message larger than the bound still goes when nothing else is in flight.
+    /// Once the message window was full with messages queued behind it
+    /// ([`Session::window_full`]), it opens again only with `refill_batch`
+    /// slots free, so acknowledgements that trickle in one at a time refill it
+    /// in batches (TCP's silly-window avoidance) instead of one message, and
+    /// one write, per ack. Nothing waits for long: with the window full there
+    /// are acks to come, and the batch is at most a quarter of it.
     pub fn window_open(&self, max_bytes: usize) -> bool {
-        self.inflight.len() < self.send_window
+        let free = self.send_window.saturating_sub(self.inflight.len());
+        free > 0
+            && (!self.refilling || free >= self.refill_batch)
             && (max_bytes == 0 || self.inflight_bytes < max_bytes)
+    }
+
+    /// The queue is blocked by the window: wait for `refill_batch` free slots
+    /// (a message window that is not full is never held back).
+    pub fn window_full(&mut self) {
+        self.refilling = self.inflight.len() >= self.send_window;
+    }
+
+    /// The window let a message through, or nothing is queued behind it.
+    pub fn window_refilled(&mut self) {
+        self.refilling = false;
     }
 
     /// Messages sent on this connection and not yet acknowledged.
