@@ -71,29 +71,103 @@ fn valid_plain_filter(filter: &str) -> bool {
 /// are levels (`a//b`). Topics starting with `$` are not matched by filters starting
 /// with a wildcard [MQTT-4.7.2-1].
 pub fn matches(filter: &str, topic: &str) -> bool {
-    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+    // Level by level over the bytes ('/' is never part of a multi-byte UTF-8
+    // character): this runs for every subscription candidate, ACL rule and
+    // bridge `topic` line a message meets, and `str::split` cost several
+    // times as much.
+    let (f, t) = (filter.as_bytes(), topic.as_bytes());
+    if t.first() == Some(&b'$') && matches!(f.first(), Some(b'+' | b'#')) {
         return false;
     }
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
+    let (mut i, mut j) = (0, 0);
     loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) => {
-                if fl != tl {
-                    return false;
-                }
-            }
-            (None, None) => return true,
-            _ => return false,
+        let fe = level_end(f, i);
+        let fl = &f[i..fe];
+        if fl == b"#" {
+            return true;
+        }
+        let te = level_end(t, j);
+        if fl != b"+" && fl != &t[j..te] {
+            return false;
+        }
+        match (fe < f.len(), te < t.len()) {
+            (true, true) => (i, j) = (fe + 1, te + 1),
+            (false, false) => return true,
+            // The topic ended: only a `#` level left matches (the parent level).
+            (true, false) => return &f[fe + 1..level_end(f, fe + 1)] == b"#",
+            (false, true) => return false,
         }
     }
+}
+
+/// Where the level starting at `from` ends: the next '/' or the end.
+fn level_end(s: &[u8], from: usize) -> usize {
+    s[from..]
+        .iter()
+        .position(|&b| b == b'/')
+        .map_or(s.len(), |n| from + n)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The matcher as it was written first (levels by `str::split`): the byte
+    /// matcher must agree with it everywhere.
+    fn matches_by_split(filter: &str, topic: &str) -> bool {
+        if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+            return false;
+        }
+        let mut f = filter.split('/');
+        let mut t = topic.split('/');
+        loop {
+            match (f.next(), t.next()) {
+                (Some("#"), _) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(fl), Some(tl)) => {
+                    if fl != tl {
+                        return false;
+                    }
+                }
+                (None, None) => return true,
+                _ => return false,
+            }
+        }
+    }
+
+    /// Every valid filter of up to 5 characters from {a, /, +, #, $} against
+    /// every topic of up to 5 from {a, b, /, $, é}.
+    #[test]
+    fn byte_matcher_agrees_with_the_split_matcher() {
+        fn all(alphabet: &[&str], max: usize) -> Vec<String> {
+            let mut out = vec![String::new()];
+            let mut last = vec![String::new()];
+            for _ in 0..max {
+                last = last
+                    .iter()
+                    .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                    .collect();
+                out.extend(last.iter().cloned());
+            }
+            out
+        }
+        let filters: Vec<String> = all(&["a", "/", "+", "#", "$"], 5)
+            .into_iter()
+            .filter(|f| valid_topic_filter(f) && !f.starts_with(SHARE_PREFIX))
+            .collect();
+        let topics: Vec<String> = all(&["a", "b", "/", "$", "\u{e9}"], 5)
+            .into_iter()
+            .filter(|t| valid_topic_name(t))
+            .collect();
+        let mut n = 0;
+        for f in &filters {
+            for t in &topics {
+                assert_eq!(matches(f, t), matches_by_split(f, t), "{f:?} {t:?}");
+                n += 1;
+            }
+        }
+        assert!(n > 1_000_000, "{n} pairs");
+    }
 
     #[test]
     fn topic_names() {
