@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod directives;
 pub mod logging;
 pub mod persist;
+pub mod procfs;
 pub mod protocol;
 pub mod server;
 pub mod sys;

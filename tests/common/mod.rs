@@ -67,13 +67,7 @@ pub fn midge_bin() -> PathBuf {
 
 /// A `kB` field of /proc/PID/status (`VmRSS:`, `VmHWM:`).
 pub fn proc_status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+    midge::procfs::status_kb(pid, field).unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
 }
 
 /// The ports of the `listener PORT ...` lines of a config text.
@@ -339,18 +333,7 @@ impl BrokerProcess {
     /// /proc/PID/stat), in seconds: a work bound that, unlike a wall-clock
     /// one, does not move when other processes load the machine.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        (ticks(11) + ticks(12)) / hz.max(1.0)
+        midge::procfs::cpu_seconds(self.pid()).unwrap_or(0.0)
     }
 
     /// True while the process runs.

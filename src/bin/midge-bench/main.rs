@@ -23,6 +23,8 @@ use mio::{Events, Interest, Poll, Token};
 
 use ws::{Unframed, WsClient};
 
+use midge::procfs::{cpu_seconds, status_kb};
+
 use midge::protocol::{
     decode, encode, Connect, DecodeLimits, Decoded, Packet, Properties, ProtocolVersion, PubResp,
     Publish, QoS, Subscribe, SubscriptionOptions,
@@ -291,28 +293,9 @@ fn now_ns(base: Instant) -> u64 {
     base.elapsed().as_nanos() as u64
 }
 
-/// utime + stime of a process, in seconds.
-fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some(ticks / hz.max(1.0))
-}
-
 /// Resident set size of a process, in kB.
 fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    status_kb(pid, "VmRSS:")
 }
 
 fn percentile(sorted: &[u32], p: f64) -> u32 {
