@@ -86,7 +86,13 @@ impl Stream {
                 Handshake::Pending
             }
             Err(HandshakeError::SetupFailure(e)) => Handshake::Failed(e.to_string()),
-            Err(HandshakeError::Failure(mid)) => Handshake::Failed(mid.error().to_string()),
+            Err(HandshakeError::Failure(mid)) => {
+                let e = mid.error().to_string();
+                // Kept until the connection is dropped so that the failure's
+                // log line can still name the peer (`peer` reads the socket).
+                *slot = Some(Box::new(mid));
+                Handshake::Failed(e)
+            }
         }
     }
 
@@ -121,7 +127,11 @@ impl Stream {
             Stream::Tls(s) => s.get_ref().peer_addr().ok(),
             Stream::Bridge(i) => return format!("bridge {i}"),
         };
-        addr.map_or_else(|| "?".to_string(), super::listener::peer_name)
+        // The address is gone once the peer has reset the connection.
+        addr.map_or_else(
+            || "an unknown address (connection reset)".to_string(),
+            super::listener::peer_name,
+        )
     }
 
     /// True while the TLS handshake runs.
