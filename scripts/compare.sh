@@ -13,14 +13,17 @@
 # Scenarios named ws-* run the same load over each broker's WebSocket listener
 # (`midge-bench --ws`), for the cost of WebSockets against TCP.
 #
-# Environment: ROUNDS (3), DURATION seconds per run (5), CONNS clients for the
-# memory test (9000: the open-file limit here is 20000 for both processes).
+# Environment: ROUNDS (3), DURATION seconds per run (5), CONNS client counts
+# for the memory test, one fresh broker each ("1000 5000 10000 19000": the
+# open-file limit here is 20000 for both processes; the curve shows whether
+# tables grow per client as they double), WS_CONNS for the WebSocket one (10000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
-CONNS="${CONNS:-9000}"
+CONNS="${CONNS:-1000 5000 10000 19000}"
+WS_CONNS="${WS_CONNS:-10000}"
 
 if ! command -v mosquitto >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
@@ -127,15 +130,22 @@ for broker in midge mosquitto; do
     pid="$(start "$broker" "$port" "$wsport")"
     sleep 1
     echo "{\"tag\":\"$broker|idle\",\"rss_kb\":$(awk '/VmRSS/{print $2}' "/proc/$pid/status")}" >>"$results"
-    "$BENCH" -p "$port" -s connections -c "$CONNS" -d 10 --broker-pid "$pid" --json \
-        --tag "$broker|connections" >>"$results" || true
     stop "$pid"
+    for n in $CONNS; do
+        port="$(free_port)"
+        wsport="$(free_port)"
+        pid="$(start "$broker" "$port" "$wsport")"
+        sleep 1
+        "$BENCH" -p "$port" -s connections -c "$n" -d 10 --broker-pid "$pid" --json \
+            --tag "$broker|connections" >>"$results" || true
+        stop "$pid"
+    done
     # The same over WebSockets, on a fresh broker.
     port="$(free_port)"
     wsport="$(free_port)"
     pid="$(start "$broker" "$port" "$wsport")"
     sleep 1
-    "$BENCH" -p "$wsport" --ws -s connections -c "$CONNS" -d 10 --broker-pid "$pid" --json \
+    "$BENCH" -p "$wsport" --ws -s connections -c "$WS_CONNS" -d 10 --broker-pid "$pid" --json \
         --tag "$broker|ws-connections" >>"$results" || true
     stop "$pid"
 done
@@ -191,20 +201,25 @@ for name, by in rows.items():
     print(f"| {name} | {fmt(mr)} | {fmt(qr)} | {fmt(mc)} | {fmt(qc)} | **{ratio(mc, qc)}** | {fmt(mp,' us')} | {fmt(qp,' us')} | {fmt(ml)}/{fmt(ql)} |")
 idle_m = med(rows.get("idle", {}).get("midge", []), "rss_kb")
 idle_q = med(rows.get("idle", {}).get("mosquitto", []), "rss_kb")
-cm = rows.get("connections", {}).get("midge", [{}])[0]
-cq = rows.get("connections", {}).get("mosquitto", [{}])[0]
+conn_m = {r["clients"]: r for r in rows.get("connections", {}).get("midge", []) if "clients" in r}
+conn_q = {r["clients"]: r for r in rows.get("connections", {}).get("mosquitto", []) if "clients" in r}
 print("\n| memory and idle | midge | mosquitto | midge/mosquitto |")
 print("|---|---:|---:|---:|")
 print(f"| RSS, idle broker, no clients | {idle_m} kB | {idle_q} kB | {ratio(idle_m, idle_q)} |")
+for n in sorted(set(conn_m) | set(conn_q)):
+    bm, bq = conn_m.get(n, {}).get("bytes_per_conn"), conn_q.get(n, {}).get("bytes_per_conn")
+    print(f"| RSS per connected client ({n:,} clients, one subscription each) | {bm} B | {bq} B | {ratio(bm, bq)} |")
+top = max(conn_m, default=0)
+cm = conn_m.get(top, {})
+cq = conn_q.get(top, {})
 bm, bq = cm.get("bytes_per_conn"), cq.get("bytes_per_conn")
-print(f"| RSS per connected client ({cm.get('clients')} clients, one subscription each) | {bm} B | {bq} B | {ratio(bm, bq)} |")
 if bm:
     print(f"| projected for 100,000 clients | {bm*100000/1048576:.0f} MB | {(bq or 0)*100000/1048576:.0f} MB | |")
 wm = rows.get("ws-connections", {}).get("midge", [{}])[0]
 wq = rows.get("ws-connections", {}).get("mosquitto", [{}])[0]
 bwm, bwq = wm.get("bytes_per_conn"), wq.get("bytes_per_conn")
 print(f"| RSS per connected WebSocket client ({wm.get('clients')} clients, one subscription each) | {bwm} B | {bwq} B | {ratio(bwm, bwq)} |")
-print(f"| time to connect and subscribe all | {cm.get('connect_s')} s | {cq.get('connect_s')} s | {ratio(cm.get('connect_s'), cq.get('connect_s'))} |")
+print(f"| time to connect and subscribe {top:,} | {cm.get('connect_s')} s | {cq.get('connect_s')} s | {ratio(cm.get('connect_s'), cq.get('connect_s'))} |")
 print(f"| CPU while idle with them connected | {cm.get('idle_cpu_pct')} % | {cq.get('idle_cpu_pct')} % | |")
 print(f"| stripped binary | {int(midge_size)//1024} KB | {int(mosq_size)//1024} KB (broker only; both link libssl) | {ratio(int(midge_size), int(mosq_size))} |")
 # WebSockets against TCP on the same broker: how much more CPU a message costs.

@@ -325,7 +325,6 @@ fn run(o: &Opts) -> Result<(), String> {
     let mut events = Events::with_capacity(1024);
     let mut conns: Vec<Conn> = Vec::new();
     let v = o.version;
-    let io = |e: std::io::Error| e.to_string();
 
     // Who is who: (topic published to, subscription filter) per scenario.
     let mut plan: Vec<(Option<String>, Option<String>)> = Vec::new();
@@ -357,65 +356,14 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     let rss_before = o.broker_pid.and_then(rss_kb);
     let connect_started = Instant::now();
+    // Publishers are numbered in plan order.
+    let mut publisher_of = Vec::with_capacity(plan.len());
     let mut publishers = 0u32;
-    for (i, (pub_topic, sub_filter)) in plan.iter().enumerate() {
-        let addr = match (sub_filter, o.sub_addr) {
-            (Some(_), Some(a)) => a,
-            _ => o.addr,
-        };
-        let mut c = Conn::open(addr, o.ws, i as u32 + 1).map_err(io)?;
-        poll.registry()
-            .register(
-                &mut c.stream,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(io)?;
-        let persistent = o.persistent && sub_filter.is_some();
-        // Persistent subscribers keep their ids across runs; their sessions are
-        // cleaned by the next run's clean connect-and-go only if asked.
-        let id = if persistent {
-            format!("bench-sub-{i}")
-        } else {
-            format!("bench-{}-{i}", std::process::id())
-        };
-        c.send(
-            v,
-            &Packet::Connect(Connect {
-                version: v,
-                clean_start: !persistent,
-                keep_alive: 300,
-                properties: Properties::default(),
-                client_id: &id,
-                will: None,
-                username: None,
-                password: None,
-            }),
-        );
-        if let Some(f) = sub_filter {
-            c.send(
-                v,
-                &Packet::Subscribe(Subscribe {
-                    packet_id: 1,
-                    properties: Properties::default(),
-                    filters: vec![(
-                        f.as_str(),
-                        SubscriptionOptions {
-                            qos: o.qos,
-                            ..Default::default()
-                        },
-                    )],
-                }),
-            );
-        } else {
-            c.subscribed = true;
-        }
-        if let Some(t) = pub_topic {
-            c.topic = t.clone();
-            c.publisher = Some(publishers);
+    for (pub_topic, _) in &plan {
+        publisher_of.push(pub_topic.as_ref().map(|_| {
             publishers += 1;
-        }
-        conns.push(c);
+            publishers - 1
+        }));
     }
     let mut stats = Stats {
         sent: 0,
@@ -429,17 +377,33 @@ fn run(o: &Opts) -> Result<(), String> {
     let limits = DecodeLimits::new(v, 1 << 28);
     let base = Instant::now();
     let mut scratch = vec![0u8; 1 << 16];
-    // Phase 1: everyone connected and subscribed.
+    // Phase 1: everyone connected and subscribed, at most CONNECT_WINDOW
+    // clients between their TCP connect and their SUBACK at a time: a burst
+    // of thousands of connects overflows the broker's listen backlog, and the
+    // dropped SYNs come back only after seconds of kernel backoff (past a
+    // broker's CONNECT timeout).
     let ready_deadline = Instant::now() + Duration::from_secs(60);
+    // Clients before `first` are all ready (they finish roughly in order, so
+    // counting the rest is short).
+    let mut first = 0;
     loop {
-        let ready = conns.iter().filter(|c| c.connected && c.subscribed).count();
-        if ready == conns.len() {
+        let is_ready = |c: &Conn| c.connected && c.subscribed;
+        first += conns[first..].iter().take_while(|c| is_ready(c)).count();
+        if first == plan.len() {
             break;
+        }
+        let waiting = conns[first..].iter().filter(|c| !is_ready(c)).count();
+        let mut room = CONNECT_WINDOW.saturating_sub(waiting);
+        while room > 0 && conns.len() < plan.len() {
+            let i = conns.len();
+            conns.push(open_client(&poll, o, i, &plan[i], publisher_of[i])?);
+            room -= 1;
         }
         if Instant::now() > ready_deadline {
             return Err(format!(
-                "only {ready} of {} clients ready after 60 s",
-                conns.len()
+                "only {} of {} clients ready after 60 s",
+                conns.len() - waiting,
+                plan.len()
             ));
         }
         pump(
@@ -681,6 +645,79 @@ fn run(o: &Opts) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Clients between their TCP connect and their SUBACK at most (see phase 1
+/// of [`run`]).
+const CONNECT_WINDOW: usize = 256;
+
+/// Open client `i` of the plan (topic it publishes to, filter it subscribes
+/// to), registered with the poll under `Token(i)`, CONNECT and SUBSCRIBE queued.
+fn open_client(
+    poll: &Poll,
+    o: &Opts,
+    i: usize,
+    (pub_topic, sub_filter): &(Option<String>, Option<String>),
+    publisher: Option<u32>,
+) -> Result<Conn, String> {
+    let io = |e: std::io::Error| e.to_string();
+    let v = o.version;
+    let addr = match (sub_filter, o.sub_addr) {
+        (Some(_), Some(a)) => a,
+        _ => o.addr,
+    };
+    let mut c = Conn::open(addr, o.ws, i as u32 + 1).map_err(io)?;
+    poll.registry()
+        .register(
+            &mut c.stream,
+            Token(i),
+            Interest::READABLE | Interest::WRITABLE,
+        )
+        .map_err(io)?;
+    let persistent = o.persistent && sub_filter.is_some();
+    // Persistent subscribers keep their ids across runs; their sessions are
+    // cleaned by the next run's clean connect-and-go only if asked.
+    let id = if persistent {
+        format!("bench-sub-{i}")
+    } else {
+        format!("bench-{}-{i}", std::process::id())
+    };
+    c.send(
+        v,
+        &Packet::Connect(Connect {
+            version: v,
+            clean_start: !persistent,
+            keep_alive: 300,
+            properties: Properties::default(),
+            client_id: &id,
+            will: None,
+            username: None,
+            password: None,
+        }),
+    );
+    if let Some(f) = sub_filter {
+        c.send(
+            v,
+            &Packet::Subscribe(Subscribe {
+                packet_id: 1,
+                properties: Properties::default(),
+                filters: vec![(
+                    f.as_str(),
+                    SubscriptionOptions {
+                        qos: o.qos,
+                        ..Default::default()
+                    },
+                )],
+            }),
+        );
+    } else {
+        c.subscribed = true;
+    }
+    if let Some(t) = pub_topic {
+        c.topic = t.clone();
+        c.publisher = publisher;
+    }
+    Ok(c)
 }
 
 /// One poll round: read and answer everything that arrived, flush output.
