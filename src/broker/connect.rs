@@ -32,7 +32,7 @@ impl Broker {
         out: &mut impl Output,
     ) {
         let version = connect.version;
-        let Some(peer) = self.conns.get(&conn).map(|c| c.peer.clone()) else {
+        let Some(peer) = self.conns.get(&conn).map(|c| Box::<str>::from(c.peer())) else {
             return;
         };
         if let Err(reason) = super::auth::authenticate(&connect) {
@@ -144,7 +144,11 @@ impl Broker {
         }
 
         // Credentials (password file, certificate identity) and the will's ACL.
-        let Some(identity) = self.conns.get(&conn).map(|c| c.identity.clone()) else {
+        let Some(identity) = self
+            .conns
+            .get(&conn)
+            .map(|c| c.greeting.as_ref().and_then(|g| g.identity.clone()))
+        else {
             return;
         };
         let sec = Arc::clone(self.security.listener(listener));
@@ -225,7 +229,7 @@ impl Broker {
             // guessing costs the attacker time, not the broker.
             let serial = match self.conns.get_mut(&conn) {
                 Some(c) => {
-                    c.refusal = Some((version, reason));
+                    c.greeting_mut().refusal = Some((version, reason));
                     c.serial
                 }
                 None => return,
@@ -269,7 +273,9 @@ impl Broker {
         }
 
         // Take over a connection holding the same client id [MQTT-3.1.4-2].
-        let existing = self.by_client_id.get(&*client_id).copied();
+        let existing = self
+            .by_client_id
+            .get(&client_id, |k| super::client_id_of(&self.sessions, k));
         if let Some(skey) = existing {
             if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn) {
                 info!(
@@ -366,7 +372,7 @@ impl Broker {
             c.version = version;
             c.keep_alive = keep_alive;
             // Logged below for the last time: from now on the client id names it.
-            c.peer = Box::default();
+            c.greeting = None;
             c.aliases.accept_outbound(accept_aliases);
         }
         self.stats.clients_connected += 1;
@@ -567,8 +573,9 @@ impl Broker {
         let skey = self
             .sessions
             .insert(Session::new(client_id, version, serial));
-        let id = Arc::clone(&self.sessions[skey].client_id);
-        self.by_client_id.insert(id, skey);
+        let sessions = &self.sessions;
+        self.by_client_id
+            .insert(client_id, skey, |k| super::client_id_of(sessions, k));
         skey
     }
 
@@ -588,7 +595,10 @@ impl Broker {
                 (x >> 32) as u32,
                 (x as u32) ^ (n as u32)
             );
-            if !self.by_client_id.contains_key(id.as_str()) {
+            if !self
+                .by_client_id
+                .contains(&id, |k| super::client_id_of(&self.sessions, k))
+            {
                 return id;
             }
         }

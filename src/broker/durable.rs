@@ -403,7 +403,9 @@ impl Broker {
             }
             let skey = self.sessions.insert(s);
             if let Some(s) = self.sessions.get(skey) {
-                self.by_client_id.insert(Arc::clone(&s.client_id), skey);
+                let sessions = &self.sessions;
+                self.by_client_id
+                    .insert(&s.client_id, skey, |k| super::client_id_of(sessions, k));
             }
             for sub in rs.subscriptions.into_values() {
                 let subscription = Subscription {
@@ -420,7 +422,7 @@ impl Broker {
                 };
                 if added {
                     if let Some(s) = self.sessions.get_mut(skey) {
-                        s.subscriptions.push(sub.filter.as_str().into());
+                        s.subscriptions.push(&sub.filter);
                     }
                 }
             }

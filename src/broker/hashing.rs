@@ -259,13 +259,13 @@ impl Broker {
             info!(
                 target: NOTICE,
                 "Client connection from {} refused: server busy checking passwords.",
-                c.peer
+                c.peer()
             );
             // 3.1.1 has no "busy": 0x03 Server unavailable.
             self.refuse(conn, version, ReasonCode::SERVER_BUSY, out);
             return;
         }
-        c.held = Some(Box::new(Held {
+        c.greeting_mut().held = Some(Box::new(Held {
             version,
             connect: bytes,
             later: Vec::new(),
@@ -295,7 +295,7 @@ impl Broker {
         if c.serial != serial {
             return;
         }
-        let Some(held) = c.held.take() else {
+        let Some(held) = c.greeting.as_deref_mut().and_then(|g| g.held.take()) else {
             return;
         };
         let limits = DecodeLimits::new(held.version, usize::MAX);
@@ -307,7 +307,7 @@ impl Broker {
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if let Some(again) = c.held.as_mut() {
+        if let Some(again) = c.held_mut() {
             // Still no budget: the packets keep waiting behind it.
             again.later = held.later;
             return;

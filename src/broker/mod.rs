@@ -5,6 +5,7 @@
 
 mod aliases;
 mod auth;
+mod client_ids;
 mod conn_table;
 mod connect;
 mod deadlines;
@@ -24,7 +25,6 @@ mod sys_log;
 mod sys_tree;
 pub mod topic_index;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,8 +193,9 @@ pub struct Stats {
 struct Conn {
     /// Guards this connection's timers (the server reuses ConnIds).
     serial: u64,
-    /// Peer address for logs.
-    peer: Box<str>,
+    /// What matters only until CONNECT is accepted (dropped then: a connected
+    /// client pays one pointer for it).
+    greeting: Option<Box<Greeting>>,
     /// The session attached once CONNECT succeeded.
     session: Option<usize>,
     /// Protocol version (from CONNECT).
@@ -207,18 +208,52 @@ struct Conn {
     aliases: aliases::TopicAliases,
     /// Listener the socket came in on (selects the security rules).
     listener: usize,
-    /// TLS client certificate name (CN or subject), when the listener uses it.
-    identity: Option<Box<str>>,
-    /// A refusal waiting for its delay to pass (version, reason).
-    refusal: Option<(ProtocolVersion, ReasonCode)>,
-    /// Its CONNECT (and what followed) waiting for password-hashing budget.
-    held: Option<Box<hashing::Held>>,
     /// Complaint lines logged about it (bounded: see `Broker::complain`).
     complaints: crate::logging::Complaints,
     /// The client announced itself as a bridge (protocol level | 0x80, as
     /// mosquitto's `try_private`): its own messages are not sent back to it and
     /// retained flags reach it as published.
     bridge: bool,
+}
+
+/// A connection's state before its CONNECT is accepted.
+#[derive(Debug, Default)]
+struct Greeting {
+    /// Peer address for logs (a connected client is named by its client id).
+    peer: Box<str>,
+    /// TLS client certificate name (CN or subject), when the listener uses it.
+    identity: Option<Box<str>>,
+    /// A refusal waiting for its delay to pass (version, reason).
+    refusal: Option<(ProtocolVersion, ReasonCode)>,
+    /// Its CONNECT (and what followed) waiting for password-hashing budget.
+    held: Option<Box<hashing::Held>>,
+}
+
+impl Conn {
+    /// The peer address for logs ("?" once connected: the client id names it).
+    fn peer(&self) -> &str {
+        self.greeting.as_deref().map_or("?", |g| &g.peer)
+    }
+
+    /// The pre-CONNECT state, made if it is gone.
+    fn greeting_mut(&mut self) -> &mut Greeting {
+        self.greeting.get_or_insert_with(|| {
+            Box::new(Greeting {
+                peer: "?".into(),
+                ..Greeting::default()
+            })
+        })
+    }
+
+    /// Waiting for a delayed refusal.
+    fn refusal(&self) -> Option<(ProtocolVersion, ReasonCode)> {
+        self.greeting.as_deref().and_then(|g| g.refusal)
+    }
+
+    /// The held CONNECT, if any.
+    fn held_mut(&mut self) -> Option<&mut Box<hashing::Held>> {
+        self.greeting.as_deref_mut().and_then(|g| g.held.as_mut())
+    }
 }
 
 /// Why a connection ends; decides the will, the DISCONNECT and the log line.
@@ -243,7 +278,7 @@ pub struct Broker {
     config: BrokerConfig,
     conns: conn_table::ConnTable<Conn>,
     sessions: Slab<Session>,
-    by_client_id: HashMap<Arc<str>, usize>,
+    by_client_id: client_ids::ClientIds,
     subscriptions: SubscriptionIndex<usize>,
     shared: shared::SharedSubscriptions,
     retained: RetainedStore<Retained>,
@@ -293,7 +328,7 @@ impl Broker {
             config,
             conns: conn_table::ConnTable::default(),
             sessions: Slab::new(),
-            by_client_id: HashMap::new(),
+            by_client_id: client_ids::ClientIds::default(),
             subscriptions: SubscriptionIndex::new(),
             shared: shared::SharedSubscriptions::default(),
             retained: RetainedStore::new(limits),
@@ -365,7 +400,9 @@ impl Broker {
     /// (CN, or the subject with `use_subject_as_username`), if any.
     pub fn set_identity(&mut self, conn: ConnId, identity: Option<&str>) {
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.identity = identity.map(Into::into);
+            if let Some(identity) = identity {
+                c.greeting_mut().identity = Some(identity.into());
+            }
         }
     }
 
@@ -435,16 +472,16 @@ impl Broker {
             conn,
             Conn {
                 serial,
-                peer: peer.into(),
+                greeting: Some(Box::new(Greeting {
+                    peer: peer.into(),
+                    ..Greeting::default()
+                })),
                 session: None,
                 version: ProtocolVersion::V311,
                 keep_alive: 0,
                 last_seen: now,
                 aliases: aliases::TopicAliases::default(),
                 listener,
-                identity: None,
-                refusal: None,
-                held: None,
                 complaints: Default::default(),
                 bridge: false,
             },
@@ -471,16 +508,16 @@ impl Broker {
         };
         self.stats.packets_received += 1;
         c.last_seen = now;
-        if c.refusal.is_some() {
+        if c.refusal().is_some() {
             // Waiting to be refused: nothing else is processed.
             return;
         }
-        if let Some(held) = c.held.as_mut() {
+        if let Some(held) = c.held_mut() {
             // Its CONNECT waits for hashing budget: what follows waits behind it.
             if !held.push(&packet) {
                 debug!(
                     "Connection from {} sent too much behind a held CONNECT: closing.",
-                    c.peer
+                    c.peer()
                 );
                 self.conns.remove(&conn);
                 out.close_with(conn, ReasonCode::QUOTA_EXCEEDED);
@@ -497,7 +534,7 @@ impl Broker {
                 other => {
                     debug!(
                         "Connection from {} sent {:?} before CONNECT: closing.",
-                        c.peer,
+                        c.peer(),
                         other.packet_type()
                     );
                     self.conns.remove(&conn);
@@ -554,7 +591,7 @@ impl Broker {
                 // [MQTT-3.1.2-2] CONNACK 0x01 (v5: 0x84), then close.
                 info!(
                     "Client connection from {} refused: unsupported protocol level {level}.",
-                    c.peer
+                    c.peer()
                 );
                 // The client speaks a level we do not know: answer in the 3.1.1
                 // form every level understands (0x84 becomes 0x01), as mosquitto.
@@ -564,7 +601,7 @@ impl Broker {
                     &connack(false, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION),
                 );
             } else {
-                info!("Bad CONNECT from {}: {error}.", c.peer);
+                info!("Bad CONNECT from {}: {error}.", c.peer());
             }
             self.conns.remove(&conn);
             out.close_with(conn, error.reason_code());
@@ -609,7 +646,7 @@ impl Broker {
                 {
                     info!(
                         "Client connection from {} timed out before CONNECT.",
-                        c.peer
+                        c.peer()
                     );
                     self.conns.remove(&conn);
                     out.close_with(conn, ReasonCode::KEEP_ALIVE_TIMEOUT);
@@ -637,7 +674,7 @@ impl Broker {
                 let Some(c) = self.conns.get(&conn) else {
                     return;
                 };
-                if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal) {
+                if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal()) {
                     out.send(conn, version, &connack(false, reason));
                     self.conns.remove(&conn);
                     out.close_with(conn, reason);
@@ -743,7 +780,7 @@ impl Broker {
                 .sessions
                 .get(*s)
                 .map_or_else(String::new, |s| LogStr(&s.client_id).to_string()),
-            Some(c) => format!("<unknown> from {}", c.peer),
+            Some(c) => format!("<unknown> from {}", c.peer()),
             None => String::new(),
         }
     }
@@ -868,9 +905,15 @@ impl Broker {
         for f in s.subscriptions.iter() {
             self.unsubscribe_filter(f, skey);
         }
-        if self.by_client_id.get(&*s.client_id) == Some(&skey) {
-            self.by_client_id.remove(&*s.client_id);
-        }
+        // Out of the slab already: its id is compared from here.
+        let sessions = &self.sessions;
+        self.by_client_id.remove(&s.client_id, skey, |k| {
+            if k == skey {
+                &s.client_id
+            } else {
+                client_id_of(sessions, k)
+            }
+        });
         if let Some(w) = s.will.take() {
             let from = publisher_of(self.config.check_retain_source, &mut s);
             self.publish_will(now, w.msg, from, out);
@@ -947,7 +990,11 @@ impl Broker {
                     return Err(format!("{}: connection does not point back", s.client_id));
                 }
             }
-            if self.by_client_id.get(&*s.client_id) != Some(&key) {
+            if self
+                .by_client_id
+                .get(&s.client_id, |k| client_id_of(&self.sessions, k))
+                != Some(key)
+            {
                 return Err(format!("{}: not in the client id map", s.client_id));
             }
             for f in s.subscriptions.iter() {
@@ -999,6 +1046,12 @@ impl Broker {
 /// Who session `s` is, as the publisher of the retained messages (and
 /// retained wills) it sends, when `check` (`check_retain_source`) is on: built
 /// once per connection and shared by all of them. Bridges' local sides are the
+/// The client id of session `skey` (empty if there is none), for
+/// [`client_ids::ClientIds`], which keeps ids only in their sessions.
+fn client_id_of(sessions: &Slab<Session>, skey: usize) -> &str {
+    sessions.get(skey).map_or("", |s| &s.client_id)
+}
+
 /// broker's own and are not checked.
 fn publisher_of(check: bool, s: &mut Session) -> Option<Arc<Publisher>> {
     if !check || s.listener == crate::auth::BRIDGE_LISTENER {

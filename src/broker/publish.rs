@@ -594,8 +594,8 @@ impl Broker {
     pub fn watch_queue(&mut self, client_id: &str, threshold: usize) -> bool {
         let Some(s) = self
             .by_client_id
-            .get(client_id)
-            .and_then(|k| self.sessions.get_mut(*k))
+            .get(client_id, |k| super::client_id_of(&self.sessions, k))
+            .and_then(|k| self.sessions.get_mut(k))
         else {
             return false;
         };

@@ -216,6 +216,78 @@ impl std::fmt::Debug for IdBitmap {
     }
 }
 
+/// The filters a session holds, in the order subscribed. The common session
+/// has one: it is stored inline as the filter's own box (16 bytes, no list
+/// allocation), and an empty filter, which no SUBSCRIBE can carry
+/// [MQTT-4.7.3-1], stands for none. More than one go to a boxed list.
+#[derive(Debug)]
+pub enum Filters {
+    /// No filter (an empty string) or one.
+    One(Box<str>),
+    /// Two or more.
+    Many(Box<Vec<Box<str>>>),
+}
+
+impl Default for Filters {
+    fn default() -> Self {
+        Filters::One(Box::default())
+    }
+}
+
+impl Filters {
+    /// How many filters are held.
+    pub fn len(&self) -> usize {
+        match self {
+            Filters::One(f) => usize::from(!f.is_empty()),
+            Filters::Many(v) => v.len(),
+        }
+    }
+
+    /// No filter is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The filters, in the order subscribed.
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let (one, many): (Option<&str>, &[Box<str>]) = match self {
+            Filters::One(f) if f.is_empty() => (None, &[]),
+            Filters::One(f) => (Some(f), &[]),
+            Filters::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter().map(|f| &**f))
+    }
+
+    /// Add `filter` (the caller knows it is not held yet, and it is not empty).
+    pub fn push(&mut self, filter: &str) {
+        match self {
+            Filters::One(f) if f.is_empty() => *f = filter.into(),
+            Filters::One(f) => {
+                let first = std::mem::take(f);
+                *self = Filters::Many(Box::new(vec![first, filter.into()]));
+            }
+            Filters::Many(v) => v.push(filter.into()),
+        }
+    }
+
+    /// Keep only the filters for which `keep` says true.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        match self {
+            Filters::One(f) => {
+                if !f.is_empty() && !keep(f) {
+                    *f = Box::default();
+                }
+            }
+            Filters::Many(v) => {
+                v.retain(|f| keep(f));
+                if v.len() <= 1 {
+                    *self = Filters::One(v.pop().unwrap_or_default());
+                }
+            }
+        }
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -233,7 +305,7 @@ pub struct Session {
     pub expiry: Option<Duration>,
     /// Filters this session holds in the subscription index (to remove them when
     /// the session ends).
-    pub subscriptions: Vec<Box<str>>,
+    pub subscriptions: Filters,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
     pub inflight: Lazy<VecDeque<Inflight>>,
     /// Messages waiting for room in the in-flight window or for the client to return.
@@ -297,7 +369,7 @@ impl Session {
             conn: None,
             serial,
             expiry: Some(Duration::ZERO),
-            subscriptions: Vec::new(),
+            subscriptions: Filters::default(),
             inflight: Lazy::default(),
             queue: Lazy::default(),
             queued_bytes: 0,
@@ -476,6 +548,27 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_hold_one_inline_and_more_in_a_list() {
+        let mut f = Filters::default();
+        assert!(f.is_empty() && f.iter().next().is_none());
+        f.push("a/b");
+        assert!(matches!(f, Filters::One(_)));
+        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b"]);
+        f.push("c/#");
+        f.push("d");
+        assert_eq!(f.len(), 3);
+        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b", "c/#", "d"]);
+        f.retain(|x| x != "c/#");
+        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b", "d"]);
+        f.retain(|x| x != "a/b");
+        assert!(matches!(f, Filters::One(_)));
+        assert_eq!(f.iter().collect::<Vec<_>>(), ["d"]);
+        f.retain(|_| false);
+        assert!(f.is_empty());
+        assert_eq!(std::mem::size_of::<Filters>(), 16);
+    }
 
     #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {

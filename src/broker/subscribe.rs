@@ -133,7 +133,7 @@ impl Broker {
                     identifier,
                 };
                 if self.shared.subscribe(filter, plain, skey, sub) {
-                    self.sessions[skey].subscriptions.push(filter.into());
+                    self.sessions[skey].subscriptions.push(filter);
                 }
                 self.persist_subscription(skey, filter, true, out);
                 // No retained messages for a shared subscription (4.8.2).
@@ -150,7 +150,7 @@ impl Broker {
                 },
             );
             if is_new {
-                self.sessions[skey].subscriptions.push(filter.into());
+                self.sessions[skey].subscriptions.push(filter);
             }
             // One record per subscription, not the whole list again.
             self.persist_subscription(skey, filter, true, out);
@@ -254,7 +254,7 @@ impl Broker {
         log.finish(&client_id, 0, 0, None);
         if !removed.is_empty() {
             if let Some(s) = self.sessions.get_mut(skey) {
-                s.subscriptions.retain(|f| !removed.contains(&**f));
+                s.subscriptions.retain(|f| !removed.contains(f));
             }
         }
         for filter in &removed {
