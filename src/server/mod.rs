@@ -966,7 +966,10 @@ impl Server {
                 }
                 match result {
                     Flush::Done if closing => self.finish(key, now),
-                    Flush::Done => self.set_write_interest(key, false),
+                    Flush::Done => {
+                        self.io.recycle(key);
+                        self.set_write_interest(key, false);
+                    }
                     // Not after a commit; released bytes are flushed next round.
                     Flush::Held => {}
                     Flush::More => self.flush_again.push(key),
