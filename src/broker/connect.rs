@@ -356,11 +356,13 @@ impl Broker {
         };
         s.window_refilled();
         s.max_packet_size = props.maximum_packet_size;
-        s.dropping = false;
+        if let Some(e) = s.extra.get_mut() {
+            e.dropping = false;
+            e.publisher = None;
+        }
         let s_username = username.clone();
         s.username = username;
         s.listener = listener;
-        s.publisher = None;
 
         let accept_aliases = if self.config.outgoing_topic_aliases && version.is_v5() {
             props.topic_alias_maximum.unwrap_or(0)

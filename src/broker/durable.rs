@@ -294,7 +294,7 @@ impl Broker {
                     w(&Record::Keep(q.id()));
                 }
             }
-            for &packet_id in s.awaiting_rel.iter() {
+            for &packet_id in s.extra.awaiting_rel.iter() {
                 w(&Record::RelHold { sid, packet_id });
             }
             if let (None, Some(will)) = (s.conn, &s.will) {
@@ -356,7 +356,7 @@ impl Broker {
             s.username = rs.username.map(Into::into);
             s.listener = usize::try_from(rs.listener).unwrap_or(usize::MAX);
             if !rs.awaiting_rel.is_empty() {
-                s.awaiting_rel = rs.awaiting_rel.into();
+                s.extra.awaiting_rel = rs.awaiting_rel;
             }
             let will_delay = rs.will.as_ref().map(|(d, _)| *d);
             s.will = rs.will.map(|(delay, m)| PendingWill {

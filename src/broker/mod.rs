@@ -1057,7 +1057,7 @@ fn publisher_of(check: bool, s: &mut Session) -> Option<Arc<Publisher>> {
     if !check || s.listener == crate::auth::BRIDGE_LISTENER {
         return None;
     }
-    let p = s.publisher.get_or_insert_with(|| {
+    let p = s.extra.publisher.get_or_insert_with(|| {
         Arc::new(Publisher {
             client_id: Arc::clone(&s.client_id),
             username: s.username.clone(),

@@ -155,7 +155,12 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
-            if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == p.packet_id) {
+            if let Some(pos) = s
+                .extra
+                .awaiting_rel
+                .iter()
+                .position(|&id| id == p.packet_id)
+            {
                 if p.dup {
                     // A re-sent QoS 2 PUBLISH whose PUBREL has not come yet: it was
                     // delivered already; acknowledge again, deliver nothing (4.3.3,
@@ -172,14 +177,14 @@ impl Broker {
                 // release of the old id was lost (with `persistence_sync periodic` a
                 // power cut may take its record). Release it rather than
                 // acknowledge and drop the new message.
-                s.awaiting_rel.swap_remove(pos);
+                s.extra.awaiting_rel.swap_remove(pos);
                 self.persist_rel(skey, p.packet_id, false, out);
             }
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
             let limit = usize::from(self.config.max_inflight_messages);
-            if version.is_v5() && limit != 0 && s.awaiting_rel.len() >= limit {
+            if version.is_v5() && limit != 0 && s.extra.awaiting_rel.len() >= limit {
                 // [MQTT-3.3.4-8] more than our Receive Maximum in flight: 0x93.
                 return self.end(
                     now,
@@ -264,7 +269,7 @@ impl Broker {
                 // records of its deliveries in the log, so a crash that keeps a
                 // delivery keeps the id too, and a re-sent PUBLISH is not
                 // delivered twice (4.3.3).
-                self.sessions[skey].awaiting_rel.push(p.packet_id);
+                self.sessions[skey].extra.awaiting_rel.push(p.packet_id);
                 self.persist_rel(skey, p.packet_id, true, out);
             }
             let retain = p.retain && self.config.retain_available;
@@ -490,9 +495,9 @@ impl Broker {
                 if out.pending_bytes(conn) > max_pending {
                     self.stats.messages_dropped += 1;
                     self.stats.dropped_backlog += 1;
-                    s.dropped += 1;
-                    if !s.dropping {
-                        s.dropping = true;
+                    s.extra.dropped += 1;
+                    if !s.extra.dropping {
+                        s.extra.dropping = true;
                         warn!(
                             "Outgoing QoS 0 messages are being dropped for client {}.",
                             LogStr(&s.client_id)
@@ -558,9 +563,9 @@ impl Broker {
         if (max_n != 0 && s.queue.len() >= max_n) || (max_b != 0 && s.queued_bytes + len > max_b) {
             self.stats.messages_dropped += 1;
             self.stats.dropped_queue_full += 1;
-            s.dropped += 1;
-            if !s.dropping {
-                s.dropping = true;
+            s.extra.dropped += 1;
+            if !s.extra.dropping {
+                s.extra.dropping = true;
                 warn!(
                     "Outgoing messages are being dropped for client {} (queue full: {} messages, {} bytes).",
                     LogStr(&s.client_id),
@@ -578,11 +583,11 @@ impl Broker {
         if spill {
             s.spill();
         }
-        if s.queue_watch != 0
+        if s.extra.queue_watch != 0
             && s.conn.is_none()
-            && s.queue.len() + s.inflight.len() >= s.queue_watch as usize
+            && s.queue.len() + s.inflight.len() >= s.extra.queue_watch as usize
         {
-            s.queue_watch = 0;
+            s.extra.queue_watch = 0;
             out.queue_reached(&s.client_id);
         }
     }
@@ -600,10 +605,12 @@ impl Broker {
             return false;
         };
         if s.queue.len() + s.inflight.len() >= threshold {
-            s.queue_watch = 0;
+            if let Some(e) = s.extra.get_mut() {
+                e.queue_watch = 0;
+            }
             return true;
         }
-        s.queue_watch = u32::try_from(threshold).unwrap_or(u32::MAX);
+        s.extra.queue_watch = u32::try_from(threshold).unwrap_or(u32::MAX);
         false
     }
 
@@ -671,7 +678,7 @@ impl Broker {
                     LogStr(&o.msg.topic),
                     LogStr(&s.client_id)
                 );
-                s.dropped += 1;
+                s.extra.dropped += 1;
                 if new_alias {
                     // The alias was never announced: hand it out again later.
                     if let Some(c) = self.conns.get_mut(&conn) {
@@ -724,7 +731,9 @@ impl Broker {
                 return;
             }
             let Some(q) = s.pop_queued() else {
-                s.dropping = false;
+                if let Some(e) = s.extra.get_mut() {
+                    e.dropping = false;
+                }
                 s.window_refilled();
                 s.release_idle();
                 return;
@@ -887,7 +896,7 @@ impl Broker {
     fn drop_unreadable(&mut self, skey: usize, o: &Outgoing) {
         self.stats.messages_dropped += 1;
         if let Some(s) = self.sessions.get_mut(skey) {
-            s.dropped += 1;
+            s.extra.dropped += 1;
             debug!(
                 "Denied queued message on {} for {}: no read access.",
                 LogStr(&o.msg.topic),
@@ -1044,9 +1053,14 @@ impl Broker {
         };
         let version = s.version;
         let mut comp = PubResp::success(r.packet_id);
-        if let Some(pos) = s.awaiting_rel.iter().position(|&id| id == r.packet_id) {
-            s.awaiting_rel.swap_remove(pos);
-            s.awaiting_rel.release_if_empty();
+        if let Some(pos) = s
+            .extra
+            .awaiting_rel
+            .iter()
+            .position(|&id| id == r.packet_id)
+        {
+            s.extra.awaiting_rel.swap_remove(pos);
+            s.extra.release_if_empty();
             self.persist_rel(skey, r.packet_id, false, out);
         } else if version.is_v5() {
             // 4.3.3: PUBREL for an id we do not hold: 0x92.

@@ -79,13 +79,13 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return true;
         };
-        if s.replays.len() >= MAX_PENDING {
+        if s.extra.replays.len() >= MAX_PENDING {
             return false;
         }
-        if s.replays.is_empty() {
+        if s.extra.replays.is_empty() {
             self.replaying.push(skey);
         }
-        s.replays.push_back(Replay {
+        s.extra.replays.push_back(Replay {
             filter: filter.into(),
             qos,
             identifier,
@@ -100,7 +100,7 @@ impl Broker {
         if self
             .sessions
             .get(skey)
-            .is_some_and(|s| !s.replays.is_empty())
+            .is_some_and(|s| !s.extra.replays.is_empty())
         {
             self.replaying.push(skey);
         }
@@ -184,13 +184,13 @@ impl Broker {
             let Some(conn) = s.conn else {
                 return Progress::Offline;
             };
-            let Some(r) = s.replays.front() else {
-                s.replays.release_if_empty();
+            let Some(r) = s.extra.replays.front() else {
+                s.extra.release_if_empty();
                 return Progress::Done;
             };
             // Unsubscribed since: its retained messages are no longer wanted.
             if self.subscriptions.get(&r.filter, skey).is_none() {
-                s.replays.pop_front();
+                s.extra.replays.pop_front();
                 continue;
             }
             // Room: the socket took most of what was sent (a QoS 0 message is never
@@ -218,11 +218,11 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return Progress::Done;
             };
-            let Some(r) = s.replays.front_mut() else {
+            let Some(r) = s.extra.replays.front_mut() else {
                 return Progress::Done;
             };
             let Some(msg) = visited else {
-                s.replays.pop_front();
+                s.extra.replays.pop_front();
                 continue;
             };
             r.after = Some(Arc::clone(&msg));
@@ -251,7 +251,11 @@ impl Broker {
                     continue;
                 }
             }
-            let Some(r) = self.sessions.get(skey).and_then(|s| s.replays.front()) else {
+            let Some(r) = self
+                .sessions
+                .get(skey)
+                .and_then(|s| s.extra.replays.front())
+            else {
                 return Progress::Done;
             };
             let (granted, ids) = (r.qos, r.identifier.into_iter().collect());
@@ -294,6 +298,9 @@ impl Broker {
     /// Number of replays pending over all sessions (for tests).
     #[cfg(test)]
     pub(super) fn pending_replays(&self) -> usize {
-        self.sessions.iter().map(|(_, s)| s.replays.len()).sum()
+        self.sessions
+            .iter()
+            .map(|(_, s)| s.extra.replays.len())
+            .sum()
     }
 }

@@ -140,26 +140,6 @@ impl Empty for VecDeque<Queued> {
     }
 }
 
-impl Empty for VecDeque<Replay> {
-    fn empty() -> &'static Self {
-        static E: VecDeque<Replay> = VecDeque::new();
-        &E
-    }
-    fn holds_nothing(&self) -> bool {
-        self.is_empty()
-    }
-}
-
-impl Empty for Vec<PacketId> {
-    fn empty() -> &'static Self {
-        static E: Vec<PacketId> = Vec::new();
-        &E
-    }
-    fn holds_nothing(&self) -> bool {
-        self.is_empty()
-    }
-}
-
 impl<T: Empty> std::ops::Deref for Lazy<T> {
     type Target = T;
     fn deref(&self) -> &T {
@@ -180,6 +160,11 @@ impl<T: Empty> From<T> for Lazy<T> {
 }
 
 impl<T: Empty> Lazy<T> {
+    /// The value, mutably, if one was made (never allocates).
+    pub fn get_mut(&mut self) -> Option<&mut T> {
+        self.0.as_deref_mut()
+    }
+
     /// Give the memory back once the collection is empty again.
     pub fn release_if_empty(&mut self) {
         if self.0.as_deref().is_some_and(T::holds_nothing) {
@@ -288,6 +273,59 @@ impl Filters {
     }
 }
 
+/// The parts of a session that an idle or QoS 0 client never uses, in one
+/// box made on first write (reads of a session without one see an empty
+/// value): a connected client with one subscription and nothing in flight
+/// pays one pointer for all of them.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
+    pub awaiting_rel: Vec<PacketId>,
+    /// Retained messages still to send for recent subscriptions, oldest first
+    /// (kept across a reconnect of a persistent session, not across a restart).
+    pub replays: VecDeque<Replay>,
+    /// The ids in `inflight` as a bitmap, kept while more than [`IDS_INDEXED`]
+    /// are in flight, so a free id is found without searching the window.
+    ids_in_use: Option<Box<IdBitmap>>,
+    /// Messages dropped because the queue was full.
+    pub dropped: u64,
+    /// True while dropping: the overflow is logged once per episode.
+    pub dropping: bool,
+    /// Its identity as the publisher of retained messages
+    /// (`check_retain_source`), made on first use; cleared at each CONNECT
+    /// (the user name or listener may change).
+    pub publisher: Option<Arc<super::retained::Publisher>>,
+    /// Tell the shell once the offline session holds this many messages
+    /// (queued and in flight); 0 = not watched. See `Broker::watch_queue`.
+    pub queue_watch: u32,
+}
+
+impl Empty for Extra {
+    fn empty() -> &'static Self {
+        static E: Extra = Extra {
+            awaiting_rel: Vec::new(),
+            replays: VecDeque::new(),
+            ids_in_use: None,
+            dropped: 0,
+            dropping: false,
+            publisher: None,
+            queue_watch: 0,
+        };
+        &E
+    }
+    /// Nothing but the count of dropped messages, which is kept for
+    /// the session's lifetime only while there is a box anyway.
+    fn holds_nothing(&self) -> bool {
+        self.awaiting_rel.is_empty()
+            && self.replays.is_empty()
+            && self.ids_in_use.is_none()
+            && !self.dropping
+            && self.publisher.is_none()
+            && self.queue_watch == 0
+            && self.dropped == 0
+    }
+}
+
 /// One session.
 #[derive(Debug)]
 pub struct Session {
@@ -312,16 +350,8 @@ pub struct Session {
     pub queue: Lazy<VecDeque<Queued>>,
     /// Payload bytes in `queue`.
     pub queued_bytes: usize,
-    /// Incoming QoS 2 packet ids received (PUBREC sent), awaiting PUBREL.
-    pub awaiting_rel: Lazy<Vec<PacketId>>,
-    /// Retained messages still to send for recent subscriptions, oldest first
-    /// (kept across a reconnect of a persistent session, not across a restart).
-    pub replays: Lazy<VecDeque<Replay>>,
     /// Next packet id to try.
     next_packet_id: PacketId,
-    /// The ids in `inflight` as a bitmap, kept while more than [`IDS_INDEXED`]
-    /// are in flight, so a free id is found without searching the window.
-    ids_in_use: Option<Box<IdBitmap>>,
     /// How many `inflight` entries are marked `needs_resend`: every ack asks
     /// whether any are, and counting them by walking the window cost two scans
     /// of it per acknowledged message. Kept by the methods that add, remove and
@@ -341,23 +371,14 @@ pub struct Session {
     refilling: bool,
     /// The client's Maximum Packet Size (v5), if it gave one.
     pub max_packet_size: Option<u32>,
-    /// Messages dropped because the queue was full.
-    pub dropped: u64,
-    /// True while dropping: the overflow is logged once per episode.
-    pub dropping: bool,
     /// User name the client authenticated as (for ACL checks).
     pub username: Option<Box<str>>,
     /// Listener of the last connection (whose ACL applies).
     pub listener: usize,
-    /// Its identity as the publisher of retained messages
-    /// (`check_retain_source`), made on first use; cleared at each CONNECT
-    /// (the user name or listener may change).
-    pub publisher: Option<Arc<super::retained::Publisher>>,
     /// Its number in the persistence log; 0 = it has no records there.
     pub sid: u32,
-    /// Tell the shell once the offline session holds this many messages
-    /// (queued and in flight); 0 = not watched. See `Broker::watch_queue`.
-    pub queue_watch: u32,
+    /// What most sessions never use, boxed on first use (see [`Extra`]).
+    pub extra: Lazy<Extra>,
 }
 
 impl Session {
@@ -373,24 +394,18 @@ impl Session {
             inflight: Lazy::default(),
             queue: Lazy::default(),
             queued_bytes: 0,
-            awaiting_rel: Lazy::default(),
-            replays: Lazy::default(),
             next_packet_id: 1,
-            ids_in_use: None,
             resends: 0,
             will: None,
             send_window: usize::MAX,
             inflight_bytes: 0,
             refill_batch: 1,
             refilling: false,
+            extra: Lazy::default(),
             max_packet_size: None,
-            dropped: 0,
-            dropping: false,
             username: None,
             listener: 0,
-            publisher: None,
             sid: 0,
-            queue_watch: 0,
         }
     }
 
@@ -401,17 +416,17 @@ impl Session {
     /// answers, so a window of thousands (`max_inflight_messages 0`) costs
     /// O(1) per id instead of a search of the window per id (issue 10 item 8).
     pub fn allocate_packet_id(&mut self) -> Option<PacketId> {
-        if self.inflight.len() > IDS_INDEXED && self.ids_in_use.is_none() {
+        if self.inflight.len() > IDS_INDEXED && self.extra.ids_in_use.is_none() {
             let mut map = Box::new(IdBitmap([0; 1024]));
             for i in self.inflight.iter() {
                 map.set(i.packet_id, true);
             }
-            self.ids_in_use = Some(map);
+            self.extra.ids_in_use = Some(map);
         }
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
             self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
-            let used = match &self.ids_in_use {
+            let used = match &self.extra.ids_in_use {
                 Some(map) => map.get(id),
                 None => self.inflight.iter().any(|i| i.packet_id == id),
             };
@@ -422,9 +437,21 @@ impl Session {
         None
     }
 
+    /// The bitmap of ids in flight, if kept (never allocates the extra box).
+    fn ids_map(&mut self) -> Option<&mut IdBitmap> {
+        self.extra.get_mut()?.ids_in_use.as_deref_mut()
+    }
+
+    /// Stop keeping the bitmap of ids in flight.
+    fn drop_ids_map(&mut self) {
+        if let Some(e) = self.extra.get_mut() {
+            e.ids_in_use = None;
+        }
+    }
+
     /// Put a message in flight (after its id came from [`Self::allocate_packet_id`]).
     pub fn push_inflight(&mut self, i: Inflight) {
-        if let Some(map) = self.ids_in_use.as_mut() {
+        if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
         self.inflight_bytes += i.out.msg.payload.len();
@@ -434,7 +461,7 @@ impl Session {
 
     /// Put an entry taken out with [`Self::remove_inflight`] back at `pos`.
     pub fn insert_inflight(&mut self, pos: usize, i: Inflight) {
-        if let Some(map) = self.ids_in_use.as_mut() {
+        if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
         self.inflight_bytes += i.out.msg.payload.len();
@@ -448,8 +475,8 @@ impl Session {
         self.inflight_bytes = self.inflight_bytes.saturating_sub(i.out.msg.payload.len());
         self.resends -= usize::from(i.needs_resend);
         if self.inflight.len() <= IDS_INDEXED / 2 {
-            self.ids_in_use = None;
-        } else if let Some(map) = self.ids_in_use.as_mut() {
+            self.drop_ids_map();
+        } else if let Some(map) = self.ids_map() {
             map.set(i.packet_id, false);
         }
         Some(i)
@@ -517,11 +544,11 @@ impl Session {
     /// Return the memory of flows that are over (an idle session holds none).
     pub fn release_idle(&mut self) {
         if self.inflight.len() <= IDS_INDEXED / 2 {
-            self.ids_in_use = None;
+            self.drop_ids_map();
         }
         self.inflight.release_if_empty();
         self.queue.release_if_empty();
-        self.awaiting_rel.release_if_empty();
+        self.extra.release_if_empty();
     }
 
     /// The client went away: queued messages that are in the persistence log
@@ -549,6 +576,51 @@ impl Session {
 mod tests {
     use super::*;
 
+    fn qos1_message() -> Arc<Message> {
+        Arc::new(Message {
+            topic: "t".into(),
+            payload: Box::new([]),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            received: std::time::Instant::now(),
+        })
+    }
+
+    fn in_flight(msg: &Arc<Message>, packet_id: PacketId, needs_resend: bool) -> Inflight {
+        Inflight {
+            packet_id,
+            out: Outgoing {
+                msg: Arc::clone(msg),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Vec::new(),
+                id: 0,
+            },
+            released: false,
+            needs_resend,
+        }
+    }
+
+    /// A QoS 1 flow with a small window never makes the extra box (its ids
+    /// are searched, not kept in a bitmap), and a large one gives it back.
+    #[test]
+    fn small_windows_need_no_extra_box() {
+        let mut s = Session::new("c", ProtocolVersion::V311, 1);
+        let msg = qos1_message();
+        let entry = |packet_id| in_flight(&msg, packet_id, false);
+        for n in 1..=IDS_INDEXED + 1 {
+            let id = s.allocate_packet_id().expect("id");
+            s.push_inflight(entry(id));
+            assert!(s.extra.0.is_none(), "{n} in flight");
+        }
+        let _ = s.allocate_packet_id();
+        assert!(s.extra.ids_in_use.is_some(), "bitmap past the threshold");
+        while s.remove_inflight(0).is_some() {}
+        s.release_idle();
+        assert!(s.extra.0.is_none(), "given back once idle");
+    }
+
     #[test]
     fn filters_hold_one_inline_and_more_in_a_list() {
         let mut f = Filters::default();
@@ -573,14 +645,7 @@ mod tests {
     #[test]
     fn packet_ids_skip_zero_and_ids_in_flight() {
         let mut s = Session::new("c", ProtocolVersion::V311, 1);
-        let msg = Arc::new(Message {
-            topic: "t".into(),
-            payload: Box::new([]),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-            received: std::time::Instant::now(),
-        });
+        let msg = qos1_message();
         let out = Outgoing {
             msg,
             qos: QoS::AtLeastOnce,
@@ -607,26 +672,8 @@ mod tests {
     #[test]
     fn packet_ids_for_a_full_window_are_found_without_searching() {
         let mut s = Session::new("c", ProtocolVersion::V5, 1);
-        let msg = Arc::new(Message {
-            topic: "t".into(),
-            payload: Box::new([]),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-            received: std::time::Instant::now(),
-        });
-        let entry = |packet_id| Inflight {
-            packet_id,
-            out: Outgoing {
-                msg: Arc::clone(&msg),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: Vec::new(),
-                id: 0,
-            },
-            released: false,
-            needs_resend: false,
-        };
+        let msg = qos1_message();
+        let entry = |packet_id| in_flight(&msg, packet_id, false);
         let start = std::time::Instant::now();
         for n in 1..=u16::MAX {
             let id = s.allocate_packet_id().expect("a free id");
@@ -651,7 +698,7 @@ mod tests {
         while s.inflight.len() > 3 {
             s.remove_inflight(0);
         }
-        assert!(s.ids_in_use.is_none());
+        assert!(s.extra.ids_in_use.is_none());
         let held: Vec<u16> = s.inflight.iter().map(|i| i.packet_id).collect();
         let id = s.allocate_packet_id().expect("free id");
         assert!(!held.contains(&id));
@@ -663,26 +710,8 @@ mod tests {
     #[test]
     fn resend_count_follows_the_window() {
         let mut s = Session::new("c", ProtocolVersion::V5, 1);
-        let msg = Arc::new(Message {
-            topic: "t".into(),
-            payload: Box::new([]),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: None,
-            received: std::time::Instant::now(),
-        });
-        let entry = |packet_id, needs_resend| Inflight {
-            packet_id,
-            out: Outgoing {
-                msg: Arc::clone(&msg),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: Vec::new(),
-                id: 0,
-            },
-            released: false,
-            needs_resend,
-        };
+        let msg = qos1_message();
+        let entry = |packet_id, needs_resend| in_flight(&msg, packet_id, needs_resend);
         let walk = |s: &Session| s.inflight.iter().filter(|i| i.needs_resend).count();
         let check = |s: &Session| {
             assert_eq!(s.resends(), walk(s));

@@ -366,8 +366,8 @@ fn per_client_state_is_small() {
     let conn = std::mem::size_of::<Conn>();
     let session = std::mem::size_of::<Session>();
     eprintln!("broker Conn {conn} B, Session {session} B");
-    assert!(conn <= 160, "Conn grew to {conn} bytes");
-    assert!(session <= 320, "Session grew to {session} bytes");
+    assert!(conn <= 80, "Conn grew to {conn} bytes");
+    assert!(session <= 200, "Session grew to {session} bytes");
 }
 
 /// Persistence failing: QoS 1/2 publishes are refused, not acknowledged (v5:
