@@ -457,6 +457,13 @@ fn bad_bridge_config_lines_name_file_and_line() {
             1,
             "needs a persistent local session",
         ),
+        // The remote client id is a level of the bridge's `$SYS` topics.
+        (
+            "connection a\naddress h\nremote_clientid edge+1\n",
+            3,
+            "contains a wildcard",
+        ),
+        ("connection site#\naddress h\n", 1, "set `remote_clientid`"),
         (
             "connection a\naddress h\nconnection a\n",
             3,
@@ -855,6 +862,58 @@ fn messages_over_a_v5_remotes_maximum_packet_size_are_dropped() {
 #[test]
 fn bridge_max_packet_size_is_enforced_towards_a_v311_remote() {
     oversized_messages_are_dropped("mps3", "", "bridge_max_packet_size 200\n");
+}
+
+/// A v5 remote's Receive Maximum (CONNACK) bounds the bridge's in-flight
+/// window [MQTT-3.3.4-9], even when the edge's own `max_inflight_messages` is
+/// unlimited: midge as the remote with `max_inflight_messages 2` announces 2
+/// and disconnects a client with more QoS 2 messages unreleased (0x93,
+/// [MQTT-3.3.4-8]). A burst of 50 QoS 2 messages crosses the link without it.
+#[test]
+fn a_v5_remotes_receive_maximum_bounds_the_window() {
+    let remote = BrokerProcess::start("max_inflight_messages 2\n");
+    let mut sub = Client::connect_v(remote.port, ProtocolVersion::V5, "rm-sub");
+    // QoS 1 here: the bridge's link carries QoS 2 (the remote's limit is on
+    // QoS 2 messages awaiting their PUBREL).
+    sub.subscribe("t/#", QoS::AtLeastOnce);
+    let edge = BrokerProcess::start(&section(
+        "rm",
+        remote.port,
+        "topic t/# out 2\nbridge_protocol_version mqttv50\nmax_inflight_messages 0\n",
+    ));
+    edge.wait_log("Bridge rm: connected");
+    let mut publisher = Client::connect_v(edge.port, ProtocolVersion::V5, "rm-pub");
+    // One write: the edge routes all 50 in one turn, so only the window holds
+    // them back from the remote.
+    let burst: Vec<u8> = (1..=50u16)
+        .flat_map(|i| {
+            let mut b = Vec::new();
+            let payload = format!("m{i}");
+            let p = publish("t/x", payload.as_bytes(), QoS::ExactlyOnce, false, i);
+            midge::protocol::encode(&Packet::Publish(p), ProtocolVersion::V5, &mut b)
+                .expect("encode");
+            b
+        })
+        .collect();
+    publisher.send_raw(&burst);
+    for i in 1..=50u16 {
+        match publisher.recv() {
+            Packet::PubRec(r) => assert_eq!(r.packet_id, i),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+    }
+    for i in 1..=50u16 {
+        let p = next_publish(&mut sub);
+        assert_eq!(p.payload, format!("m{i}").as_bytes(), "in order, once");
+    }
+    quiet(&mut sub);
+    let log = edge.log_text();
+    assert_eq!(
+        log.matches("Bridge rm: connected").count(),
+        1,
+        "the remote never dropped the link:\n{log}"
+    );
+    assert!(!remote.log_text().contains("Receive Maximum exceeded"));
 }
 
 /// QoS 0 messages for a remote that stopped reading are dropped once the

@@ -270,7 +270,13 @@ impl BridgeConfig {
             "topic" => self.topics.push(parse_topic(args)?),
             "cleansession" => self.cleansession = boolean()?,
             "local_cleansession" => self.local_cleansession = Some(boolean()?),
-            "remote_clientid" | "clientid" => self.remote_clientid = Some(client_id(one()?)?),
+            "remote_clientid" | "clientid" => {
+                let id = client_id(one()?)?;
+                if let Some(why) = wildcard_in_topic_level(&id) {
+                    return Err(format!("`{directive}` `{id}` {why}"));
+                }
+                self.remote_clientid = Some(id);
+            }
             "local_clientid" => self.local_clientid = Some(client_id(one()?)?),
             "remote_username" | "username" => self.remote_username = Some(one()?.to_string()),
             "remote_password" | "password" => self.remote_password = Some(one()?.to_string()),
@@ -401,6 +407,15 @@ impl BridgeConfig {
         if self.addresses.is_empty() {
             return Err(format!("bridge `{}` has no `address`", self.name));
         }
+        if self.remote_clientid.is_none() {
+            let id = self.remote_id();
+            if let Some(why) = wildcard_in_topic_level(&id) {
+                return Err(format!(
+                    "bridge `{}`: the default `remote_clientid` `{id}` {why}; set `remote_clientid`",
+                    self.name
+                ));
+            }
+        }
         if self.start_type == StartType::Lazy && self.local_clean() {
             // The lazy bridge starts when its local session's queue fills; a
             // clean local session keeps no queue while the link is down.
@@ -466,6 +481,18 @@ fn client_id(v: &str) -> Result<String, String> {
         return Err("client id too long".into());
     }
     Ok(v.to_string())
+}
+
+/// Why `id` cannot be the `<remote_clientid>` level of the bridge's topics
+/// (`$SYS/broker/connection/<remote_clientid>/state` and the counters beside
+/// it): a topic name holds no wildcard [MQTT-3.3.2-2]. mosquitto takes such an
+/// id and then fails every connect (its will topic is invalid); midge refuses it
+/// at start-up, where the line can be named. The local client id never appears
+/// in a topic, so it may hold any character.
+fn wildcard_in_topic_level(id: &str) -> Option<&'static str> {
+    (id.contains('+') || id.contains('#')).then_some(
+        "contains a wildcard (`+` or `#`): it names the topics `$SYS/broker/connection/<remote_clientid>/...`",
+    )
 }
 
 /// `host`, `host:port`, `[v6]:port` or a bare IPv6 literal.
@@ -688,5 +715,25 @@ mod tests {
         assert!(b.check().is_err());
         let b = section(&[("address", &["h"]), ("bridge_insecure", &["true"])]).expect("parse");
         assert!(b.check().unwrap_err().contains("bridge_cafile"));
+        // The connection name makes the default remote id, hence a topic level.
+        let mut b = BridgeConfig::new("site+1", PathBuf::from("t.conf"), 1);
+        assert!(b.apply("address", &["h"]).expect("address"));
+        assert!(b.check().unwrap_err().contains("set `remote_clientid`"));
+        assert!(b.apply("remote_clientid", &["site1"]).expect("id"));
+        assert_eq!(b.check(), Ok(()));
+    }
+
+    #[test]
+    fn remote_client_id_is_a_topic_level() {
+        // [MQTT-3.3.2-2] it is a level of `$SYS/broker/connection/<id>/state`.
+        for bad in ["a+b", "#", "edge/#"] {
+            for d in ["remote_clientid", "clientid"] {
+                let e = section(&[(d, &[bad])]).expect_err(bad);
+                assert!(e.contains("wildcard"), "{e}");
+            }
+        }
+        // The local id is never in a topic.
+        let b = section(&[("local_clientid", &["local+#"])]).expect("local id");
+        assert_eq!(b.local_id(), "local+#");
     }
 }

@@ -22,8 +22,8 @@ use super::config::{BridgeConfig, StartType};
 use super::map::TopicMap;
 use crate::logging::LogStr;
 use crate::protocol::{
-    decode, encode, encoded_len, Connect, DecodeLimits, Decoded, Disconnect, Packet, Properties,
-    ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
+    decode, encode, encoded_len, ConnAck, Connect, DecodeLimits, Decoded, Disconnect, Packet,
+    Properties, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, RetainHandling, Subscribe,
     SubscriptionOptions, Unsubscribe, Will,
 };
 
@@ -126,6 +126,16 @@ pub struct Bridge {
     /// this id is ours, not a forwarded message's (QoS 1 acks come in order,
     /// [MQTT-4.6.0-2]).
     own_puback: Option<u16>,
+    /// A v5 remote's Receive Maximum from its CONNACK: the local session is
+    /// attached with it, so the broker keeps no more QoS 1/2 messages in flight
+    /// towards the remote [MQTT-3.3.4-9].
+    remote_receive_max: Option<u16>,
+    /// QoS 1/2 messages forwarded while our notification (QoS 1) awaits its
+    /// PUBACK: it holds one of the remote's Receive Maximum slots, so the last
+    /// message of a full window waits in `held` until that PUBACK.
+    sent_before_own_puback: u16,
+    /// Encoded PUBLISHes held back for the slot our notification holds.
+    held: Vec<u8>,
     /// QoS 2 ids of local messages completed locally (no `topic` line maps
     /// them, or they are too large for the remote): their PUBREL is answered here.
     unmapped_qos2: Vec<u16>,
@@ -190,6 +200,9 @@ impl Bridge {
             ping_outstanding: false,
             own_id: 0,
             own_puback: None,
+            remote_receive_max: None,
+            sent_before_own_puback: 0,
+            held: Vec::new(),
             unmapped_qos2: Vec::new(),
             local_up: false,
             notified: None,
@@ -433,6 +446,7 @@ impl Bridge {
         self.probe = Probe::Off;
         self.act(Action::CloseRemote);
         self.to_remote.clear();
+        self.held.clear();
         self.remote_backlog = 0;
         if self.local_up {
             self.detach_local();
@@ -464,6 +478,9 @@ impl Bridge {
         self.last_in = now;
         self.ping_outstanding = false;
         self.own_puback = None;
+        self.remote_receive_max = None;
+        self.sent_before_own_puback = 0;
+        self.held.clear();
         let notify_remote = self.cfg.notifications && !self.cfg.notifications_local_only;
         let will = notify_remote.then(|| Will {
             topic: &self.state_topic,
@@ -576,16 +593,13 @@ impl Bridge {
             self.last_traffic = now;
         }
         match packet {
-            Packet::ConnAck(ack) => self.handle_connack(
-                now,
-                ack.reason,
-                ack.session_present,
-                ack.properties.maximum_packet_size,
-            ),
+            Packet::ConnAck(ack) => self.handle_connack(now, &ack),
             Packet::Publish(p) => self.inbound_publish(p),
             Packet::PubAck(r) => {
                 if self.own_puback == Some(r.packet_id) {
                     self.own_puback = None;
+                    self.sent_before_own_puback = 0;
+                    self.to_remote.append(&mut self.held);
                 } else {
                     self.send_local(&Packet::PubAck(r));
                 }
@@ -613,13 +627,8 @@ impl Bridge {
         }
     }
 
-    fn handle_connack(
-        &mut self,
-        now: Instant,
-        reason: ReasonCode,
-        session_present: bool,
-        remote_max: Option<u32>,
-    ) {
+    fn handle_connack(&mut self, now: Instant, ack: &ConnAck<'_>) {
+        let (reason, session_present) = (ack.reason, ack.session_present);
         if !matches!(self.link, Link::Connecting { .. }) {
             return self.link_failed(now, "unexpected CONNACK");
         }
@@ -639,7 +648,8 @@ impl Bridge {
         // mosquitto: the smaller of the two limits. A 3.1.1 CONNACK has no
         // properties, so only the directive applies there.
         let configured = (self.cfg.max_packet_size > 0).then_some(self.cfg.max_packet_size);
-        let announced = remote_max.filter(|_| self.cfg.protocol_version.is_v5());
+        let v5 = self.cfg.protocol_version.is_v5();
+        let announced = ack.properties.maximum_packet_size.filter(|_| v5);
         self.max_remote_packet = match (configured, announced) {
             (Some(a), Some(b)) => Some(a.min(b) as usize),
             (a, b) => a.or(b).map(|n| n as usize),
@@ -651,7 +661,10 @@ impl Bridge {
             // (mosquitto's `primary_retry`).
             self.probe = Probe::Due(now + PRIMARY_PROBE_INTERVAL);
         }
-        let v5 = self.cfg.protocol_version.is_v5();
+        // [MQTT-3.3.4-9] no more QoS 1/2 PUBLISHes unacknowledged than the
+        // remote's Receive Maximum.
+        // A 0 (a Protocol Error, 3.2.2.3.3) is ignored.
+        self.remote_receive_max = ack.properties.receive_maximum.filter(|&n| v5 && n > 0);
         let rules = self.cfg.topics.clone();
         if self.cfg.attempt_unsubscribe && !self.cfg.cleansession {
             // Clear remote subscriptions of `out` topics a previous
@@ -847,6 +860,21 @@ impl Bridge {
             }
         }
         self.stats.sent += 1;
+        if p.qos != QoS::AtMostOnce && self.own_puback.is_some() {
+            if let Some(max) = self.remote_receive_max {
+                if !self.held.is_empty() || self.sent_before_own_puback >= max - 1 {
+                    // [MQTT-3.3.4-9] the notification takes the last slot.
+                    if let Err(e) = encode(&packet, self.cfg.protocol_version, &mut self.held) {
+                        warn!(
+                            "Bridge {}: dropping a packet for the remote: {e}.",
+                            self.cfg.name
+                        );
+                    }
+                    return;
+                }
+                self.sent_before_own_puback += 1;
+            }
+        }
         self.send_remote(&packet);
     }
 
@@ -871,7 +899,7 @@ impl Bridge {
         let clean = self.cfg.local_clean();
         let properties = Properties {
             session_expiry_interval: (!clean).then_some(u32::MAX),
-            receive_maximum: Some(u16::MAX),
+            receive_maximum: Some(self.remote_receive_max.unwrap_or(u16::MAX)),
             ..Properties::default()
         };
         self.act(Action::OpenLocal);

@@ -399,3 +399,71 @@ fn lazy_waits_for_its_queue_then_stops_when_idle() {
     assert!(acts.contains(&Action::WatchQueue(10)), "{acts:?}");
     assert_eq!(b.poll_timeout(), None);
 }
+
+#[test]
+fn a_v5_remotes_receive_maximum_sizes_the_local_window() {
+    let now = Instant::now();
+    let cfg = config(&[
+        ("address", &["127.0.0.1"]),
+        ("topic", &["#", "out", "1"]),
+        ("bridge_protocol_version", &["mqttv50"]),
+    ]);
+    let mut b = Bridge::new(cfg, now, 1);
+    b.start(now);
+    b.resolved(now, Ok(vec!["127.0.0.1:1883".parse().expect("addr")]));
+    let _ = b.take_actions();
+    b.connected(now);
+    b.take_remote(&mut Vec::new());
+    b.handle_remote(
+        now,
+        Packet::ConnAck(ConnAck {
+            session_present: false,
+            reason: ReasonCode::SUCCESS,
+            properties: Properties {
+                receive_maximum: Some(2),
+                ..Properties::default()
+            },
+        }),
+    );
+    // [MQTT-3.3.4-9] the local session is attached with the remote's window.
+    let acts = b.take_actions();
+    let connect = acts.iter().find_map(|a| match a {
+        Action::Local(bytes) => decode_all(bytes, ProtocolVersion::V5)
+            .into_iter()
+            .find_map(|p| match p {
+                Packet::Connect(c) => Some(c.properties.receive_maximum),
+                _ => None,
+            }),
+        _ => None,
+    });
+    assert_eq!(connect, Some(Some(2)), "{acts:?}");
+    // The notification (QoS 1) holds one slot until its PUBACK: of a full
+    // window of two, one message goes out now, the other after that PUBACK.
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    let own = match decode_all(&remote, ProtocolVersion::V5).as_slice() {
+        [Packet::Unsubscribe(_), Packet::Publish(n)] => n.packet_id,
+        other => panic!("{other:?}"),
+    };
+    let mut local = local_publish(QoS::AtLeastOnce, 1, b"x");
+    local.extend(local_publish(QoS::AtLeastOnce, 2, b"x"));
+    b.feed_local(now, &local);
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    assert!(matches!(
+        decode_all(&remote, ProtocolVersion::V5).as_slice(),
+        [Packet::Publish(p)] if p.packet_id == 1
+    ));
+    b.handle_remote(now, Packet::PubAck(PubResp::success(own)));
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    assert!(matches!(
+        decode_all(&remote, ProtocolVersion::V5).as_slice(),
+        [Packet::Publish(p)] if p.packet_id == 2
+    ));
+    // From then on the broker's window alone bounds what is in flight.
+    b.feed_local(now, &local_publish(QoS::AtLeastOnce, 3, b"x"));
+    let mut remote = Vec::new();
+    b.take_remote(&mut remote);
+    assert_eq!(decode_all(&remote, ProtocolVersion::V5).len(), 1);
+}
