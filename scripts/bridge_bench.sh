@@ -12,7 +12,10 @@
 #   scripts/bridge_bench.sh        (DURATION seconds per run, default 5; BACKLOG, default 100000;
 #                                   RTT_RATE local pair messages/s, default 200; INFLIGHT, the
 #                                   edges' max_inflight_messages, default 100; EDGES, default
-#                                   "midge mosquitto"; DRAIN_ONLY=1 skips the CPU-second runs)
+#                                   "midge mosquitto"; DRAIN_ONLY=1 skips the CPU-second runs,
+#                                   CPU_ONLY=1 the drain; OLD_MIDGE=/path/to/midge adds that
+#                                   binary as a third edge in the CPU-second runs, for a
+#                                   before/after figure in the same run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5}"
@@ -21,6 +24,8 @@ RTT_RATE="${RTT_RATE:-200}"
 INFLIGHT="${INFLIGHT:-100}"
 EDGES="${EDGES:-midge mosquitto}"
 DRAIN_ONLY="${DRAIN_ONLY:-0}"
+CPU_ONLY="${CPU_ONLY:-0}"
+OLD_MIDGE="${OLD_MIDGE:-}"
 MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
 cargo build --release --bins -q
 work="$(mktemp -d)"
@@ -31,9 +36,11 @@ wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev
 # start NAME BINARY PORT CONFIG-LINES -> pid in $pid
 start() {
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\n%b\n' "$3" "$4" >"$work/$1.conf"
-    if [ "$2" = midge ]; then
+    if [ "$2" = midge ] || [ "$2" = midge-old ]; then
         sed -i '/^user root$/d' "$work/$1.conf"
-        target/release/midge -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
+        bin=target/release/midge
+        if [ "$2" = midge-old ]; then bin="$OLD_MIDGE"; fi
+        "$bin" -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
     else
         "$MOSQUITTO" -c "$work/$1.conf" >"$work/$1.log" 2>&1 &
     fi
@@ -51,11 +58,13 @@ echo "== forwarded per edge CPU-second ($DURATION s, 4 publishers -> edge -> rem
 rport="$(port)"
 start remote mosquitto "$rport" "max_queued_messages 0"
 remote_pid=$pid
-for edge in midge mosquitto; do
+cpu_edges="midge mosquitto"
+if [ -n "$OLD_MIDGE" ]; then cpu_edges="midge-old midge mosquitto"; fi
+for edge in $cpu_edges; do
     eport="$(port)"
     start "edge-$edge" "$edge" "$eport" "$(bridge_lines "$rport" "edge-$edge")"
     epid=$pid
-    if [ "$edge" = midge ]; then wait_log "edge-$edge" "Bridge up: connected"; else wait_log remote "edge-mosquitto"; fi
+    if [ "$edge" = mosquitto ]; then wait_log remote "edge-mosquitto"; else wait_log "edge-$edge" "Bridge up: connected"; fi
     for q in 0 1; do
         printf '%-10s -> mosquitto  QoS %s: ' "$edge" "$q"
         target/release/midge-bench -p "$eport" --sub-port "$rport" -s fanin -c 4 -q "$q" -d "$DURATION" --broker-pid "$epid" | sed -n '1p;3p' | tr '\n' ' '
@@ -65,6 +74,7 @@ for edge in midge mosquitto; do
 done
 kill "$remote_pid"; wait "$remote_pid" 2>/dev/null || true
 fi
+if [ "$CPU_ONLY" = 1 ]; then exit 0; fi
 
 echo "== drain of a $BACKLOG-message QoS 1 backlog after an outage, and a local pair's round trip meanwhile"
 # rtt PORT SECONDS -> "p50_us p99_us p999_us" of a local QoS 0 pair at RTT_RATE msg/s

@@ -54,6 +54,9 @@ pub enum Action {
     OpenLocal,
     /// Encoded MQTT 5 packets from the local session for the broker.
     Local(Vec<u8>),
+    /// Acknowledgements from the local session for the broker, in order (after
+    /// the packets of the [`Action::Local`] before them).
+    LocalAcks(Vec<LocalAck>),
     /// Detach the local session (its DISCONNECT came in the last [`Action::Local`]).
     CloseLocal,
     /// Publish the connection state (`true` = up) on the local broker, retained.
@@ -68,6 +71,51 @@ pub enum Action {
     /// messages for the remote (at once if it does already): the broker
     /// watches its queue, so nothing polls.
     WatchQueue(usize),
+}
+
+/// Which acknowledgement a [`LocalAck`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// PUBACK (QoS 1).
+    PubAck,
+    /// PUBREC (QoS 2, first answer).
+    PubRec,
+    /// PUBREL (QoS 2, release).
+    PubRel,
+    /// PUBCOMP (QoS 2, last answer).
+    PubComp,
+}
+
+/// An acknowledgement the local session sends the broker: the remote's answer
+/// to a forwarded message, or the bridge's own completion of one it does not
+/// forward. It is handed over as a packet, not encoded and decoded again (one
+/// per forwarded QoS 1/2 message); the broker reads its id and reason code
+/// only, so a remote's reason string or user properties are not carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAck {
+    /// Which acknowledgement.
+    pub kind: AckKind,
+    /// The packet id, passed through unchanged.
+    pub packet_id: u16,
+    /// The reason code (the remote's, for a forwarded answer).
+    pub reason: ReasonCode,
+}
+
+impl LocalAck {
+    /// The packet for the broker.
+    pub fn packet(self) -> Packet<'static> {
+        let r = PubResp {
+            packet_id: self.packet_id,
+            reason: self.reason,
+            properties: Properties::default(),
+        };
+        match self.kind {
+            AckKind::PubAck => Packet::PubAck(r),
+            AckKind::PubRec => Packet::PubRec(r),
+            AckKind::PubRel => Packet::PubRel(r),
+            AckKind::PubComp => Packet::PubComp(r),
+        }
+    }
 }
 
 /// Where the link to the remote stands.
@@ -115,6 +163,9 @@ pub struct Bridge {
     to_remote: Vec<u8>,
     /// Encoded (MQTT 5) packets for the broker, from the local session.
     to_local: Vec<u8>,
+    /// Acknowledgements for the broker after `to_local` (one of the two is
+    /// empty: whichever is added to flushes the other first, keeping order).
+    local_acks: Vec<LocalAck>,
     actions: Vec<Action>,
     /// Remote link time keeping (keep-alive).
     last_out: Instant,
@@ -194,6 +245,7 @@ impl Bridge {
             backoff,
             to_remote: Vec::new(),
             to_local: Vec::new(),
+            local_acks: Vec::new(),
             actions: Vec::new(),
             last_out: now,
             last_in: now,
@@ -301,6 +353,10 @@ impl Bridge {
         if !self.to_local.is_empty() {
             let bytes = std::mem::take(&mut self.to_local);
             self.actions.push(Action::Local(bytes));
+        }
+        if !self.local_acks.is_empty() {
+            let acks = std::mem::take(&mut self.local_acks);
+            self.actions.push(Action::LocalAcks(acks));
         }
     }
 
@@ -601,12 +657,12 @@ impl Bridge {
                     self.sent_before_own_puback = 0;
                     self.to_remote.append(&mut self.held);
                 } else {
-                    self.send_local(&Packet::PubAck(r));
+                    self.ack_local(AckKind::PubAck, &r);
                 }
             }
-            Packet::PubRec(r) => self.send_local(&Packet::PubRec(r)),
-            Packet::PubRel(r) => self.send_local(&Packet::PubRel(r)),
-            Packet::PubComp(r) => self.send_local(&Packet::PubComp(r)),
+            Packet::PubRec(r) => self.ack_local(AckKind::PubRec, &r),
+            Packet::PubRel(r) => self.ack_local(AckKind::PubRel, &r),
+            Packet::PubComp(r) => self.ack_local(AckKind::PubComp, &r),
             Packet::SubAck(s) => {
                 if s.reasons.iter().any(|r| r.0 >= 0x80) {
                     warn!(
@@ -767,7 +823,7 @@ impl Bridge {
     }
 
     /// A packet the broker sent to the bridge's local session.
-    pub fn handle_local(&mut self, now: Instant, packet: Packet<'_>) {
+    pub fn handle_local(&mut self, now: Instant, packet: &Packet<'_>) {
         match packet {
             Packet::Publish(p) => {
                 if self.link == Link::Up {
@@ -776,15 +832,13 @@ impl Bridge {
                 self.outbound_publish(p)
             }
             // Acknowledgements of remote messages, once the broker holds them.
-            Packet::PubAck(r) => self.send_remote(&Packet::PubAck(r)),
-            Packet::PubRec(r) => self.send_remote(&Packet::PubRec(r)),
-            Packet::PubComp(r) => self.send_remote(&Packet::PubComp(r)),
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => self.send_remote(packet),
             Packet::PubRel(r) => {
                 if let Some(i) = self.unmapped_qos2.iter().position(|&id| id == r.packet_id) {
                     self.unmapped_qos2.swap_remove(i);
-                    self.send_local(&Packet::PubComp(PubResp::success(r.packet_id)));
+                    self.ack_local(AckKind::PubComp, &PubResp::success(r.packet_id));
                 } else {
-                    self.send_remote(&Packet::PubRel(r));
+                    self.send_remote(packet);
                 }
             }
             Packet::ConnAck(a) if a.reason != ReasonCode::SUCCESS => warn!(
@@ -804,7 +858,7 @@ impl Bridge {
     }
 
     /// A local message for the remote.
-    fn outbound_publish(&mut self, p: Publish<'_>) {
+    fn outbound_publish(&mut self, p: &Publish<'_>) {
         if self.link != Link::Up {
             // Not acknowledged: the session sends it again when the link is back.
             return;
@@ -837,7 +891,7 @@ impl Bridge {
             topic: &topic,
             retain: p.retain && self.cfg.outgoing_retain,
             properties,
-            ..p
+            ..*p
         });
         if let Some(max) = self.max_remote_packet {
             let size = encoded_len(&packet, self.cfg.protocol_version).unwrap_or(usize::MAX);
@@ -884,10 +938,10 @@ impl Bridge {
     fn complete_locally(&mut self, qos: QoS, packet_id: u16) {
         match qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => self.send_local(&Packet::PubAck(PubResp::success(packet_id))),
+            QoS::AtLeastOnce => self.ack_local(AckKind::PubAck, &PubResp::success(packet_id)),
             QoS::ExactlyOnce => {
                 self.unmapped_qos2.push(packet_id);
-                self.send_local(&Packet::PubRec(PubResp::success(packet_id)));
+                self.ack_local(AckKind::PubRec, &PubResp::success(packet_id));
             }
         }
     }
@@ -974,7 +1028,21 @@ impl Bridge {
         }
     }
 
+    fn ack_local(&mut self, kind: AckKind, r: &PubResp<'_>) {
+        if !self.to_local.is_empty() {
+            self.flush_local();
+        }
+        self.local_acks.push(LocalAck {
+            kind,
+            packet_id: r.packet_id,
+            reason: r.reason,
+        });
+    }
+
     fn send_local(&mut self, packet: &Packet<'_>) {
+        if !self.local_acks.is_empty() {
+            self.flush_local();
+        }
         if let Err(e) = encode(packet, ProtocolVersion::V5, &mut self.to_local) {
             warn!(
                 "Bridge {}: dropping a packet for the local broker: {e}.",
@@ -1018,7 +1086,7 @@ impl Bridge {
             match decode(&buf[pos..], &limits) {
                 Ok(Decoded::Packet(p, used)) => {
                     pos += used;
-                    self.handle_local(now, p);
+                    self.handle_local(now, &p);
                 }
                 Ok(Decoded::NeedMore(_)) => break,
                 Err(e) => {

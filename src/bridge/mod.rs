@@ -8,4 +8,4 @@ pub mod config;
 mod machine;
 pub mod map;
 
-pub use machine::{Action, Bridge, BridgeStats};
+pub use machine::{AckKind, Action, Bridge, BridgeStats, LocalAck};

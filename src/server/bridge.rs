@@ -14,7 +14,7 @@ use mio::{Interest, Token};
 use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
 
 use crate::bridge::{Action, Bridge, BridgeStats};
-use crate::protocol::{decode, DecodeLimits, Decoded, ProtocolVersion};
+use crate::protocol::{decode, DecodeLimits, Decoded, Packet, ProtocolVersion};
 
 use super::connection::{Connection, Stream, NO_BARRIER};
 use super::io::Due;
@@ -106,14 +106,26 @@ impl BridgeLink {
     }
 }
 
+impl BridgeLink {
+    /// A packet the broker sends to connection `key`: when that is this
+    /// bridge's attached local side, the state machine takes it (true).
+    pub fn handle_local(&mut self, now: Instant, key: usize, packet: &Packet<'_>) -> bool {
+        if self.local != Some(key) {
+            return false;
+        }
+        self.machine.handle_local(now, packet);
+        true
+    }
+}
+
 impl Server {
     /// Start every bridge (after the log has been replayed).
     pub(super) fn start_bridges(&mut self, now: Instant) {
-        for i in 0..self.bridges.len() {
+        for i in 0..self.io.bridges.len() {
             // Counters appear in `$SYS` from the first refresh, at zero.
-            let id = self.bridges[i].machine.remote_id().to_string();
+            let id = self.io.bridges[i].machine.remote_id().to_string();
             self.broker.set_bridge_stats(i, &id, BridgeStats::default());
-            self.bridges[i].machine.start(now);
+            self.io.bridges[i].machine.start(now);
             self.drive_bridge(i, now);
         }
     }
@@ -123,7 +135,7 @@ impl Server {
         if i >= PROBE_OFFSET {
             return self.probe_event(i - PROBE_OFFSET, event, now);
         }
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if event.is_read_closed() || event.is_error() {
@@ -200,7 +212,7 @@ impl Server {
     /// Readiness on bridge `i`'s check of its first address: connected or
     /// refused, the answer goes to the machine and the socket is closed.
     fn probe_event(&mut self, i: usize, event: &mio::event::Event, now: Instant) {
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         let Some(tcp) = link.probe.as_mut() else {
@@ -228,7 +240,7 @@ impl Server {
     /// `READS_PER_TURN` reads: the bridge gets its turn like any client).
     pub(super) fn bridge_read(&mut self, i: usize, now: Instant) {
         for _ in 0..READS_PER_TURN {
-            let Some(link) = self.bridges.get_mut(i) else {
+            let Some(link) = self.io.bridges.get_mut(i) else {
                 return;
             };
             let (n, plain) = match link.remote.as_mut() {
@@ -266,7 +278,7 @@ impl Server {
     }
 
     fn bridge_failed(&mut self, i: usize, now: Instant, why: &str) {
-        if let Some(link) = self.bridges.get_mut(i) {
+        if let Some(link) = self.io.bridges.get_mut(i) {
             link.machine.link_failed(now, why);
         }
         self.drive_bridge(i, now);
@@ -278,7 +290,7 @@ impl Server {
             return;
         };
         for r in resolver.take() {
-            let Some(link) = self.bridges.get_mut(r.bridge) else {
+            let Some(link) = self.io.bridges.get_mut(r.bridge) else {
                 continue;
             };
             if r.probe {
@@ -305,7 +317,7 @@ impl Server {
 
     /// Bridge `i`'s timer.
     pub(super) fn bridge_timer(&mut self, i: usize, now: Instant) {
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if link.armed.is_some_and(|a| a <= now) {
@@ -336,7 +348,7 @@ impl Server {
         if closing {
             // The broker ended the session (taken over, protocol error).
             self.remove(key);
-            if let Some(link) = self.bridges.get_mut(i) {
+            if let Some(link) = self.io.bridges.get_mut(i) {
                 if link.local == Some(key) {
                     warn!(
                         "Bridge {}: the broker closed its local session.",
@@ -348,7 +360,7 @@ impl Server {
                 }
             }
         }
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if link.local == Some(key) {
@@ -373,7 +385,7 @@ impl Server {
     /// Carry out what bridge `i` asked for, write to its remote, arm its timer.
     pub(super) fn drive_bridge(&mut self, i: usize, now: Instant) {
         loop {
-            let Some(link) = self.bridges.get_mut(i) else {
+            let Some(link) = self.io.bridges.get_mut(i) else {
                 return;
             };
             let actions = link.machine.take_actions();
@@ -385,7 +397,7 @@ impl Server {
             }
         }
         self.bridge_flush(i, now);
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if let Some(at) = link.machine.poll_timeout() {
@@ -404,14 +416,13 @@ impl Server {
 
     fn bridge_action(&mut self, i: usize, action: Action, now: Instant) {
         let Server {
-            bridges,
             io,
             broker,
             poll,
             resolver,
             ..
         } = self;
-        let Some(link) = bridges.get_mut(i) else {
+        let Some(link) = io.bridges.get_mut(i) else {
             return;
         };
         match action {
@@ -470,9 +481,9 @@ impl Server {
                 let mut conn = Connection::new(Stream::Bridge(i));
                 conn.version = ProtocolVersion::V5;
                 conn.listener = BRIDGE_LISTENER;
-                io.add(conn);
                 link.local = Some(key);
                 let peer = format!("bridge {}", link.machine.name());
+                io.add(conn);
                 broker.connection_opened(now, key, &peer, BRIDGE_LISTENER, io);
             }
             Action::Local(bytes) => {
@@ -493,6 +504,14 @@ impl Server {
                             break;
                         }
                     }
+                }
+            }
+            Action::LocalAcks(acks) => {
+                let Some(key) = link.local else {
+                    return;
+                };
+                for ack in acks {
+                    broker.handle_packet(now, key, ack.packet(), io);
                 }
             }
             Action::CloseLocal => {
@@ -549,7 +568,7 @@ impl Server {
 
     /// Write what bridge `i` has for its remote.
     fn bridge_flush(&mut self, i: usize, now: Instant) {
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if link.wpos == link.wbuf.len() {
@@ -597,11 +616,12 @@ impl Server {
     pub(super) fn bridge_queue_alerts(&mut self, now: Instant) {
         for id in std::mem::take(&mut self.io.queue_alerts) {
             let found = self
+                .io
                 .bridges
                 .iter()
                 .position(|l| l.machine.local_id() == &*id);
             if let Some(i) = found {
-                self.bridges[i].machine.queue_reached(now);
+                self.io.bridges[i].machine.queue_reached(now);
                 self.drive_bridge(i, now);
             }
         }
@@ -609,7 +629,7 @@ impl Server {
 
     /// Bridge `i`'s local session `key` is gone (the server dropped it).
     pub(super) fn detach_bridge_local(&mut self, i: usize, key: usize) {
-        let Some(link) = self.bridges.get_mut(i) else {
+        let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
         if link.local == Some(key) {

@@ -69,6 +69,12 @@ pub struct Io {
     /// per-packet line. Read once at start, so that without debug logging a
     /// packet costs one test of this flag and formats nothing.
     pub log_packets: bool,
+    /// Bridges to other brokers (`connection` sections). Here rather than in
+    /// the server so that a packet the broker sends a bridge's local session
+    /// goes straight to its state machine (see [`Io::queue`]).
+    pub bridges: Vec<super::bridge::BridgeLink>,
+    /// The time of this turn (set by the server after each poll).
+    pub now: Instant,
 }
 
 impl Io {
@@ -87,6 +93,8 @@ impl Io {
             loads: Vec::new(),
             queue_alerts: Vec::new(),
             log_packets: false,
+            bridges: Vec::new(),
+            now: origin,
         }
     }
 
@@ -147,6 +155,27 @@ impl Io {
         };
         if c.closing {
             return;
+        }
+        if let Some(i) = c.stream.bridge() {
+            // A bridge's local session: the packet goes straight to the
+            // bridge's state machine, not encoded here and decoded there (one
+            // round trip per forwarded message). Only when nothing waits in the
+            // buffer (order) and nothing must wait for the log's commit (acks
+            // towards the remote, held behind the barrier in encoded form).
+            if !hold && c.wbuf.is_empty() {
+                let log = self.log_packets;
+                if let Some(link) = self.bridges.get_mut(i) {
+                    if link.handle_local(self.now, conn, packet) {
+                        self.counters.packets_sent += 1;
+                        if log {
+                            log_packet(c, true, version, packet);
+                        }
+                        // The bridge is driven (its remote written) at the flush.
+                        self.mark_dirty(conn);
+                        return;
+                    }
+                }
+            }
         }
         if c.wbuf.capacity() == 0 {
             if let Some(buf) = self.spare.pop() {

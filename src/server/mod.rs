@@ -137,8 +137,6 @@ struct Server {
     fired: Vec<Due>,
     /// Interval of `WATCHDOG=1` notifications, when systemd's watchdog is on.
     watchdog: Option<Duration>,
-    /// Bridges to other brokers (`connection` sections).
-    bridges: Vec<bridge::BridgeLink>,
     /// Bridges left with unread data by the fairness cap.
     bridge_again: Vec<usize>,
     /// Name resolution for bridges, off the loop thread (only with bridges).
@@ -186,6 +184,7 @@ impl Server {
         let mut broker = Broker::new(config.broker_config());
         broker.set_security(security);
         let mut io = Io::new(Instant::now());
+        io.bridges = bridges;
         // Asked once (the logger is installed before the server starts): the
         // per-packet lines then cost a flag test, not a logger call, per packet.
         io.log_packets = log::log_enabled!(log::Level::Debug);
@@ -271,7 +270,6 @@ impl Server {
             replay_again: false,
             fired: Vec::new(),
             watchdog: crate::sys::watchdog_interval(),
-            bridges,
             bridge_again: Vec::new(),
             resolver,
             log_topic: config.log_dests.contains(&crate::config::LogDest::Topic),
@@ -311,6 +309,7 @@ impl Server {
                 return Err(ServerError::Io(e));
             }
             let now = Instant::now();
+            self.io.now = now;
             self.broker.set_wall_clock(now, unix_ms());
             let mut shutdown = false;
             for event in events.iter() {
