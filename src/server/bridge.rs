@@ -104,9 +104,7 @@ impl BridgeLink {
             input_closed: false,
         }
     }
-}
 
-impl BridgeLink {
     /// A packet the broker sends to connection `key`: when that is this
     /// bridge's attached local side, the state machine takes it (true).
     pub fn handle_local(&mut self, now: Instant, key: usize, packet: &Packet<'_>) -> bool {
