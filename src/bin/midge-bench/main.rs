@@ -9,7 +9,10 @@
 //! latency, loss and duplicates. With `--broker-pid` the broker's CPU time
 //! (/proc/PID/stat) gives delivered messages per broker CPU-second. With
 //! `--ws` every client speaks MQTT over WebSockets (one masked frame per
-//! packet), so a broker's ws cost can be set against its TCP cost.
+//! packet), so a broker's ws cost can be set against its TCP cost. `--rate`
+//! paces the publishers evenly (a gateway's sensors: `-c 200 -r 10000` is 50
+//! messages per second each), `--retained` loads retained messages first, and
+//! acknowledgements with an error reason code (v5) are counted as refused.
 
 mod ws;
 
@@ -55,6 +58,8 @@ struct Opts {
     persistent: bool,
     /// Clients connect over WebSockets (`--ws`).
     ws: bool,
+    /// Retained messages published before the measured run (`--retained`).
+    retained: usize,
 }
 
 fn parse_opts() -> Result<Opts, String> {
@@ -86,7 +91,7 @@ fn parse_opts() -> Result<Opts, String> {
     o.optopt(
         "r",
         "rate",
-        "total messages per second (fixed-rate mode for latency)",
+        "total messages per second, shared evenly by the publishers (fixed-rate mode)",
         "MSGS",
     );
     o.optopt(
@@ -108,6 +113,12 @@ fn parse_opts() -> Result<Opts, String> {
         "PORT",
     );
     o.optopt("", "mqtt", "3 (3.1.1) or 5 (3)", "V");
+    o.optopt(
+        "",
+        "retained",
+        "retained messages (QoS 0, bench/retained/I) published before the run (0)",
+        "N",
+    );
     o.optopt("", "tag", "label for the JSON line", "TEXT");
     o.optflag("", "json", "print one JSON line of results");
     o.optflag(
@@ -177,6 +188,7 @@ fn parse_opts() -> Result<Opts, String> {
         tag: m.opt_str("tag").unwrap_or_default(),
         persistent: m.opt_present("persistent"),
         ws: m.opt_present("ws"),
+        retained: num("retained", 0.0)? as usize,
         scenario,
     })
 }
@@ -209,6 +221,8 @@ struct Stats {
     /// Deliveries per subscriber connection (fan-out paces by the slowest).
     delivered_to: HashMap<usize, u64>,
     dups: u64,
+    /// QoS 1/2 acknowledgements with an error reason code (v5), e.g. 0x97.
+    refused: u64,
     latencies_us: Vec<u32>,
     /// (subscriber, publisher) -> bitset of received sequence numbers.
     seen: HashMap<(usize, u32), Vec<u64>>,
@@ -371,6 +385,7 @@ fn run(o: &Opts) -> Result<(), String> {
         delivered_from: vec![0; publishers as usize],
         delivered_to: HashMap::new(),
         dups: 0,
+        refused: 0,
         latencies_us: Vec::new(),
         seen: HashMap::new(),
     };
@@ -419,6 +434,18 @@ fn run(o: &Opts) -> Result<(), String> {
         )?;
     }
     let connect_time = connect_started.elapsed();
+    if o.retained > 0 {
+        load_retained(
+            &mut poll,
+            &mut events,
+            &mut conns,
+            &mut scratch,
+            &limits,
+            o,
+            &mut stats,
+            base,
+        )?;
+    }
     if o.scenario == "connections" {
         // Idle with everyone connected: memory and CPU of the broker.
         let rss_after = o.broker_pid.and_then(rss_kb);
@@ -494,16 +521,16 @@ fn run(o: &Opts) -> Result<(), String> {
             None => now < end,
         };
         if publishing {
-            // How many may go out now (fixed-rate mode spreads them in time).
-            let allowance = o.rate.map(|r| {
-                let due = (started.elapsed().as_secs_f64() * r) as u64;
-                due.saturating_sub(stats.sent)
-            });
-            let mut budget = allowance.unwrap_or(u64::MAX);
+            // Fixed-rate mode: each publisher's share of the rate, so they
+            // all run at the same pace (the first ones do not take the lot).
+            let share = o.rate.map(|r| r / f64::from(publishers.max(1)));
+            let elapsed = started.elapsed().as_secs_f64();
             for c in conns
                 .iter_mut()
                 .filter(|c| c.publisher.is_some() && !c.closed)
             {
+                let mut budget =
+                    share.map_or(u64::MAX, |r| ((elapsed * r) as u64).saturating_sub(c.seq));
                 // End-to-end window: a publisher runs at most `window` messages
                 // ahead of its subscribers, so the test measures what the broker
                 // sustains rather than how deep its queues are (an unpaced
@@ -563,9 +590,6 @@ fn run(o: &Opts) -> Result<(), String> {
                     c.seq += 1;
                     stats.sent += 1;
                     budget -= 1;
-                    if allowance.is_some() && budget == 0 {
-                        break;
-                    }
                 }
                 c.flush();
             }
@@ -609,10 +633,11 @@ fn run(o: &Opts) -> Result<(), String> {
         _ => None,
     };
     let rate = stats.delivered as f64 / elapsed;
+    let closed = conns.iter().filter(|c| c.closed).count();
     let per_cpu = cpu.map(|c| stats.delivered as f64 / c.max(0.001));
     if o.json {
         println!(
-            "{{\"tag\":\"{}\",\"scenario\":\"{}\",\"qos\":{},\"clients\":{},\"sent\":{},\"delivered\":{},\"loss\":{},\"dups\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"broker_cpu_s\":{},\"msgs_per_cpu_s\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{}}}",
+            "{{\"tag\":\"{}\",\"scenario\":\"{}\",\"qos\":{},\"clients\":{},\"sent\":{},\"delivered\":{},\"loss\":{},\"dups\":{},\"refused\":{},\"closed\":{},\"seconds\":{:.3},\"msgs_per_s\":{:.0},\"broker_cpu_s\":{},\"msgs_per_cpu_s\":{},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{}}}",
             o.tag,
             o.scenario,
             o.qos as u8,
@@ -621,6 +646,8 @@ fn run(o: &Opts) -> Result<(), String> {
             stats.delivered,
             loss,
             stats.dups,
+            stats.refused,
+            closed,
             elapsed,
             rate,
             cpu.map_or("null".into(), |c| format!("{c:.3}")),
@@ -643,6 +670,89 @@ fn run(o: &Opts) -> Result<(), String> {
         if let (Some(c), Some(p)) = (cpu, per_cpu) {
             println!("broker CPU {c:.2} s: {p:.0} delivered messages per broker CPU-second");
         }
+        if stats.refused > 0 || closed > 0 {
+            println!(
+                "refused acknowledgements {}, connections closed by the broker {closed}",
+                stats.refused
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Publish `o.retained` retained QoS 0 messages (10-byte payloads on
+/// `bench/retained/I`), spread over the publishers, then one QoS 1 message
+/// each as a barrier: the broker handles a connection's packets in order, so
+/// when every barrier is acknowledged every retained message is stored.
+#[allow(clippy::too_many_arguments)]
+fn load_retained(
+    poll: &mut Poll,
+    events: &mut Events,
+    conns: &mut [Conn],
+    scratch: &mut [u8],
+    limits: &DecodeLimits,
+    o: &Opts,
+    stats: &mut Stats,
+    base: Instant,
+) -> Result<(), String> {
+    let senders: Vec<usize> = (0..conns.len())
+        .filter(|&i| conns[i].publisher.is_some())
+        .collect();
+    let senders = if senders.is_empty() { vec![0] } else { senders };
+    for n in 0..o.retained {
+        let c = &mut conns[senders[n % senders.len()]];
+        let topic = format!("bench/retained/{n}");
+        c.send(
+            o.version,
+            &Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: true,
+                topic: &topic,
+                packet_id: 0,
+                properties: Properties::default(),
+                payload: b"0123456789",
+            }),
+        );
+    }
+    for &i in &senders {
+        let c = &mut conns[i];
+        let pid = c.next_pid;
+        c.next_pid += 1;
+        c.unacked += 1;
+        c.send(
+            o.version,
+            &Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: "bench/retained-barrier",
+                packet_id: pid,
+                properties: Properties::default(),
+                payload: b"",
+            }),
+        );
+        c.flush();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while senders
+        .iter()
+        .any(|&i| conns[i].unacked > 0 && !conns[i].closed)
+    {
+        if Instant::now() > deadline {
+            return Err("retained messages not acknowledged after 60 s".into());
+        }
+        pump(
+            poll,
+            events,
+            conns,
+            scratch,
+            limits,
+            o,
+            stats,
+            base,
+            Some(Duration::from_millis(50)),
+        )?;
     }
     Ok(())
 }
@@ -762,7 +872,15 @@ fn pump(
             match p {
                 Packet::ConnAck(_) => c.connected = true,
                 Packet::SubAck(_) => c.subscribed = true,
-                Packet::PubAck(_) | Packet::PubComp(_) => c.unacked = c.unacked.saturating_sub(1),
+                Packet::PubAck(r) | Packet::PubComp(r) => {
+                    c.unacked = c.unacked.saturating_sub(1);
+                    stats.refused += u64::from(r.reason.is_error());
+                }
+                // A refused PUBREC ends the exchange [MQTT-4.3.3-4]: no PUBREL.
+                Packet::PubRec(r) if r.reason.is_error() => {
+                    c.unacked = c.unacked.saturating_sub(1);
+                    stats.refused += 1;
+                }
                 Packet::PubRec(r) => replies.push(Packet::PubRel(PubResp::success(r.packet_id))),
                 Packet::PubRel(r) => replies.push(Packet::PubComp(PubResp::success(r.packet_id))),
                 Packet::Publish(p) => {
