@@ -33,10 +33,20 @@ say() { echo "dist: $*"; }
 
 # ------------------------------------------------------------------ tools
 installed_targets=$(rustup target list --installed)
+# Targets whose standard library rustup cannot install (armv7 musl here: its
+# download fails) get it compiled from source instead: the rust-src
+# component, -Zbuild-std (RUSTC_BOOTSTRAP=1 lets the stable compiler take
+# it), and zig's own musl start files and C library for the link
+# (-C link-self-contained=no: Rust's copies come with the missing download).
+build_std=" "
 for t in $targets; do
     if ! grep -qx "$t" <<<"$installed_targets"; then
         say "installing the Rust standard library for $t: rustup target add $t"
-        rustup target add "$t"
+        if ! rustup target add "$t"; then
+            say "no prebuilt standard library for $t: building it from source (rustup component add rust-src; -Zbuild-std)"
+            rustup component add rust-src
+            build_std+="$t "
+        fi
     fi
 done
 
@@ -187,7 +197,14 @@ for t in $targets; do
         esac
         say "building $name"
         start=$(date +%s)
-        CARGO_TARGET_DIR=$target_dir cargo zigbuild --release --locked --target "$t" "${features[@]}"
+        std_args=()
+        std_env=()
+        if [[ "$build_std" == *" $t "* ]]; then
+            std_args=(-Zbuild-std=std,panic_abort)
+            std_env=(RUSTC_BOOTSTRAP=1 "RUSTFLAGS=${RUSTFLAGS:-} -C link-self-contained=no")
+        fi
+        env "${std_env[@]}" CARGO_TARGET_DIR=$target_dir \
+            cargo zigbuild --release --locked --target "$t" "${std_args[@]}" "${features[@]}"
         bin="$target_dir/$t/release/midge"
         desc=$(file -b "$bin")
         # Fully static: no program interpreter, no shared libraries (`static-pie

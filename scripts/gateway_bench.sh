@@ -20,7 +20,8 @@
 # prlimit), and the run says whether it was killed and what it refused.
 # STALL=1 adds a persistent subscriber that subscribes, then stops reading (a
 # consumer that hangs), so the broker's memory is under pressure; EXTRA is
-# config lines added to midge's (e.g. EXTRA='max_queued_messages 0').
+# config lines added to midge's (e.g. EXTRA='max_queued_messages 0\nmemory_limit
+# 8388608': no queue bound, a heap bound instead).
 #
 #   scripts/gateway_bench.sh             (DURATION seconds, default 60)
 #   CAP=16M STALL=1 scripts/gateway_bench.sh
@@ -90,7 +91,9 @@ for edge in $edges; do
         printf 'persistence true\npersistence_location %s/\nautosave_interval 1800\n' "$dir"
         [ "$edge" = mosquitto ] && printf 'user root\n'
         [ "$edge" = midge ] && [ -n "$EXTRA" ] && printf '%b\n' "$EXTRA"
-        printf 'connection cloud\naddress 127.0.0.1:%s\nremote_clientid edge-%s\nrestart_timeout 1\ntopic bench/in/# out 1\n' "$rport" "$edge"
+        # 100 in flight on the bridge (mosquitto: for every client), so that
+        # the loopback round trip is not what limits the uplink.
+        printf 'connection cloud\naddress 127.0.0.1:%s\nremote_clientid edge-%s\nrestart_timeout 1\ntopic bench/in/# out 1\nmax_inflight_messages 100\n' "$rport" "$edge"
     } >"$work/$edge.conf"
     runner=()
     how=""
@@ -146,6 +149,13 @@ EOF
     target/release/midge-bench -p "$eport" -s fanin -c "$CLIENTS" -q 1 -r $((CLIENTS * RATE)) --inflight 4 \
         --retained "$RETAINED" --persistent --mqtt "$MQTT" -d "$DURATION" --broker-pid "$pid" --json \
         >"$work/$edge.json" 2>"$work/$edge.bench-err" || rc=$?
+    if kill -0 "$pid" 2>/dev/null; then
+        # The broker's own counts of what it dropped and refused, and its heap
+        # ($SYS, retained; the last value of each topic).
+        mosquitto_sub -p "$eport" -v -W 3 -t '$SYS/broker/publish/messages/#' -t '$SYS/broker/heap/#' 2>/dev/null |
+            grep -E "dropped|refused|heap" | awk '{ v[$1] = $0 } END { for (k in v) print v[k] }' | sort |
+            sed "s/^/$(printf '%-10s' "$edge") \$SYS: /" >"$work/sys.txt" || true
+    fi
     w1=$(wbytes "$pid")
     hwm=$(kb "$pid" VmHWM:)
     alive=yes
@@ -169,25 +179,30 @@ if r is None:
     sys.exit(0)
 d = r["delivered"]
 print(f"{edge:10s} sent {r['sent']}, delivered {d} ({r['msgs_per_s']} msg/s), loss {r['loss']}, refused acks {r['refused']}, connections closed {r['closed']}")
+open(jpath + ".rate", "w").write(str(r["msgs_per_s"]))
 if alive == "yes":
     written = int(w1) - int(w0)
     per = written / d if d else 0
     print(f"{edge:10s} written to storage during the run: {written} bytes, {per:.1f} bytes per delivered QoS 1 message")
 EOF
+    cat "$work/sys.txt" 2>/dev/null || true
+    rm -f "$work/sys.txt"
     if [ "$edge" = midge ]; then
         echo "midge      persistence log at the end: $(stat -c %s "$dir/midge.db" 2>/dev/null || echo 0) bytes; compactions: $(grep -c Compacted "$work/midge.log" || true)"
-        # Which clients had messages dropped (queue full), and refusals.
-        grep -oE "dropped for client [^ ]+|Refusing [^:]*" "$work/midge.log" | sort | uniq -c | sed 's/^ */midge log: /' || true
+        # Which clients had messages dropped (queue full); refusal lines.
+        grep -oE "dropped for client [^ ]+" "$work/midge.log" | sort | uniq -c | sed 's/^ */midge log: /' || true
+        echo "midge log: $(grep -c "Refusing" "$work/midge.log" || true) 'Refusing ... PUBLISH' lines, from $(grep -oE "Refusing QoS [12] PUBLISH from [^:]+" "$work/midge.log" | sort -u | wc -l) clients"
     fi
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     if [ "$edge" = mosquitto ]; then
         # What mosquitto writes at each autosave (and at exit): one snapshot.
         snap=$(stat -c %s "$dir/mosquitto.db" 2>/dev/null || echo 0)
+        # Per message at the rate mosquitto delivered in this run.
         python3 -c "
-snap, rate = $snap, $CLIENTS * $RATE
+snap, rate = $snap, float(open('$work/$edge.json.rate').read() or 0) or 1
 per = snap / (rate * 1800)
-print(f'mosquitto  snapshot at exit {snap} bytes: each autosave (every 1800 s) rewrites that much, {per:.4f} bytes per message at {rate} msg/s')"
+print(f'mosquitto  snapshot at exit {snap} bytes: each autosave (every 1800 s) rewrites that much, {per:.4f} bytes per message at {rate:.0f} msg/s')"
     fi
     if [ -n "$cgroup" ]; then
         for f in memory.max_usage_in_bytes memory.failcnt memory.peak memory.events; do

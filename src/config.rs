@@ -269,6 +269,9 @@ pub struct Config {
     /// `max_inflight_bytes` (default 0 = no limit): payload bytes of outgoing
     /// QoS 1/2 messages in flight to one client.
     pub max_inflight_bytes: usize,
+    /// `memory_limit` bytes of heap (default 0 = none): above it new QoS 1/2
+    /// PUBLISHes are refused and QoS 0 ones dropped (see README "Limits").
+    pub memory_limit: u64,
     /// `check_retain_source` (default true, as mosquitto): a retained message
     /// is sent to a new subscriber only while its publisher may still write it.
     pub check_retain_source: bool,
@@ -330,6 +333,7 @@ impl Default for Config {
             sys_interval: 10,
             bridges: Vec::new(),
             max_inflight_bytes: 0,
+            memory_limit: 0,
             check_retain_source: true,
             upgrade_outgoing_qos: false,
             default_listener: ListenerOptions::default(),
@@ -845,11 +849,7 @@ impl Parser<'_> {
             }
             // Values midge shares with mosquitto's defaults; the others are
             // refused with the table's reason.
-            "memory_limit" => {
-                if line.number(0, u64::MAX)? != 0 {
-                    return Err(partial(line));
-                }
-            }
+            "memory_limit" => c.memory_limit = line.number(0, u64::MAX)?,
             "tls_keyform" => {
                 if line.one()? != "pem" {
                     return Err(partial(line));

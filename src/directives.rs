@@ -70,7 +70,7 @@ pub const DIRECTIVES: &[Directive] = &[
     d("max_packet_size", Supported),
     d("max_queued_bytes", Supported),
     d("max_queued_messages", Supported),
-    d("memory_limit", Partial("`0` only: midge bounds memory per client and per store (`max_queued_bytes`, `max_packet_size`, ...) instead of counting the heap")),
+    d("memory_limit", Supported),
     d("message_size_limit", Supported),
     d("password_file", Supported),
     d("per_listener_settings", Supported),

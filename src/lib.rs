@@ -4,6 +4,7 @@
 //! machine, sans-IO), [`server`] (the mio loop around them) and [`config`].
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod auth;
 pub mod bridge;
 pub mod broker;

@@ -7,6 +7,10 @@ use log::{error, info, warn};
 use midge::cli::{self, Command};
 use midge::config::LogDest;
 
+/// The system allocator, counted when `memory_limit` is set (src/alloc.rs).
+#[global_allocator]
+static ALLOCATOR: midge::alloc::Counting = midge::alloc::Counting;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("passwd") {

@@ -1,6 +1,7 @@
 //! The static binaries of `make dist`, run where they will run: the aarch64
 //! ones under `qemu-aarch64` (user-mode emulation, on an x86_64 host), the
-//! x86_64 ones natively. Each gets the same smoke, over loopback with the
+//! armv7 ones (built only when asked for) under `qemu-arm`, the x86_64 ones
+//! natively. Each gets the same smoke, over loopback with the
 //! project's test client: connect, QoS 0/1/2 publish and subscribe, a retained
 //! message, a password file (PBKDF2), a WebSocket upgrade (SHA-1), a TLS
 //! listener (TLS builds) or the "built without TLS" refusal (no-TLS builds),
@@ -131,15 +132,27 @@ fn runner(bin: &Path, arch: &str) -> Result<PathBuf, String> {
 fn assert_static_elf(bin: &Path, machine: u16) {
     let elf = std::fs::read(bin).expect("read binary");
     assert_eq!(&elf[..4], b"\x7fELF", "{}", bin.display());
-    assert_eq!(elf[4], 2, "64-bit");
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]);
-    let u64_at = |o: usize| {
+    let word_at = |o: usize, n: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&elf[o..o + 8]);
+        b[..n].copy_from_slice(&elf[o..o + n]);
         u64::from_le_bytes(b) as usize
     };
     assert_eq!(u16_at(18), machine, "e_machine of {}", bin.display());
-    let (phoff, phentsize, phnum) = (u64_at(32), usize::from(u16_at(54)), usize::from(u16_at(56)));
+    // e_phoff, e_phentsize, e_phnum: after the 4- or 8-byte entry point.
+    let (phoff, phentsize, phnum) = match elf[4] {
+        1 => (
+            word_at(28, 4),
+            usize::from(u16_at(42)),
+            usize::from(u16_at(44)),
+        ),
+        2 => (
+            word_at(32, 8),
+            usize::from(u16_at(54)),
+            usize::from(u16_at(56)),
+        ),
+        c => panic!("ELF class {c} of {}", bin.display()),
+    };
     for i in 0..phnum {
         let p_type = u32::from_le_bytes(
             elf[phoff + i * phentsize..phoff + i * phentsize + 4]
@@ -424,9 +437,10 @@ fn smoke_target(target: &str, arch: &str, machine: u16, tls: bool) {
     smoke(run, tls);
 }
 
-/// EM_AARCH64 and EM_X86_64 in the ELF header.
+/// EM_AARCH64, EM_X86_64 and EM_ARM in the ELF header.
 const EM_AARCH64: u16 = 183;
 const EM_X86_64: u16 = 62;
+const EM_ARM: u16 = 40;
 
 #[test]
 fn aarch64_static_binary_with_tls_under_qemu() {
@@ -446,4 +460,16 @@ fn x86_64_static_binary_with_tls() {
 #[test]
 fn x86_64_static_binary_without_tls() {
     smoke_target("x86_64-unknown-linux-musl", "x86_64", EM_X86_64, false);
+}
+
+/// 32-bit ARM (`DIST_TARGETS=armv7-unknown-linux-musleabihf make dist`, its
+/// standard library built from source) under `qemu-arm`.
+#[test]
+fn armv7_static_binary_with_tls_under_qemu() {
+    smoke_target("armv7-unknown-linux-musleabihf", "arm", EM_ARM, true);
+}
+
+#[test]
+fn armv7_static_binary_without_tls_under_qemu() {
+    smoke_target("armv7-unknown-linux-musleabihf", "arm", EM_ARM, false);
 }

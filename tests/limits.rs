@@ -280,3 +280,42 @@ fn connack_fits_a_tiny_client_maximum_packet_size() {
         other => panic!("expected CONNACK, got {other:?}"),
     }
 }
+
+/// `memory_limit`: with the heap over it (here 1 byte, so always), a v5 QoS 1
+/// publish is refused with 0x97 and not delivered, a QoS 0 one is dropped and
+/// logged, and the publisher stays connected; a 3.1.1 QoS 1 publisher, which
+/// cannot be told no, is disconnected.
+#[test]
+fn memory_limit_refuses_qos1_and_drops_qos0() {
+    let b = BrokerProcess::start("memory_limit 1");
+    b.wait_log("Memory limit: 1 bytes of heap");
+    let mut s = Client::connect(b.port, "ml-sub");
+    s.subscribe("ml", QoS::AtLeastOnce);
+    let mut p = Client::connect_v(b.port, ProtocolVersion::V5, "ml-pub");
+    p.send(&Packet::Publish(publish(
+        "ml",
+        b"x",
+        QoS::AtLeastOnce,
+        false,
+        1,
+    )));
+    match p.recv() {
+        Packet::PubAck(a) => assert_eq!(a.reason, ReasonCode::QUOTA_EXCEEDED),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    b.wait_log("Refusing QoS 1 PUBLISH from ml-pub: memory_limit reached");
+    p.publish("ml", b"y", QoS::AtMostOnce, false, 0);
+    // PINGRESP comes after the broker has handled the QoS 0 PUBLISH.
+    p.ping();
+    b.wait_log("Dropping QoS 0 PUBLISH from ml-pub: memory_limit reached");
+    s.expect_nothing(Duration::from_millis(200));
+    let mut v3 = Client::connect(b.port, "ml-v3");
+    v3.send(&Packet::Publish(publish(
+        "ml",
+        b"z",
+        QoS::AtLeastOnce,
+        false,
+        1,
+    )));
+    assert!(v3.expect_closed().is_none(), "3.1.1: closed, no DISCONNECT");
+}

@@ -174,6 +174,12 @@ pub struct Stats {
     pub dropped_queue_full: u64,
     /// Of `messages_dropped`: larger than the client's Maximum Packet Size.
     pub dropped_too_large: u64,
+    /// Of `messages_dropped`: incoming QoS 0 PUBLISHes dropped while the heap
+    /// was over `memory_limit`.
+    pub dropped_memory_limit: u64,
+    /// Incoming QoS 1/2 PUBLISHes refused while the heap was over
+    /// `memory_limit` (v5: 0x97; 3.1/3.1.1: disconnected).
+    pub refused_memory_limit: u64,
     /// MQTT packets of every type received from clients.
     pub packets_received: u64,
     /// Payload bytes of PUBLISH packets received.

@@ -122,6 +122,11 @@ pub trait Output {
     fn persistence_failing(&self) -> bool {
         false
     }
+    /// The heap has passed `memory_limit`: new QoS 1/2 messages are refused
+    /// and QoS 0 ones dropped until it is back under.
+    fn memory_exceeded(&self) -> bool {
+        false
+    }
     /// The offline session `client_id`, watched with
     /// [`crate::broker::Broker::watch_queue`], now holds the number of messages
     /// it was watched for (a lazy bridge's cue to connect). Once per watch.

@@ -194,12 +194,33 @@ impl Broker {
                 );
             }
         }
-        if p.qos != QoS::AtMostOnce && self.persistence && out.persistence_failing() {
-            // Do not acknowledge what cannot be kept: v5 is told 0x97, 3.1.1 (which
-            // has no way to say no) is disconnected and will re-send.
+        let over_memory = out.memory_exceeded();
+        if over_memory && p.qos == QoS::AtMostOnce {
+            // `memory_limit`: QoS 0 promises nothing, so it is dropped (and
+            // counted) rather than refused; the client stays connected.
+            self.stats.messages_dropped += 1;
+            self.stats.dropped_memory_limit += 1;
             if let Some(more) = self.complain(conn, log::Level::Warn) {
                 warn!(
-                    "Refusing QoS {} PUBLISH from {}: persistence is failing{more}.",
+                    "Dropping QoS 0 PUBLISH from {}: memory_limit reached{more}.",
+                    self.client_name(conn)
+                );
+            }
+            return;
+        }
+        let failing = self.persistence && out.persistence_failing();
+        if p.qos != QoS::AtMostOnce && (over_memory || failing) {
+            // Do not acknowledge what cannot be kept: v5 is told 0x97, 3.1.1 (which
+            // has no way to say no) is disconnected and will re-send.
+            let why = if failing {
+                "persistence is failing"
+            } else {
+                self.stats.refused_memory_limit += 1;
+                "memory_limit reached"
+            };
+            if let Some(more) = self.complain(conn, log::Level::Warn) {
+                warn!(
+                    "Refusing QoS {} PUBLISH from {}: {why}{more}.",
                     p.qos as u8,
                     self.client_name(conn)
                 );

@@ -232,6 +232,14 @@ impl Broker {
             "publish/messages/dropped/too large",
             stats.dropped_too_large.to_string(),
         ));
+        values.push((
+            "publish/messages/dropped/memory limit",
+            stats.dropped_memory_limit.to_string(),
+        ));
+        values.push((
+            "publish/messages/refused/memory limit",
+            stats.refused_memory_limit.to_string(),
+        ));
         // mosquitto counts every allocation for these; midge reads the
         // allocator's own figure at each refresh, so `maximum` is the highest
         // value seen at a refresh, not between two.

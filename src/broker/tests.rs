@@ -14,6 +14,8 @@ struct Recorder {
     closed: Vec<ConnId>,
     timers: Vec<(Instant, Timer)>,
     loads: Vec<Load>,
+    /// What [`Output::memory_exceeded`] answers.
+    over_memory: bool,
 }
 
 impl Output for Recorder {
@@ -36,6 +38,9 @@ impl Output for Recorder {
     }
     fn set_timer(&mut self, at: Instant, timer: Timer) {
         self.timers.push((at, timer));
+    }
+    fn memory_exceeded(&self) -> bool {
+        self.over_memory
     }
 }
 
@@ -443,6 +448,45 @@ fn failing_persistence_refuses_qos1_and_2() {
     );
     b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 1), &mut f);
     assert!(f.0.closed.contains(&2), "3.1.1 publisher disconnected");
+    b.check_invariants().expect("invariants");
+}
+
+/// Over `memory_limit`: QoS 1/2 publishes are refused (v5: 0x97; 3.1.1 is
+/// disconnected), QoS 0 ones dropped and counted, nothing is routed; back
+/// under it, everything flows again.
+#[test]
+fn over_memory_limit_refuses_qos1_and_2_and_drops_qos0() {
+    let (mut b, mut r, now) = setup();
+    connect(&mut b, &mut r, now, 1, "sub", true);
+    subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
+    b.connection_opened(now, 2, "x", 0, &mut r);
+    b.handle_packet(
+        now,
+        2,
+        connect_packet("v5", true, ProtocolVersion::V5),
+        &mut r,
+    );
+    r.take(2);
+    r.over_memory = true;
+    for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
+        b.handle_packet(now, 2, publish("t", b"x", qos, id), &mut r);
+        let got = r.take(2);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("ReasonCode(151)"), "{got:?}");
+    }
+    b.handle_packet(now, 2, publish("t", b"x", QoS::AtMostOnce, 0), &mut r);
+    assert!(r.take(2).is_empty());
+    assert!(r.take(1).is_empty(), "nothing reached the subscriber");
+    let st = b.stats();
+    assert_eq!((st.refused_memory_limit, st.dropped_memory_limit), (2, 1));
+    assert_eq!(st.messages_dropped, 1);
+    connect(&mut b, &mut r, now, 3, "v3", true);
+    b.handle_packet(now, 3, publish("t", b"x", QoS::AtLeastOnce, 1), &mut r);
+    assert!(r.closed.contains(&3), "3.1.1 publisher disconnected");
+    r.over_memory = false;
+    b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, 3), &mut r);
+    assert!(r.take(2)[0].contains("ReasonCode(0)"));
+    assert_eq!(r.take(1).len(), 1, "delivered again");
     b.check_invariants().expect("invariants");
 }
 

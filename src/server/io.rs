@@ -75,6 +75,8 @@ pub struct Io {
     pub bridges: Vec<super::bridge::BridgeLink>,
     /// The time of this turn (set by the server after each poll).
     pub now: Instant,
+    /// `memory_limit` (0: none), against the counted heap (src/alloc.rs).
+    pub memory_limit: u64,
 }
 
 impl Io {
@@ -95,6 +97,7 @@ impl Io {
             log_packets: false,
             bridges: Vec::new(),
             now: origin,
+            memory_limit: 0,
         }
     }
 
@@ -349,10 +352,17 @@ impl Output for Io {
         self.store.as_ref().is_some_and(|s| s.failing())
     }
 
+    fn memory_exceeded(&self) -> bool {
+        // Asked per PUBLISH only when a limit is set: two relaxed loads.
+        self.memory_limit != 0 && crate::alloc::in_use().is_some_and(|b| b > self.memory_limit)
+    }
+
     fn io_counters(&self) -> IoCounters {
         IoCounters {
             persistence_log_bytes: self.store.as_ref().map(|s| s.size()),
-            heap_bytes: crate::sys::heap_in_use(),
+            // The counted heap when `memory_limit` set counting going (the
+            // figure the limit is held to; musl has no other), else glibc's.
+            heap_bytes: crate::alloc::in_use().or_else(crate::sys::heap_in_use),
             ..self.counters
         }
     }

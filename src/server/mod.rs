@@ -188,6 +188,20 @@ impl Server {
         // Asked once (the logger is installed before the server starts): the
         // per-packet lines then cost a flag test, not a logger call, per packet.
         io.log_packets = log::log_enabled!(log::Level::Debug);
+        if config.memory_limit != 0 {
+            // Counting starts here: the heap of the configuration and the
+            // logger (a few kilobytes) is not in the figure.
+            if !crate::alloc::start_counting() {
+                return Err(ServerError::Security(
+                    "memory_limit: this program does not count its heap (midge::alloc::Counting is not its allocator)".into(),
+                ));
+            }
+            io.memory_limit = config.memory_limit;
+            info!(
+                "Memory limit: {} bytes of heap; above it QoS 1/2 PUBLISHes are refused and QoS 0 ones dropped.",
+                config.memory_limit
+            );
+        }
         if config.persistence {
             let dir = config.persistence_location.clone().unwrap_or_default();
             let path = dir.join(&config.persistence_file);

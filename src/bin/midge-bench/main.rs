@@ -208,6 +208,9 @@ struct Conn {
     seq: u64,
     next_pid: u16,
     unacked: usize,
+    /// Publisher: messages the broker refused (error reason code), which no
+    /// subscriber will see: they count as progress for the window.
+    refused: u64,
     /// WebSocket framing (`--ws`), and the packet being framed.
     ws: Option<WsClient>,
     packet: Vec<u8>,
@@ -247,6 +250,7 @@ impl Conn {
             seq: 0,
             next_pid: 1,
             unacked: 0,
+            refused: 0,
             ws,
             packet: Vec::new(),
         })
@@ -550,8 +554,13 @@ fn run(o: &Opts) -> Result<(), String> {
                         .copied()
                         .unwrap_or(0)
                         / expected_factor
+                        + c.refused
                 };
-                let window = if o.qos == QoS::AtMostOnce {
+                // Fixed-rate mode: the rate paces, and a message the broker
+                // lost must not stall its publisher for the rest of the run.
+                let window = if o.rate.is_some() {
+                    u64::MAX / 2
+                } else if o.qos == QoS::AtMostOnce {
                     1000
                 } else {
                     o.inflight as u64
@@ -594,7 +603,8 @@ fn run(o: &Opts) -> Result<(), String> {
                 c.flush();
             }
         } else {
-            let expected = stats.sent * expected_factor;
+            // Refused messages reach nobody.
+            let expected = stats.sent.saturating_sub(stats.refused) * expected_factor;
             let unacked: usize = conns.iter().map(|c| c.unacked).sum();
             if stats.delivered >= expected && unacked == 0 {
                 break;
@@ -624,7 +634,7 @@ fn run(o: &Opts) -> Result<(), String> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = o.broker_pid.and_then(cpu_seconds);
-    let expected = stats.sent * expected_factor;
+    let expected = stats.sent.saturating_sub(stats.refused) * expected_factor;
     let loss = expected.saturating_sub(stats.delivered.saturating_sub(stats.dups));
     stats.latencies_us.sort_unstable();
     let l = &stats.latencies_us;
@@ -843,7 +853,11 @@ fn pump(
     base: Instant,
     timeout: Option<Duration>,
 ) -> Result<(), String> {
-    poll.poll(events, timeout).map_err(|e| e.to_string())?;
+    match poll.poll(events, timeout) {
+        // A signal (a job-control one from the calling shell): just a short round.
+        Err(e) if e.kind() == ErrorKind::Interrupted => events.clear(),
+        r => r.map_err(|e| e.to_string())?,
+    }
     let v = o.version;
     let mut touched: Vec<usize> = events.iter().map(|e| e.token().0).collect();
     touched.sort_unstable();
@@ -874,11 +888,13 @@ fn pump(
                 Packet::SubAck(_) => c.subscribed = true,
                 Packet::PubAck(r) | Packet::PubComp(r) => {
                     c.unacked = c.unacked.saturating_sub(1);
+                    c.refused += u64::from(r.reason.is_error());
                     stats.refused += u64::from(r.reason.is_error());
                 }
                 // A refused PUBREC ends the exchange [MQTT-4.3.3-4]: no PUBREL.
                 Packet::PubRec(r) if r.reason.is_error() => {
                     c.unacked = c.unacked.saturating_sub(1);
+                    c.refused += 1;
                     stats.refused += 1;
                 }
                 Packet::PubRec(r) => replies.push(Packet::PubRel(PubResp::success(r.packet_id))),
