@@ -524,6 +524,7 @@ impl Server {
                         broker.connection_lost(now, key, io);
                         if let Some(mut c) = io.conns.try_remove(key) {
                             c.wbuf.clear();
+                            io.names.remove(&key);
                         }
                     }
                 }

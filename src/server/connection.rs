@@ -228,8 +228,6 @@ pub struct Connection {
     pub input_closed: bool,
     /// WebSocket framing, on `protocol websockets` listeners only.
     pub ws: Option<Box<super::websocket::WsState>>,
-    /// The client id, for per-packet debug lines (kept only when they are on).
-    pub client_id: Option<Box<str>>,
 }
 
 /// [`Connection::barrier`] when nothing is held back.
@@ -277,7 +275,6 @@ impl Connection {
             draining: false,
             input_closed: false,
             ws: None,
-            client_id: None,
         }
     }
 
@@ -412,6 +409,6 @@ mod tests {
     fn connection_is_small() {
         let n = std::mem::size_of::<super::Connection>();
         eprintln!("server Connection {n} B");
-        assert!(n <= 160, "Connection grew to {n} bytes");
+        assert!(n <= 144, "Connection grew to {n} bytes");
     }
 }

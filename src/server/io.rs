@@ -3,6 +3,7 @@
 //! for the end of the loop turn (when the buffers are flushed). Acknowledgements
 //! of durable state wait behind a per-connection barrier until the log's commit.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use log::{debug, warn};
@@ -65,6 +66,9 @@ pub struct Io {
     /// Client ids of watched sessions whose queue reached its mark this turn
     /// (lazy bridges to start).
     pub queue_alerts: Vec<Box<str>>,
+    /// Client ids by connection, for the per-packet debug lines (kept only
+    /// when they are on: a connection does not carry room for one).
+    pub names: HashMap<ConnId, Box<str>>,
     /// Debug lines are written: each packet in and out gets mosquitto's
     /// per-packet line. Read once at start, so that without debug logging a
     /// packet costs one test of this flag and formats nothing.
@@ -98,6 +102,7 @@ impl Io {
             bridges: Vec::new(),
             now: origin,
             memory_limit: 0,
+            names: HashMap::new(),
         }
     }
 
@@ -171,7 +176,13 @@ impl Io {
                     if link.handle_local(self.now, conn, packet) {
                         self.counters.packets_sent += 1;
                         if log {
-                            log_packet(c, true, version, packet);
+                            log_packet(
+                                c,
+                                self.names.get(&conn).map(|n| &**n),
+                                true,
+                                version,
+                                packet,
+                            );
                         }
                         // The bridge is driven (its remote written) at the flush.
                         self.mark_dirty(conn);
@@ -199,7 +210,13 @@ impl Io {
         self.counters.packets_sent += 1;
         self.counters.bytes_sent += n as u64;
         if self.log_packets {
-            log_packet(c, true, version, packet);
+            log_packet(
+                c,
+                self.names.get(&conn).map(|n| &**n),
+                true,
+                version,
+                packet,
+            );
         }
         // A goodbye with a reason: it must reach the client, so the close that
         // follows drains input instead of resetting the connection.
@@ -278,10 +295,16 @@ impl Io {
 /// mosquitto's debug line for `packet` on `c` (only called with
 /// [`Io::log_packets`]): named by its client id, or by the peer's address
 /// before the broker has one.
-pub fn log_packet(c: &Connection, sending: bool, version: ProtocolVersion, packet: &Packet<'_>) {
+pub fn log_packet(
+    c: &Connection,
+    client_id: Option<&str>,
+    sending: bool,
+    version: ProtocolVersion,
+    packet: &Packet<'_>,
+) {
     let peer;
-    let client = match &c.client_id {
-        Some(id) => &**id,
+    let client = match client_id {
+        Some(id) => id,
         None => {
             peer = c.stream.peer();
             peer.as_str()
@@ -323,10 +346,8 @@ impl Output for Io {
     }
 
     fn client_named(&mut self, conn: ConnId, client_id: &str) {
-        if self.log_packets {
-            if let Some(c) = self.conns.get_mut(conn) {
-                c.client_id = Some(client_id.into());
-            }
+        if self.log_packets && self.conns.contains(conn) {
+            self.names.insert(conn, client_id.into());
         }
     }
 

@@ -764,7 +764,13 @@ impl Server {
                             }
                         }
                         if io.log_packets {
-                            io::log_packet(conn, false, conn.version, &packet);
+                            io::log_packet(
+                                conn,
+                                io.names.get(&key).map(|n| &**n),
+                                false,
+                                conn.version,
+                                &packet,
+                            );
                         }
                         broker.handle_packet(now, key, packet, io);
                         // Between packets (never inside one: a packet's records
@@ -829,6 +835,7 @@ impl Server {
 
     fn remove(&mut self, key: usize) {
         if let Some(mut conn) = self.io.conns.try_remove(key) {
+            self.io.names.remove(&key);
             if conn.ws.is_some() {
                 self.websocket_ended(key, Instant::now());
             }
