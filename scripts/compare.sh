@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# midge against mosquitto on this machine, side by side, same load generator.
+# midge against mosquitto, rumqttd and the machine's limit, side by side, same
+# load generator.
 #
 #   scripts/compare.sh            (or: make bench)
 #
-# Starts a release midge and Debian's mosquitto (installed if missing; started
+# Starts a release midge, Debian's mosquitto (installed if missing; started
 # here on its own loopback port with a config written here, never the system
-# service), runs every scenario against both, alternating the order each round,
-# and prints a markdown table of medians with the midge/mosquitto ratio. The
-# deciding figure on a 2-core machine is delivered messages per broker
-# CPU-second (the generator fills the other core). Also: idle RSS, RSS per
-# connected client, idle CPU with those clients, stripped binary sizes.
-# Scenarios named ws-* run the same load over each broker's WebSocket listener
-# (`midge-bench --ws`), for the cost of WebSockets against TCP.
+# service), rumqttd 0.20.0 (`cargo install`ed if missing, in the background
+# while midge builds; its TOML config written here with the same limits) and
+# `midge-bench forwarder` (the least a broker must do: exact topics, QoS 0/1,
+# one write per connection per turn; it calibrates the machine and plays only
+# the pairs and fan-out scenarios at QoS 0/1). Runs every scenario against
+# each, rotating the order each round, and prints markdown tables of medians
+# with ratios. The deciding figure on a 2-core machine is delivered messages
+# per broker CPU-second (the generator fills the other core). Also: idle RSS,
+# RSS per connected client, idle CPU with those clients, stripped binary
+# sizes (midge and mosquitto). Scenarios named ws-* run the same load over each
+# broker's WebSocket listener (`midge-bench --ws`), for the cost of WebSockets
+# against TCP.
 #
 # Environment: ROUNDS (3), DURATION seconds per run (5), CONNS client counts
 # for the memory test, one fresh broker each ("1000 5000 10000 19000": the
 # open-file limit here is 20000 for both processes; the curve shows whether
 # tables grow per client as they double), WS_CONNS for the WebSocket one (10000).
+# BROKERS (midge mosquitto rumqttd forwarder: a subset for a quick run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +31,18 @@ ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-5}"
 CONNS="${CONNS:-1000 5000 10000 19000}"
 WS_CONNS="${WS_CONNS:-10000}"
+BROKERS="${BROKERS:-midge mosquitto rumqttd forwarder}"
+wants() { [[ " $BROKERS " == *" $1 "* ]]; }
+
+# rumqttd compiles for minutes: started first, waited for after midge's build.
+# Not --locked: its lock file no longer builds with the current toolchain.
+RUMQTTD="$(command -v rumqttd || echo "$HOME/.cargo/bin/rumqttd")"
+rumqttd_install=""
+if wants rumqttd && [ ! -x "$RUMQTTD" ]; then
+    echo "== installing rumqttd 0.20.0 in the background (cargo install; log in /tmp/rumqttd-install.log)"
+    cargo install rumqttd --version 0.20.0 >/tmp/rumqttd-install.log 2>&1 &
+    rumqttd_install=$!
+fi
 
 if ! command -v mosquitto >/dev/null 2>&1; then
     SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
@@ -33,6 +52,14 @@ MOSQUITTO="$(command -v mosquitto)"
 cargo build --release --bins -q
 MIDGE=target/release/midge
 BENCH=target/release/midge-bench
+if [ -n "$rumqttd_install" ]; then
+    if ! wait "$rumqttd_install"; then
+        echo "rumqttd did not install (see /tmp/rumqttd-install.log): its columns stay empty" >&2
+    fi
+fi
+if wants rumqttd && [ ! -x "$RUMQTTD" ]; then
+    BROKERS="${BROKERS//rumqttd/}"
+fi
 ulimit -n "$(ulimit -Hn)"
 
 work="$(mktemp -d)"
@@ -59,22 +86,68 @@ wait_port() {
     exit 1
 }
 
-# start BROKER PORT WSPORT -> prints the pid. Same limits for both brokers; an
-# MQTT listener on PORT and a WebSocket listener on WSPORT (mosquitto 2.0 needs
-# the MQTT one beside it to start its WebSocket listener at all).
+# start BROKER PORT WSPORT -> prints the pid. Same limits for every broker;
+# an MQTT listener on PORT and a WebSocket listener on WSPORT (mosquitto 2.0
+# needs the MQTT one beside it to start its WebSocket listener at all; the
+# forwarder has none).
 start() {
     local broker="$1" port="$2" wsport="$3" conf="$work/$1-$2.conf"
-    printf 'allow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\nlistener %s 127.0.0.1\nlistener %s 127.0.0.1\nprotocol websockets\n' "$port" "$wsport" >"$conf"
-    if [ "$broker" = midge ]; then
-        "$MIDGE" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
-    else
-        "$MOSQUITTO" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
-    fi
+    case "$broker" in
+    midge | mosquitto)
+        printf 'allow_anonymous true\nmax_queued_messages 1000\nmax_inflight_messages 20\nlistener %s 127.0.0.1\nlistener %s 127.0.0.1\nprotocol websockets\n' "$port" "$wsport" >"$conf"
+        local bin="$MIDGE"
+        [ "$broker" = mosquitto ] && bin="$MOSQUITTO"
+        "$bin" -c "$conf" >"$work/$broker-$port.log" 2>&1 &
+        ;;
+    rumqttd)
+        # The closest to the others' limits: 20 in flight per client, 200
+        # packets queued per outgoing batch, the connections test's 20000.
+        conf="$conf.toml"
+        cat >"$conf" <<EOT
+id = 0
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$port"
+next_connection_delay_ms = 0
+    [v4.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 268435455
+    max_inflight_count = 20
+    dynamic_filters = true
+[ws.1]
+name = "ws-1"
+listen = "127.0.0.1:$wsport"
+next_connection_delay_ms = 0
+    [ws.1.connections]
+    connection_timeout_ms = 60000
+    max_payload_size = 268435455
+    max_inflight_count = 20
+    dynamic_filters = true
+EOT
+        "$RUMQTTD" -q -c "$conf" >"$work/$broker-$port.log" 2>&1 &
+        ;;
+    forwarder)
+        "$BENCH" forwarder --port "$port" >"$work/$broker-$port.log" 2>&1 &
+        ;;
+    esac
     local pid=$!
     echo "$pid" >>"$work/pids"
     wait_port "$port"
-    wait_port "$wsport"
+    [ "$broker" = forwarder ] || wait_port "$wsport"
     echo "$pid"
+}
+
+# plays BROKER SCENARIO QOS: the forwarder knows neither wildcards (fan-in
+# subscribes to bench/in/+), QoS 2 nor WebSockets.
+plays() {
+    [ "$1" != forwarder ] && return 0
+    [[ "$2" == pairs || "$2" == fanout || "$2" == latency ]] && [ "$3" != 2 ]
 }
 
 stop() {
@@ -99,16 +172,23 @@ scenarios=(
     "ws-fanout 0 100"
 )
 
-echo "== throughput and latency: $ROUNDS rounds x ${#scenarios[@]} scenarios x 2 brokers, ${DURATION}s each"
+read -r -a brokers <<<"$BROKERS"
+# Other work on the machine skews the raw rates (less the per-CPU-second
+# figures): the table says how busy it was.
+export LOAD_START="$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== throughput and latency: $ROUNDS rounds x ${#scenarios[@]} scenarios x ${#brokers[@]} brokers (${brokers[*]}), ${DURATION}s each"
 for round in $(seq 1 "$ROUNDS"); do
-    order=(midge mosquitto)
-    [ $((round % 2)) = 0 ] && order=(mosquitto midge)
+    # Each round starts with the next broker, so none always runs first.
+    n=${#brokers[@]}
+    order=()
+    for i in $(seq 0 $((n - 1))); do order+=("${brokers[$(((round - 1 + i) % n))]}"); done
     for broker in "${order[@]}"; do
         port="$(free_port)"
         wsport="$(free_port)"
         pid="$(start "$broker" "$port" "$wsport")"
         for s in "${scenarios[@]}"; do
             read -r name qos clients extra <<<"$s"
+            plays "$broker" "$name" "$qos" || continue
             scenario="$name"; [ "$name" = latency ] && scenario=pairs
             target="$port"
             if [[ "$name" == ws-* ]]; then
@@ -125,6 +205,7 @@ done
 
 echo "== memory and idle CPU: $CONNS connected clients, each with one subscription"
 for broker in midge mosquitto; do
+    wants "$broker" || continue
     port="$(free_port)"
     wsport="$(free_port)"
     pid="$(start "$broker" "$port" "$wsport")"
@@ -187,18 +268,38 @@ def ratio(a, b, invert=False):
 
 cpu = os.popen("grep -m1 'model name' /proc/cpuinfo").read().split(":")[-1].strip()
 print(f"\nMachine: {os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}; "
-      f"{rounds} rounds x {duration}s, medians.\n")
-print("| scenario | midge msg/s | mosquitto msg/s | midge msg/CPU-s | mosquitto msg/CPU-s | **ratio (per CPU-s)** | p99 midge | p99 mosquitto | loss m/q |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+      f"{rounds} rounds x {duration}s, medians; load average {os.environ.get('LOAD_START', '?')} at the start, "
+      f"{' '.join(f'{l:.2f}' for l in os.getloadavg())} at the end.\n")
+BROKERS = ["midge", "mosquitto", "rumqttd", "forwarder"]
+
+def cell(by, broker, key, unit=""):
+    rs = by.get(broker)
+    if not rs:
+        return "-"
+    return fmt(med(rs, key), unit)
+
+# Per broker CPU-second: the deciding figures, and midge's ratio to each.
+print("| scenario | midge msg/CPU-s | mosquitto | rumqttd | forwarder | **midge/mosquitto** | **midge/rumqttd** | **midge/forwarder** |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for name, by in rows.items():
     if name in ("idle", "connections", "ws-connections"):
         continue
-    m, q = by.get("midge", []), by.get("mosquitto", [])
-    mr, qr = med(m, "msgs_per_s"), med(q, "msgs_per_s")
-    mc, qc = med(m, "msgs_per_cpu_s"), med(q, "msgs_per_cpu_s")
-    mp, qp = med(m, "p99_us"), med(q, "p99_us")
-    ml, ql = med(m, "loss"), med(q, "loss")
-    print(f"| {name} | {fmt(mr)} | {fmt(qr)} | {fmt(mc)} | {fmt(qc)} | **{ratio(mc, qc)}** | {fmt(mp,' us')} | {fmt(qp,' us')} | {fmt(ml)}/{fmt(ql)} |")
+    m = med(by.get("midge", []), "msgs_per_cpu_s")
+    cells = [cell(by, b, "msgs_per_cpu_s") for b in BROKERS]
+    ratios = []
+    for b in BROKERS[1:]:
+        ratios.append("-" if not by.get(b) else f"**{ratio(m, med(by[b], 'msgs_per_cpu_s'))}**")
+    print(f"| {name} | " + " | ".join(cells + ratios) + " |")
+# Raw rates, latency and loss beside them.
+print("\n| scenario | msg/s midge | mosquitto | rumqttd | forwarder | p99 midge | mosquitto | rumqttd | forwarder | loss m/q/r/f |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for name, by in rows.items():
+    if name in ("idle", "connections", "ws-connections"):
+        continue
+    rates = [cell(by, b, "msgs_per_s") for b in BROKERS]
+    p99s = [cell(by, b, "p99_us", " us") for b in BROKERS]
+    loss = "/".join(cell(by, b, "loss") for b in BROKERS)
+    print(f"| {name} | " + " | ".join(rates + p99s) + f" | {loss} |")
 idle_m = med(rows.get("idle", {}).get("midge", []), "rss_kb")
 idle_q = med(rows.get("idle", {}).get("mosquitto", []), "rss_kb")
 conn_m = {r["clients"]: r for r in rows.get("connections", {}).get("midge", []) if "clients" in r}
@@ -223,15 +324,15 @@ print(f"| time to connect and subscribe {top:,} | {cm.get('connect_s')} s | {cq.
 print(f"| CPU while idle with them connected | {cm.get('idle_cpu_pct')} % | {cq.get('idle_cpu_pct')} % | |")
 print(f"| stripped binary | {int(midge_size)//1024} KB | {int(mosq_size)//1024} KB (broker only; both link libssl) | {ratio(int(midge_size), int(mosq_size))} |")
 # WebSockets against TCP on the same broker: how much more CPU a message costs.
-print("\n| WebSocket cost (CPU per message, ws / tcp, same broker) | midge | mosquitto |")
-print("|---|---:|---:|")
+print("\n| WebSocket cost (CPU per message, ws / tcp, same broker) | midge | mosquitto | rumqttd |")
+print("|---|---:|---:|---:|")
 for name in rows:
     if not name.startswith("ws-") or name == "ws-connections":
         continue
     tcp = rows.get(name[3:], {})
     cells = []
-    for b in ("midge", "mosquitto"):
+    for b in ("midge", "mosquitto", "rumqttd"):
         t, w = med(tcp.get(b, []), "msgs_per_cpu_s"), med(rows[name].get(b, []), "msgs_per_cpu_s")
         cells.append(ratio(t, w))
-    print(f"| {name[3:]} | {cells[0]} | {cells[1]} |")
+    print(f"| {name[3:]} | " + " | ".join(cells) + " |")
 EOF

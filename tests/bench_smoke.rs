@@ -103,3 +103,63 @@ fn bench_tool_speaks_websockets() {
     }
     drop(b);
 }
+
+/// The forwarder that `make bench` uses as the machine's limit, killed when dropped.
+struct Forwarder(std::process::Child);
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `midge-bench forwarder`: exact topics at QoS 0 and 1, one and many
+/// subscribers per topic, deliver every message once (its figures in `make
+/// bench` are the limit a broker is measured against: a forwarder that lost
+/// or skipped work would set that limit too high).
+#[test]
+fn forwarder_delivers_everything_at_qos_0_and_1() {
+    use std::io::BufRead;
+    let port = free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+        .args(["forwarder", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("midge-bench forwarder");
+    let stdout = child.stdout.take().expect("stdout");
+    let f = Forwarder(child);
+    // Its first line says the socket is listening (EOF if it failed to start).
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("forwarder output");
+    assert!(
+        line.contains("listening"),
+        "forwarder did not start: {line}"
+    );
+    for (scenario, clients, publishers, factor) in [("pairs", "4", 4, 1), ("fanout", "5", 1, 5)] {
+        for qos in ["0", "1"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+                .args(["-p", &port.to_string(), "-s", scenario, "-q", qos])
+                .args(["-c", clients, "-n", "500", "--json"])
+                .args(["--broker-pid", &f.0.id().to_string()])
+                .output()
+                .expect("midge-bench");
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(field(&text, "sent"), Some(500 * publishers), "{text}");
+            assert_eq!(
+                field(&text, "delivered"),
+                Some(500 * publishers * factor),
+                "{text}"
+            );
+            assert_eq!(field(&text, "loss"), Some(0), "{text}");
+            assert_eq!(field(&text, "dups"), Some(0), "{text}");
+        }
+    }
+}

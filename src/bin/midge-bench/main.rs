@@ -13,7 +13,11 @@
 //! paces the publishers evenly (a gateway's sensors: `-c 200 -r 10000` is 50
 //! messages per second each), `--retained` loads retained messages first, and
 //! acknowledgements with an error reason code (v5) are counted as refused.
+//!
+//! `midge-bench forwarder --port P` is not a load generator but the other end:
+//! a minimal forwarder (see `forwarder.rs`) that calibrates the machine.
 
+mod forwarder;
 mod ws;
 
 use std::collections::HashMap;
@@ -324,7 +328,32 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// `midge-bench forwarder --port P`.
+fn forwarder_main(args: &[String]) -> Result<(), String> {
+    let mut o = getopts::Options::new();
+    o.optopt("p", "port", "port on 127.0.0.1 (1883)", "PORT");
+    o.optflag("h", "help", "this help");
+    let m = o.parse(args).map_err(|e| e.to_string())?;
+    if m.opt_present("h") {
+        print!("{}", o.usage("Usage: midge-bench forwarder [--port PORT]"));
+        return Ok(());
+    }
+    let port = match m.opt_str("port") {
+        None => 1883,
+        Some(p) => p.parse().map_err(|_| format!("--port: bad port {p}"))?,
+    };
+    forwarder::run(port)
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "forwarder") {
+        if let Err(e) = forwarder_main(&args[1..]) {
+            eprintln!("midge-bench forwarder: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let o = match parse_opts() {
         Ok(o) => o,
         Err(e) => {
