@@ -69,7 +69,7 @@ fn login(
         session_expiry_interval: (version.is_v5() && !clean).then_some(3600),
         ..Properties::default()
     };
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version,
         clean_start: clean,
         keep_alive: 60,
@@ -78,7 +78,7 @@ fn login(
         will: None,
         username: Some(leak_str(user)),
         password: Some(leak_bytes(format!("{user}-pw").as_bytes())),
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => (c, (a.reason, a.session_present)),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -290,7 +290,7 @@ fn clients_cannot_write_sys_topics() {
     assert!(drain(&mut late).is_empty(), "forged $SYS message retained");
     // A will on $SYS.
     let mut c = Client::open(port, ProtocolVersion::V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
         keep_alive: 60,
@@ -305,7 +305,7 @@ fn clients_cannot_write_sys_topics() {
         }),
         username: Some("mallory"),
         password: Some(b"mallory-pw"),
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::NOT_AUTHORIZED),
         other => panic!("{other:?}"),

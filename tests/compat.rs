@@ -57,7 +57,7 @@ fn connect_as(
     user: Option<&str>,
 ) -> (Client, ReasonCode) {
     let mut c = Client::open(port, version);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version,
         clean_start: true,
         keep_alive: 60,
@@ -66,7 +66,7 @@ fn connect_as(
         will: None,
         username: user.map(leak_str),
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => (c, a.reason),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -357,7 +357,7 @@ fn a_stuck_log_pipe_never_stalls_the_broker() {
 
 fn connect_with_will(port: u16, version: ProtocolVersion, id: &str, payload: &[u8]) -> ReasonCode {
     let mut c = Client::open(port, version);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version,
         clean_start: true,
         keep_alive: 60,
@@ -372,7 +372,7 @@ fn connect_with_will(port: u16, version: ProtocolVersion, id: &str, payload: &[u
         }),
         username: None,
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => a.reason,
         other => panic!("expected CONNACK, got {other:?}"),

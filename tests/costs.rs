@@ -20,7 +20,7 @@ const V5: ProtocolVersion = ProtocolVersion::V5;
 /// A v5 client announcing `alias_max` as its Topic Alias Maximum.
 fn connect_with_aliases(port: u16, id: &str, alias_max: u16) -> Client {
     let mut c = Client::open(port, V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: V5,
         clean_start: true,
         keep_alive: 60,
@@ -32,7 +32,7 @@ fn connect_with_aliases(port: u16, id: &str, alias_max: u16) -> Client {
         will: None,
         username: None,
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::SUCCESS),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -192,7 +192,7 @@ fn connect_flood_against_a_costly_hash_does_not_starve_the_loop() {
     // One verification, timed through a CONNECT of its own.
     let with_user = |id: &str, user: &str, password: &[u8]| {
         let mut c = Client::open(b.port, ProtocolVersion::V311);
-        c.send(&Packet::Connect(Connect {
+        c.send(&Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
             clean_start: true,
             keep_alive: 60,
@@ -201,7 +201,7 @@ fn connect_flood_against_a_costly_hash_does_not_starve_the_loop() {
             will: None,
             username: Some(leak_str(user)),
             password: Some(leak_bytes(password)),
-        }));
+        })));
         c
     };
     let t = Instant::now();

@@ -334,7 +334,7 @@ fn smoke(run: PathBuf, tls: bool) {
         (&b"wrong"[..], ReasonCode::BAD_USER_NAME_OR_PASSWORD),
     ] {
         let mut c = Client::open(ports.users, ProtocolVersion::V311);
-        c.send(&Packet::Connect(Connect {
+        c.send(&Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
             clean_start: true,
             keep_alive: 60,
@@ -343,7 +343,7 @@ fn smoke(run: PathBuf, tls: bool) {
             will: None,
             username: Some("gateway"),
             password: Some(password),
-        }));
+        })));
         match c.recv() {
             Packet::ConnAck(a) => assert_eq!(a.reason, want, "password {password:?}"),
             other => panic!("expected CONNACK, got {other:?}"),

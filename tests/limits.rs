@@ -259,7 +259,7 @@ fn connack_fits_a_tiny_client_maximum_packet_size() {
     use midge::protocol::{Connect, Properties};
     let b = BrokerProcess::start("");
     let mut c = Client::open(b.port, ProtocolVersion::V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
         keep_alive: 60,
@@ -271,7 +271,7 @@ fn connack_fits_a_tiny_client_maximum_packet_size() {
         will: None,
         username: None,
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => {
             assert_eq!(a.reason, ReasonCode::SUCCESS);

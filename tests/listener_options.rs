@@ -24,7 +24,7 @@ fn connect(
     will: Option<(&str, QoS)>,
 ) -> (Client, Option<ConnAck<'static>>) {
     let mut c = Client::open(port, version);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version,
         clean_start: true,
         keep_alive: 60,
@@ -39,7 +39,7 @@ fn connect(
         }),
         username: user.map(leak_str),
         password: None,
-    }));
+    })));
     match c.try_recv(std::time::Duration::from_secs(5)) {
         Some(Ok(Packet::ConnAck(a))) => (c, Some(a)),
         Some(Err(_)) => (c, None),

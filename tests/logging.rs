@@ -136,7 +136,7 @@ fn peer_strings_are_cut_and_escaped() {
     let b = start("");
     let id = format!("evil\nFAKE: forged line\x1b[31m{}", "x".repeat(60_000));
     let mut c = Client::open(b.port, ProtocolVersion::V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
         keep_alive: 60,
@@ -145,7 +145,7 @@ fn peer_strings_are_cut_and_escaped() {
         will: None,
         username: None,
         password: None,
-    }));
+    })));
     assert!(matches!(c.recv(), Packet::ConnAck(_)));
     c.disconnect();
     let line = b.wait_log("(60027 bytes) disconnected.");

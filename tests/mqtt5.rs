@@ -31,7 +31,7 @@ fn connect5_will(
     will: Option<Will<'static>>,
 ) -> (Client, ConnAck<'static>) {
     let mut c = Client::open(port, V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: V5,
         clean_start: clean,
         keep_alive: 60,
@@ -40,7 +40,7 @@ fn connect5_will(
         will,
         username: None,
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => (c, a),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -779,7 +779,7 @@ fn takeover_and_keep_alive_reasons() {
     let _second = ok5(b.port, "twice");
     closed_with(&mut first, ReasonCode::SESSION_TAKEN_OVER);
     let mut c = Client::open(b.port, V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: V5,
         clean_start: true,
         keep_alive: 1,
@@ -788,7 +788,7 @@ fn takeover_and_keep_alive_reasons() {
         will: None,
         username: None,
         password: None,
-    }));
+    })));
     assert!(matches!(c.recv(), Packet::ConnAck(_)));
     closed_with(&mut c, ReasonCode::KEEP_ALIVE_TIMEOUT);
 }

@@ -334,7 +334,7 @@ fn delayed_will_survives_a_restart() {
     let dir = temp_dir("persist-will");
     let mut b = start(&dir, "");
     let mut c = Client::open(b.port, ProtocolVersion::V5);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
         keep_alive: 60,
@@ -355,7 +355,7 @@ fn delayed_will_survives_a_restart() {
         }),
         username: None,
         password: None,
-    }));
+    })));
     assert!(matches!(c.recv(), Packet::ConnAck(_)));
     c.drop_connection();
     b.wait_log("Client will-holder closed its connection.");

@@ -322,7 +322,7 @@ impl Sim {
         }
         self.deliver(
             i,
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 version,
                 clean_start: false,
                 keep_alive: 0,
@@ -331,7 +331,7 @@ impl Sim {
                 will: None,
                 username: None,
                 password: None,
-            }),
+            })),
         );
     }
 

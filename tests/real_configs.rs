@@ -71,7 +71,7 @@ fn passwd(file: &Path, user: &str, pass: &str) {
 
 fn login(port: u16, id: &str, user: &str, pass: &str) -> Client {
     let mut c = Client::open(port, ProtocolVersion::V311);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V311,
         clean_start: true,
         keep_alive: 60,
@@ -80,7 +80,7 @@ fn login(port: u16, id: &str, user: &str, pass: &str) -> Client {
         will: None,
         username: Some(leak_str(user)),
         password: Some(leak_bytes(pass.as_bytes())),
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => assert_eq!(a.reason, ReasonCode::SUCCESS, "{id}"),
         other => panic!("{other:?}"),

@@ -219,7 +219,7 @@ fn connect_full(
     will: Option<Will<'static>>,
 ) -> (Client, ConnAck<'static>) {
     let mut c = Client::open(port, version);
-    c.send(&Packet::Connect(Connect {
+    c.send(&Packet::Connect(Box::new(Connect {
         version,
         clean_start: true,
         keep_alive: 60,
@@ -228,7 +228,7 @@ fn connect_full(
         will,
         username: user.map(leak_str),
         password: pass.map(leak_bytes),
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => (c, a),
         other => panic!("expected CONNACK, got {other:?}"),
@@ -564,7 +564,7 @@ fn mosquitto_password_file() {
     // While a refusal waits, others are served at once.
     let started = Instant::now();
     let mut bad = Client::open(b.port, ProtocolVersion::V5);
-    bad.send(&Packet::Connect(Connect {
+    bad.send(&Packet::Connect(Box::new(Connect {
         version: ProtocolVersion::V5,
         clean_start: true,
         keep_alive: 60,
@@ -573,7 +573,7 @@ fn mosquitto_password_file() {
         will: None,
         username: Some("alice"),
         password: Some(b"s3cr3t-guess"),
-    }));
+    })));
     let (_ok, a) = connect_with_credentials(
         b.port,
         ProtocolVersion::V311,

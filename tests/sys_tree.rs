@@ -248,7 +248,7 @@ fn sys_is_subject_to_read_acls() {
 
 fn login(port: u16, user: &str) -> Client {
     let mut c = Client::open(port, ProtocolVersion::V311);
-    c.send(&Packet::Connect(midge::protocol::Connect {
+    c.send(&Packet::Connect(Box::new(midge::protocol::Connect {
         version: ProtocolVersion::V311,
         clean_start: true,
         keep_alive: 60,
@@ -257,7 +257,7 @@ fn login(port: u16, user: &str) -> Client {
         will: None,
         username: Some(common::leak_str(user)),
         password: None,
-    }));
+    })));
     match c.recv() {
         Packet::ConnAck(a) => assert_eq!(a.reason.0, 0, "{user} refused"),
         other => panic!("expected CONNACK, got {other:?}"),

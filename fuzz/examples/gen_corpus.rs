@@ -114,7 +114,7 @@ fn packets(v: ProtocolVersion) -> Vec<(&'static str, Packet<'static>)> {
     let mut list = vec![
         (
             "connect-min",
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 version: v,
                 clean_start: true,
                 keep_alive: 60,
@@ -123,11 +123,11 @@ fn packets(v: ProtocolVersion) -> Vec<(&'static str, Packet<'static>)> {
                 will: None,
                 username: None,
                 password: None,
-            }),
+            })),
         ),
         (
             "connect-will-auth",
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 version: v,
                 clean_start: false,
                 keep_alive: 30,
@@ -142,7 +142,7 @@ fn packets(v: ProtocolVersion) -> Vec<(&'static str, Packet<'static>)> {
                 }),
                 username: Some("user"),
                 password: Some(b"s3cret"),
-            }),
+            })),
         ),
         (
             "connack-ok",

@@ -690,7 +690,7 @@ impl Sim {
                         properties,
                     }
                 });
-                let packet = Packet::Connect(Connect {
+                let packet = Packet::Connect(Box::new(Connect {
                     version,
                     clean_start: clean,
                     keep_alive: u16::from(keep_alive),
@@ -699,7 +699,7 @@ impl Sim {
                     will,
                     username: None,
                     password: None,
-                });
+                }));
                 self.deliver(conn_of(conn), &packet);
             }
             Op::Subscribe {

@@ -556,7 +556,7 @@ impl Bridge {
                 properties.maximum_packet_size = Some(self.cfg.max_packet_size);
             }
         }
-        let connect = Packet::Connect(Connect {
+        let connect = Packet::Connect(Box::new(Connect {
             version,
             clean_start: self.cfg.cleansession,
             keep_alive: self.cfg.keepalive_interval,
@@ -565,7 +565,7 @@ impl Bridge {
             will,
             username: self.cfg.remote_username.as_deref(),
             password: self.cfg.remote_password.as_deref().map(str::as_bytes),
-        });
+        }));
         let start = self.to_remote.len();
         if let Err(e) = encode(&connect, version, &mut self.to_remote) {
             self.to_remote.truncate(start);
@@ -959,7 +959,7 @@ impl Bridge {
         self.act(Action::OpenLocal);
         self.local_up = true;
         let local_id = self.local_id.clone();
-        self.send_local(&Packet::Connect(Connect {
+        self.send_local(&Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: clean,
             keep_alive: 0,
@@ -968,7 +968,7 @@ impl Bridge {
             will: None,
             username: None,
             password: None,
-        }));
+        })));
         let filters: Vec<(String, QoS)> = self
             .cfg
             .topics

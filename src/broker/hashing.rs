@@ -251,7 +251,12 @@ impl Broker {
     ) {
         let version = connect.version;
         let mut bytes = Vec::new();
-        let encoded = encode(&Packet::Connect(connect.clone()), version, &mut bytes).is_ok();
+        let encoded = encode(
+            &Packet::Connect(Box::new(connect.clone())),
+            version,
+            &mut bytes,
+        )
+        .is_ok();
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -301,7 +306,7 @@ impl Broker {
         let limits = DecodeLimits::new(held.version, usize::MAX);
         if let Ok(Decoded::Packet(Packet::Connect(connect), _)) = decode(&held.connect, &limits) {
             self.hashing.resuming = true;
-            self.handle_connect(now, conn, connect, out);
+            self.handle_connect(now, conn, *connect, out);
             self.hashing.resuming = false;
         }
         let Some(c) = self.conns.get_mut(&conn) else {

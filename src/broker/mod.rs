@@ -535,7 +535,7 @@ impl Broker {
             match packet {
                 Packet::Connect(connect) => {
                     self.stats.connects += 1;
-                    self.handle_connect(now, conn, connect, out)
+                    self.handle_connect(now, conn, *connect, out)
                 }
                 other => {
                     debug!(

@@ -56,7 +56,7 @@ impl Sockets {
 fn connect(b: &mut Broker, o: &mut Sockets, conn: ConnId, id: &str, version: ProtocolVersion) {
     let now = Instant::now();
     b.connection_opened(now, conn, "127.0.0.1:1", 0, o);
-    let p = Packet::Connect(Connect {
+    let p = Packet::Connect(Box::new(Connect {
         version,
         clean_start: true,
         keep_alive: 60,
@@ -65,7 +65,7 @@ fn connect(b: &mut Broker, o: &mut Sockets, conn: ConnId, id: &str, version: Pro
         will: None,
         username: None,
         password: None,
-    });
+    }));
     b.handle_packet(now, conn, p, o);
     let got = o.take(conn);
     assert!(got[0].starts_with("ConnAck"), "{got:?}");
@@ -452,7 +452,7 @@ fn will_topics_obey_max_topic_levels() {
             retain: true,
             properties: Properties::default(),
         };
-        let p = Packet::Connect(Connect {
+        let p = Packet::Connect(Box::new(Connect {
             version,
             clean_start: true,
             keep_alive: 60,
@@ -461,7 +461,7 @@ fn will_topics_obey_max_topic_levels() {
             will: Some(will),
             username: None,
             password: None,
-        });
+        }));
         b.handle_packet(Instant::now(), 1, p, &mut o);
         let got = o.take(1);
         if version.is_v5() {
@@ -529,7 +529,7 @@ fn a_persistent_session_resumes_its_replay_after_reconnecting() {
     }
     let open = |b: &mut Broker, o: &mut Sockets, conn: ConnId| {
         b.connection_opened(Instant::now(), conn, "127.0.0.1:1", 0, o);
-        let p = Packet::Connect(Connect {
+        let p = Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
             clean_start: false,
             keep_alive: 60,
@@ -538,7 +538,7 @@ fn a_persistent_session_resumes_its_replay_after_reconnecting() {
             will: None,
             username: None,
             password: None,
-        });
+        }));
         b.handle_packet(Instant::now(), conn, p, o);
     };
     open(&mut b, &mut o, 1);

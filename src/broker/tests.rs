@@ -55,7 +55,7 @@ impl Recorder {
 }
 
 fn connect_packet(id: &str, clean: bool, version: ProtocolVersion) -> Packet<'_> {
-    Packet::Connect(Connect {
+    Packet::Connect(Box::new(Connect {
         version,
         clean_start: clean,
         keep_alive: 60,
@@ -64,7 +64,7 @@ fn connect_packet(id: &str, clean: bool, version: ProtocolVersion) -> Packet<'_>
         will: None,
         username: None,
         password: None,
-    })
+    }))
 }
 
 fn setup() -> (Broker, Recorder, Instant) {
@@ -266,7 +266,7 @@ fn will_on_loss_not_on_disconnect() {
         b.handle_packet(
             now,
             conn,
-            Packet::Connect(Connect {
+            Packet::Connect(Box::new(Connect {
                 version: ProtocolVersion::V311,
                 clean_start: true,
                 keep_alive: 0,
@@ -275,7 +275,7 @@ fn will_on_loss_not_on_disconnect() {
                 will: Some(will),
                 username: None,
                 password: None,
-            }),
+            })),
             &mut r,
         );
         if graceful {
@@ -332,7 +332,7 @@ fn resume_respects_the_new_receive_maximum() {
     b.handle_packet(
         now,
         3,
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: false,
             keep_alive: 0,
@@ -345,7 +345,7 @@ fn resume_respects_the_new_receive_maximum() {
             will: None,
             username: None,
             password: None,
-        }),
+        })),
         &mut r,
     );
     let got = r.take(3);
@@ -416,7 +416,7 @@ fn failing_persistence_refuses_qos1_and_2() {
     b.handle_packet(
         now,
         1,
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: true,
             keep_alive: 0,
@@ -425,7 +425,7 @@ fn failing_persistence_refuses_qos1_and_2() {
             will: None,
             username: None,
             password: None,
-        }),
+        })),
         &mut f,
     );
     b.handle_packet(now, 1, publish("t", b"x", QoS::AtLeastOnce, 1), &mut f);

@@ -124,7 +124,7 @@ fn rc(v: ProtocolVersion, v5: ReasonCode, older: ReasonCode) -> ReasonCode {
 /// in `v` (e.g. no reason codes where the version has no field for them).
 fn samples(v: ProtocolVersion) -> Vec<Packet<'static>> {
     let mut out = vec![
-        Packet::Connect(Connect {
+        Packet::Connect(Box::new(Connect {
             version: v,
             clean_start: true,
             keep_alive: 60,
@@ -139,8 +139,8 @@ fn samples(v: ProtocolVersion) -> Vec<Packet<'static>> {
             }),
             username: Some("user"),
             password: Some(b"\x00secret\xFF"),
-        }),
-        Packet::Connect(Connect {
+        })),
+        Packet::Connect(Box::new(Connect {
             version: v,
             clean_start: false,
             keep_alive: 0,
@@ -149,7 +149,7 @@ fn samples(v: ProtocolVersion) -> Vec<Packet<'static>> {
             will: None,
             username: None,
             password: None,
-        }),
+        })),
         Packet::ConnAck(ConnAck {
             session_present: v != V31,
             reason: ReasonCode::SUCCESS,

@@ -51,8 +51,9 @@ impl DecodeLimits {
 }
 
 /// The result of a decode attempt that found no error.
-// Packets are large (two `Properties` in a v5 CONNECT) but live briefly on the
-// stack; boxing them would cost an allocation per packet on the hot path.
+// A packet is larger than `NeedMore` (a PUBLISH's properties), but it is what
+// the decoder returns almost every time: boxing it would cost an allocation per
+// packet.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Decoded<'a> {
@@ -140,7 +141,7 @@ fn decode_body<'a>(
     let version = limits.version;
     let mut r = Reader::new(body, t).with_max_repeats(limits.max_user_properties);
     let packet = match t {
-        PacketType::Connect => Packet::Connect(connect(&mut r)?),
+        PacketType::Connect => Packet::Connect(Box::new(connect(&mut r)?)),
         PacketType::ConnAck => Packet::ConnAck(connack(&mut r, version)?),
         PacketType::Publish => Packet::Publish(publish(&mut r, flags, version)?),
         PacketType::PubAck => Packet::PubAck(pub_resp(&mut r, version)?),

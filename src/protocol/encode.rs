@@ -319,7 +319,7 @@ mod tests {
 
     #[test]
     fn connect_311_matches_hand_written_bytes() {
-        let c = Packet::Connect(Connect {
+        let c = Packet::Connect(Box::new(Connect {
             version: V311,
             clean_start: true,
             keep_alive: 60,
@@ -328,7 +328,7 @@ mod tests {
             will: None,
             username: Some("user"),
             password: Some(b"pass"),
-        });
+        }));
         let expected = [
             0x10, 0x1B, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0xC2, 0x00, 0x3C, 0x00, 0x03,
             b'a', b'b', b'c', 0x00, 0x04, b'u', b's', b'e', b'r', 0x00, 0x04, b'p', b'a', b's',
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn connect_31_uses_mqisdp() {
-        let c = Packet::Connect(Connect {
+        let c = Packet::Connect(Box::new(Connect {
             version: V31,
             clean_start: false,
             keep_alive: 10,
@@ -355,7 +355,7 @@ mod tests {
             }),
             username: None,
             password: None,
-        });
+        }));
         let expected = [
             0x10, 0x17, 0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 0x03, 0x2C, 0x00, 0x0A,
             0x00, 0x01, b'c', 0x00, 0x01, b't', 0x00, 0x03, b'b', b'y', b'e',

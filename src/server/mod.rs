@@ -1170,7 +1170,7 @@ mod tests {
     ) -> TcpStream {
         let mut c = TcpStream::connect(addr).expect("connect");
         c.set_nonblocking(true).expect("nonblocking");
-        let connect = Packet::Connect(Connect {
+        let connect = Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: false,
             keep_alive: 0,
@@ -1182,7 +1182,7 @@ mod tests {
             will: None,
             username: None,
             password: None,
-        });
+        }));
         c.write_all(&bytes(&connect)).expect("write");
         let (got, closed) = pump(s, events, &mut c, 1);
         assert!(!closed && got.first() == Some(&0x20), "CONNACK: {got:?}");

@@ -44,7 +44,7 @@ fn alias_tables(port: u16) -> Attack {
     let mut subs: Vec<Client> = (0..SUBSCRIBERS)
         .map(|i| {
             let mut c = Client::open(port, ProtocolVersion::V5);
-            c.send(&Packet::Connect(Connect {
+            c.send(&Packet::Connect(Box::new(Connect {
                 version: ProtocolVersion::V5,
                 clean_start: true,
                 keep_alive: 60,
@@ -56,7 +56,7 @@ fn alias_tables(port: u16) -> Attack {
                 will: None,
                 username: None,
                 password: None,
-            }));
+            })));
             assert!(matches!(c.recv(), Packet::ConnAck(_)));
             c.subscribe("big/#", QoS::AtMostOnce);
             c
@@ -89,7 +89,7 @@ fn alias_tables(port: u16) -> Attack {
 fn reconnect_loop(port: u16) -> Attack {
     let mut connect = Vec::new();
     encode(
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V311,
             clean_start: false,
             keep_alive: 60,
@@ -98,7 +98,7 @@ fn reconnect_loop(port: u16) -> Attack {
             will: None,
             username: None,
             password: None,
-        }),
+        })),
         ProtocolVersion::V311,
         &mut connect,
     )

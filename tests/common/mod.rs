@@ -489,7 +489,7 @@ impl Client {
             username: None,
             password: None,
         };
-        self.send(&Packet::Connect(connect));
+        self.send(&Packet::Connect(Box::new(connect)));
     }
 
     /// Encode and send one packet.

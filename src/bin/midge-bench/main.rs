@@ -833,7 +833,7 @@ fn open_client(
     };
     c.send(
         v,
-        &Packet::Connect(Connect {
+        &Packet::Connect(Box::new(Connect {
             version: v,
             clean_start: !persistent,
             keep_alive: 300,
@@ -842,7 +842,7 @@ fn open_client(
             will: None,
             username: None,
             password: None,
-        }),
+        })),
     );
     if let Some(f) = sub_filter {
         c.send(
