@@ -301,7 +301,7 @@ impl Sim {
         }
         if c.online {
             self.broker
-                .handle_packet(self.now, c.conn, packet, &mut self.shell);
+                .handle_packet(self.now, c.conn, &packet, &mut self.shell);
         }
     }
 

@@ -586,7 +586,7 @@ impl Sim {
                 if let Some(id) = done {
                     self.out.conns[conn].outstanding.retain(|&o| o != id);
                 }
-                self.broker.handle_packet(self.now, conn, p, &mut self.out);
+                self.broker.handle_packet(self.now, conn, &p, &mut self.out);
             }
             Ok(Decoded::NeedMore(_)) => {}
             Err(e) => self

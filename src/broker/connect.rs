@@ -28,14 +28,14 @@ impl Broker {
         &mut self,
         now: Instant,
         conn: ConnId,
-        connect: Connect<'_>,
+        connect: &Connect<'_>,
         out: &mut impl Output,
     ) {
         let version = connect.version;
         let Some(peer) = self.conns.get(&conn).map(|c| Box::<str>::from(c.peer())) else {
             return;
         };
-        if let Err(reason) = super::auth::authenticate(&connect) {
+        if let Err(reason) = super::auth::authenticate(connect) {
             info!(target: NOTICE, "Client connection from {peer} refused: {}.", reason.name());
             self.refuse(conn, version, reason, out);
             return;
@@ -188,7 +188,7 @@ impl Broker {
                     .check(now, pw, user, connect.password.unwrap_or(b""))
                 {
                     Checked::Done(ok) => ok,
-                    Checked::Wait => return self.hold_connect(now, conn, &connect, out),
+                    Checked::Wait => return self.hold_connect(now, conn, connect, out),
                 }
             }
             _ => false,

@@ -306,7 +306,7 @@ impl Broker {
         let limits = DecodeLimits::new(held.version, usize::MAX);
         if let Ok(Decoded::Packet(Packet::Connect(connect), _)) = decode(&held.connect, &limits) {
             self.hashing.resuming = true;
-            self.handle_connect(now, conn, *connect, out);
+            self.handle_connect(now, conn, &connect, out);
             self.hashing.resuming = false;
         }
         let Some(c) = self.conns.get_mut(&conn) else {
@@ -324,7 +324,7 @@ impl Broker {
             let Ok(Decoded::Packet(packet, used)) = decode(rest, &limits) else {
                 break;
             };
-            self.handle_packet(now, conn, packet, out);
+            self.handle_packet(now, conn, &packet, out);
             rest = rest.get(used..).unwrap_or(&[]);
         }
     }

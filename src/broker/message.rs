@@ -138,10 +138,11 @@ pub struct Message {
 }
 
 impl Message {
-    /// The message a PUBLISH carries.
-    pub fn from_publish(p: &Publish<'_>, now: Instant) -> Message {
+    /// The message a PUBLISH carries, on `topic` (its topic as the broker
+    /// sees it: a topic alias resolved, the listener's mount point added).
+    pub fn from_publish(p: &Publish<'_>, topic: &str, now: Instant) -> Message {
         Message {
-            topic: p.topic.into(),
+            topic: topic.into(),
             payload: p.payload.into(),
             qos: p.qos,
             retain: p.retain,
@@ -245,7 +246,7 @@ mod tests {
             properties: props,
             payload: b"x",
         };
-        let m = Message::from_publish(&p, t0);
+        let m = Message::from_publish(&p, p.topic, t0);
         assert_eq!(m.remaining_expiry(t0), Some(10));
         let later = t0 + Duration::from_secs(4);
         let out = m.outgoing_properties(later, &[7]);
@@ -267,7 +268,7 @@ mod tests {
             properties: Properties::default(),
             payload: b"x",
         };
-        let m = Message::from_publish(&p, Instant::now());
+        let m = Message::from_publish(&p, p.topic, Instant::now());
         assert!(m.properties.is_none());
         assert_eq!(m.remaining_expiry(Instant::now()), None);
     }

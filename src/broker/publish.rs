@@ -36,7 +36,7 @@ impl Broker {
         now: Instant,
         conn: ConnId,
         skey: usize,
-        p: Publish<'_>,
+        p: &Publish<'_>,
         out: &mut impl Output,
     ) {
         self.stats.messages_received += 1;
@@ -115,11 +115,10 @@ impl Broker {
                 );
             }
         }
-        let p = Publish {
-            topic: alias_topic.as_deref().unwrap_or(p.topic),
-            ..p
-        };
-        if p.topic.is_empty() {
+        // The topic as the rest sees it: resolved alias, then full topic. The
+        // packet itself is borrowed, not rebuilt around it (a copy of ~300 bytes).
+        let topic = alias_topic.as_deref().unwrap_or(p.topic);
+        if topic.is_empty() {
             // A zero-length topic needs a Topic Alias (v5); before v5 it is invalid.
             return self.end(
                 now,
@@ -131,7 +130,7 @@ impl Broker {
         // `mount_point`: the client's topics live under its listener's prefix;
         // everything from here on (limits, ACL, retained store, routing) sees
         // the full topic, as in mosquitto.
-        let Some(full) = super::mount::topic(self.mount_point(listener), p.topic) else {
+        let Some(full) = super::mount::topic(self.mount_point(listener), topic) else {
             return self.end(
                 now,
                 conn,
@@ -139,9 +138,9 @@ impl Broker {
                 out,
             );
         };
-        let p = Publish { topic: &full, ..p };
+        let topic: &str = &full;
         let max_levels = self.config.max_topic_levels;
-        if max_levels != 0 && super::topic_levels(p.topic) > max_levels {
+        if max_levels != 0 && super::topic_levels(topic) > max_levels {
             // A limit, not a protocol rule (like mosquitto's hierarchy limit): the
             // topic is refused as invalid (v5: 0x90) and the connection closed.
             warn!(
@@ -249,7 +248,7 @@ impl Broker {
         let limit = self.config.message_size_limit;
         // `$SYS/...` is the broker's own: no client writes there, whatever the
         // ACL says (as mosquitto; [MQTT-4.7.2-1] makes `$` topics the server's).
-        let allowed = !crate::auth::broker_only(p.topic) && self.may(skey, p.topic, Access::Write);
+        let allowed = !crate::auth::broker_only(topic) && self.may(skey, topic, Access::Write);
         let reason = if !allowed {
             // ACL: not delivered, not retained; QoS 1/2 still acknowledged
             // (v5 with 0x87) so the client's flow goes on.
@@ -257,7 +256,7 @@ impl Broker {
                 debug!(
                     "Denied PUBLISH from {} to {}{more}.",
                     self.client_name(conn),
-                    LogStr(p.topic)
+                    LogStr(topic)
                 );
             }
             ReasonCode::NOT_AUTHORIZED
@@ -294,7 +293,7 @@ impl Broker {
                 self.persist_rel(skey, p.packet_id, true, out);
             }
             let retain = p.retain && self.config.retain_available;
-            let mut msg = Message::from_publish(&p, now);
+            let mut msg = Message::from_publish(p, topic, now);
             msg.retain = retain;
             let msg = Arc::new(msg);
             let from = match retain {
@@ -972,7 +971,7 @@ impl Broker {
         &mut self,
         now: Instant,
         skey: usize,
-        r: PubResp<'_>,
+        r: &PubResp<'_>,
         out: &mut impl Output,
     ) {
         self.complete(
@@ -1013,7 +1012,7 @@ impl Broker {
         &mut self,
         now: Instant,
         skey: usize,
-        r: PubResp<'_>,
+        r: &PubResp<'_>,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get_mut(skey) else {
@@ -1056,7 +1055,7 @@ impl Broker {
         &mut self,
         now: Instant,
         skey: usize,
-        r: PubResp<'_>,
+        r: &PubResp<'_>,
         out: &mut impl Output,
     ) {
         self.complete(now, skey, r.packet_id, |i| i.released, out);
@@ -1066,7 +1065,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         skey: usize,
-        r: PubResp<'_>,
+        r: &PubResp<'_>,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get_mut(skey) else {
@@ -1096,7 +1095,7 @@ impl Broker {
         now: Instant,
         conn: ConnId,
         skey: usize,
-        d: Disconnect<'_>,
+        d: &Disconnect<'_>,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get_mut(skey) else {

@@ -66,7 +66,7 @@ fn connect(b: &mut Broker, o: &mut Sockets, conn: ConnId, id: &str, version: Pro
         username: None,
         password: None,
     }));
-    b.handle_packet(now, conn, p, o);
+    b.handle_packet(now, conn, &p, o);
     let got = o.take(conn);
     assert!(got[0].starts_with("ConnAck"), "{got:?}");
     o.drain(conn);
@@ -113,7 +113,7 @@ fn with_retained(config: BrokerConfig, n: usize) -> (Broker, Sockets) {
         b.handle_packet(
             Instant::now(),
             9,
-            publish(&topic, b"payload", QoS::AtMostOnce, true),
+            &publish(&topic, b"payload", QoS::AtMostOnce, true),
             &mut o,
         );
     }
@@ -143,7 +143,7 @@ fn duplicate_filters_in_one_subscribe_are_handled_once_the_last_winning() {
     let mut filters = vec![("#", QoS::AtMostOnce); 20_000];
     filters.push(("r/+", QoS::AtMostOnce));
     filters.push(("#", QoS::AtLeastOnce));
-    b.handle_packet(Instant::now(), 1, subscribe(&filters), &mut o);
+    b.handle_packet(Instant::now(), 1, &subscribe(&filters), &mut o);
     let got = o.take(1);
     // One reason per filter [MQTT-3.8.4-6]; the repeats get the last one's (QoS 1).
     let suback = &got[0];
@@ -172,7 +172,7 @@ fn qos0_replay_waits_for_the_socket_and_loses_nothing() {
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("r/#", QoS::AtMostOnce)]),
+        &subscribe(&[("r/#", QoS::AtMostOnce)]),
         &mut o,
     );
     assert_eq!(
@@ -221,7 +221,7 @@ fn a_blocked_subscriber_costs_nothing_until_it_reads() {
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("#", QoS::AtMostOnce)]),
+        &subscribe(&[("#", QoS::AtMostOnce)]),
         &mut o,
     );
     o.take(1);
@@ -247,7 +247,7 @@ fn a_blocked_subscriber_costs_nothing_until_it_reads() {
     assert!(o.take(1).len() > 100, "goes on once writable");
     // A bystander's PINGREQ is answered at once meanwhile.
     connect(&mut b, &mut o, 2, "bystander", ProtocolVersion::V311);
-    b.handle_packet(Instant::now(), 2, Packet::PingReq, &mut o);
+    b.handle_packet(Instant::now(), 2, &Packet::PingReq, &mut o);
     assert_eq!(o.take(2), ["PingResp"]);
 }
 
@@ -260,7 +260,7 @@ fn qos1_replay_follows_the_window_and_acks() {
         b.handle_packet(
             Instant::now(),
             9,
-            publish(&t, b"x", QoS::AtLeastOnce, true),
+            &publish(&t, b"x", QoS::AtLeastOnce, true),
             &mut o,
         );
     }
@@ -269,7 +269,7 @@ fn qos1_replay_follows_the_window_and_acks() {
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("q/#", QoS::AtLeastOnce)]),
+        &subscribe(&[("q/#", QoS::AtLeastOnce)]),
         &mut o,
     );
     o.take(1);
@@ -296,7 +296,7 @@ fn qos1_replay_follows_the_window_and_acks() {
             b.handle_packet(
                 Instant::now(),
                 1,
-                Packet::PubAck(PubResp::success(id)),
+                &Packet::PubAck(PubResp::success(id)),
                 &mut o,
             );
         }
@@ -317,7 +317,7 @@ fn replay_skips_later_stores_and_ends_on_unsubscribe() {
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("r/#", QoS::AtMostOnce)]),
+        &subscribe(&[("r/#", QoS::AtMostOnce)]),
         &mut o,
     );
     o.take(1);
@@ -325,7 +325,7 @@ fn replay_skips_later_stores_and_ends_on_unsubscribe() {
     b.handle_packet(
         Instant::now(),
         9,
-        publish("r/00005", b"new", QoS::AtMostOnce, true),
+        &publish("r/00005", b"new", QoS::AtMostOnce, true),
         &mut o,
     );
     while b.poll_replay(Instant::now(), &mut o) {}
@@ -340,7 +340,7 @@ fn replay_skips_later_stores_and_ends_on_unsubscribe() {
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("r/#", QoS::AtMostOnce)]),
+        &subscribe(&[("r/#", QoS::AtMostOnce)]),
         &mut o,
     );
     assert_eq!(b.pending_replays(), 1);
@@ -349,7 +349,7 @@ fn replay_skips_later_stores_and_ends_on_unsubscribe() {
         properties: Properties::default(),
         filters: vec!["r/#"],
     });
-    b.handle_packet(Instant::now(), 1, u, &mut o);
+    b.handle_packet(Instant::now(), 1, &u, &mut o);
     o.drain(1);
     o.take(1);
     b.poll_replay(Instant::now(), &mut o);
@@ -370,7 +370,7 @@ fn a_full_retained_store_refuses_new_topics_with_quota_exceeded() {
     b.handle_packet(
         Instant::now(),
         2,
-        subscribe(&[("#", QoS::AtMostOnce)]),
+        &subscribe(&[("#", QoS::AtMostOnce)]),
         &mut o,
     );
     o.take(2);
@@ -378,7 +378,7 @@ fn a_full_retained_store_refuses_new_topics_with_quota_exceeded() {
         b.handle_packet(
             Instant::now(),
             1,
-            publish(topic, payload, QoS::AtLeastOnce, true),
+            &publish(topic, payload, QoS::AtLeastOnce, true),
             o,
         );
         let got = o.take(1);
@@ -401,7 +401,7 @@ fn a_full_retained_store_refuses_new_topics_with_quota_exceeded() {
     b.handle_packet(
         Instant::now(),
         1,
-        publish("d", b"1", QoS::AtLeastOnce, false),
+        &publish("d", b"1", QoS::AtLeastOnce, false),
         &mut o,
     );
     assert!(o.take(1)[0].contains("ReasonCode(0)"));
@@ -426,13 +426,13 @@ fn retained_bytes_limit_counts_properties_and_overhead() {
         payload: b"0123456789",
     };
     // 1 + 10 + 128: fits (0x10: no subscribers, but retained).
-    b.handle_packet(Instant::now(), 1, Packet::Publish(p.clone()), &mut o);
+    b.handle_packet(Instant::now(), 1, &Packet::Publish(p.clone()), &mut o);
     assert!(o.take(1)[0].contains("ReasonCode(16)"));
     // 1 + 10 + 100 bytes of user properties + 128: 139 + 239 > 356.
     let props: Vec<(&str, &str)> = vec![("k", "v"); 25];
     p.topic = "b";
     p.properties.user_properties = props;
-    b.handle_packet(Instant::now(), 1, Packet::Publish(p.clone()), &mut o);
+    b.handle_packet(Instant::now(), 1, &Packet::Publish(p.clone()), &mut o);
     assert!(o.take(1)[0].contains("ReasonCode(151)"));
     assert_eq!(b.retained_count(), 1);
 }
@@ -462,7 +462,7 @@ fn will_topics_obey_max_topic_levels() {
             username: None,
             password: None,
         }));
-        b.handle_packet(Instant::now(), 1, p, &mut o);
+        b.handle_packet(Instant::now(), 1, &p, &mut o);
         let got = o.take(1);
         if version.is_v5() {
             // 3.2.2.2: 0x90 "the Will Topic Name is not malformed, but is not
@@ -503,12 +503,12 @@ fn expired_retained_messages_leave_the_store_when_a_replay_meets_them() {
             },
             payload: b"x",
         };
-        b.handle_packet(t0, 9, Packet::Publish(p), &mut o);
+        b.handle_packet(t0, 9, &Packet::Publish(p), &mut o);
     }
     assert_eq!(b.retained_count(), 2);
     connect(&mut b, &mut o, 1, "sub", ProtocolVersion::V311);
     let later = t0 + std::time::Duration::from_secs(2);
-    b.handle_packet(later, 1, subscribe(&[("e/#", QoS::AtMostOnce)]), &mut o);
+    b.handle_packet(later, 1, &subscribe(&[("e/#", QoS::AtMostOnce)]), &mut o);
     o.take(1);
     while b.poll_replay(later, &mut o) {}
     assert_eq!(topics(&o.take(1)), ["e/2"]);
@@ -523,7 +523,7 @@ fn a_persistent_session_resumes_its_replay_after_reconnecting() {
         b.handle_packet(
             Instant::now(),
             9,
-            publish(&t, b"x", QoS::AtLeastOnce, true),
+            &publish(&t, b"x", QoS::AtLeastOnce, true),
             &mut o,
         );
     }
@@ -539,13 +539,13 @@ fn a_persistent_session_resumes_its_replay_after_reconnecting() {
             username: None,
             password: None,
         }));
-        b.handle_packet(Instant::now(), conn, p, o);
+        b.handle_packet(Instant::now(), conn, &p, o);
     };
     open(&mut b, &mut o, 1);
     b.handle_packet(
         Instant::now(),
         1,
-        subscribe(&[("q/#", QoS::AtLeastOnce)]),
+        &subscribe(&[("q/#", QoS::AtLeastOnce)]),
         &mut o,
     );
     b.poll_replay(Instant::now(), &mut o);
@@ -572,7 +572,7 @@ fn a_persistent_session_resumes_its_replay_after_reconnecting() {
             b.handle_packet(
                 Instant::now(),
                 2,
-                Packet::PubAck(PubResp::success(id)),
+                &Packet::PubAck(PubResp::success(id)),
                 &mut o,
             );
         }

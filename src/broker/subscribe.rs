@@ -22,7 +22,7 @@ impl Broker {
         now: Instant,
         conn: ConnId,
         skey: usize,
-        sub: Subscribe<'_>,
+        sub: &Subscribe<'_>,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get(skey) else {
@@ -216,7 +216,7 @@ impl Broker {
         &mut self,
         conn: ConnId,
         skey: usize,
-        u: Unsubscribe<'_>,
+        u: &Unsubscribe<'_>,
         out: &mut impl Output,
     ) {
         let Some(s) = self.sessions.get(skey) else {

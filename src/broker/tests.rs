@@ -80,7 +80,7 @@ fn connect(b: &mut Broker, r: &mut Recorder, now: Instant, conn: ConnId, id: &st
     b.handle_packet(
         now,
         conn,
-        connect_packet(id, clean, ProtocolVersion::V311),
+        &connect_packet(id, clean, ProtocolVersion::V311),
         r,
     );
     let got = r.take(conn);
@@ -100,7 +100,7 @@ fn subscribe(b: &mut Broker, r: &mut Recorder, now: Instant, conn: ConnId, filte
             },
         )],
     });
-    b.handle_packet(now, conn, p, r);
+    b.handle_packet(now, conn, &p, r);
     let got = r.take(conn);
     assert!(got[0].starts_with("SubAck"), "{got:?}");
 }
@@ -123,7 +123,7 @@ fn qos1_routes_and_acks() {
     connect(&mut b, &mut r, now, 1, "sub", true);
     connect(&mut b, &mut r, now, 2, "pub", true);
     subscribe(&mut b, &mut r, now, 1, "a/+", QoS::AtLeastOnce);
-    b.handle_packet(now, 2, publish("a/b", b"x", QoS::AtLeastOnce, 7), &mut r);
+    b.handle_packet(now, 2, &publish("a/b", b"x", QoS::AtLeastOnce, 7), &mut r);
     let to_pub = r.take(2);
     assert!(to_pub[0].starts_with("PubAck"), "{to_pub:?}");
     let to_sub = r.take(1);
@@ -132,7 +132,7 @@ fn qos1_routes_and_acks() {
         "{to_sub:?}"
     );
     b.check_invariants().expect("invariants");
-    b.handle_packet(now, 1, Packet::PubAck(PubResp::success(1)), &mut r);
+    b.handle_packet(now, 1, &Packet::PubAck(PubResp::success(1)), &mut r);
     assert!(b.sessions.iter().all(|(_, s)| s.inflight.is_empty()));
 }
 
@@ -142,18 +142,18 @@ fn qos2_duplicate_is_delivered_once() {
     connect(&mut b, &mut r, now, 1, "sub", true);
     connect(&mut b, &mut r, now, 2, "pub", true);
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtMostOnce);
-    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"x", QoS::ExactlyOnce, 9), &mut r);
     // [MQTT-3.3.1-1] the re-delivery carries DUP.
     b.handle_packet(
         now,
         2,
-        redelivery(publish("t", b"x", QoS::ExactlyOnce, 9)),
+        &redelivery(publish("t", b"x", QoS::ExactlyOnce, 9)),
         &mut r,
     );
     assert_eq!(r.take(1).len(), 1, "exactly once");
     let acks = r.take(2);
     assert_eq!(acks.len(), 2);
-    b.handle_packet(now, 2, Packet::PubRel(PubResp::success(9)), &mut r);
+    b.handle_packet(now, 2, &Packet::PubRel(PubResp::success(9)), &mut r);
     assert!(r.take(2)[0].starts_with("PubComp"));
 }
 
@@ -174,12 +174,12 @@ fn qos2_id_reused_without_dup_is_a_new_message() {
     connect(&mut b, &mut r, now, 1, "sub", true);
     connect(&mut b, &mut r, now, 2, "pub", true);
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtMostOnce);
-    b.handle_packet(now, 2, publish("t", b"one", QoS::ExactlyOnce, 9), &mut r);
-    b.handle_packet(now, 2, publish("t", b"two", QoS::ExactlyOnce, 9), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"one", QoS::ExactlyOnce, 9), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"two", QoS::ExactlyOnce, 9), &mut r);
     let got = r.take(1);
     assert_eq!(got.len(), 2, "both delivered: {got:?}");
     assert_eq!(r.take(2).len(), 2, "both acknowledged");
-    b.handle_packet(now, 2, Packet::PubRel(PubResp::success(9)), &mut r);
+    b.handle_packet(now, 2, &Packet::PubRel(PubResp::success(9)), &mut r);
     assert!(r.take(2)[0].starts_with("PubComp"));
     b.check_invariants().expect("invariants");
 }
@@ -190,17 +190,17 @@ fn persistent_session_queues_and_resends() {
     connect(&mut b, &mut r, now, 1, "sub", false);
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
     connect(&mut b, &mut r, now, 2, "pub", true);
-    b.handle_packet(now, 2, publish("t", b"1", QoS::AtLeastOnce, 1), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"1", QoS::AtLeastOnce, 1), &mut r);
     // Delivered, not acked; then the subscriber goes away.
     assert_eq!(r.take(1).len(), 1);
     b.connection_lost(now, 1, &mut r);
-    b.handle_packet(now, 2, publish("t", b"2", QoS::AtLeastOnce, 2), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"2", QoS::AtLeastOnce, 2), &mut r);
     b.check_invariants().expect("invariants");
     b.connection_opened(now, 3, "127.0.0.1:2", 0, &mut r);
     b.handle_packet(
         now,
         3,
-        connect_packet("sub", false, ProtocolVersion::V311),
+        &connect_packet("sub", false, ProtocolVersion::V311),
         &mut r,
     );
     let got = r.take(3);
@@ -237,7 +237,7 @@ fn keep_alive_timer_rearms_lazily_and_expires() {
     assert!(matches!(timer.kind, TimerKind::KeepAlive(_)));
     assert_eq!(at, now + Duration::from_secs(90));
     // Activity at +30 s: the timer at +90 s re-arms for +120 s.
-    b.handle_packet(now + Duration::from_secs(30), 1, Packet::PingReq, &mut r);
+    b.handle_packet(now + Duration::from_secs(30), 1, &Packet::PingReq, &mut r);
     r.timers.clear();
     b.handle_timer(at, timer, &mut r);
     assert_eq!(r.timers.len(), 1);
@@ -266,7 +266,7 @@ fn will_on_loss_not_on_disconnect() {
         b.handle_packet(
             now,
             conn,
-            Packet::Connect(Box::new(Connect {
+            &Packet::Connect(Box::new(Connect {
                 version: ProtocolVersion::V311,
                 clean_start: true,
                 keep_alive: 0,
@@ -282,7 +282,7 @@ fn will_on_loss_not_on_disconnect() {
             b.handle_packet(
                 now,
                 conn,
-                Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
+                &Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
                 &mut r,
             );
             assert!(r.take(1).is_empty(), "no will after DISCONNECT");
@@ -307,7 +307,7 @@ fn queue_limit_drops_and_counts() {
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
     connect(&mut b, &mut r, now, 2, "pub", true);
     for i in 1..=5 {
-        b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
+        b.handle_packet(now, 2, &publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
     }
     // 1 in flight, 2 queued, 2 dropped.
     assert_eq!(b.stats().messages_dropped, 2);
@@ -324,7 +324,7 @@ fn resume_respects_the_new_receive_maximum() {
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
     connect(&mut b, &mut r, now, 2, "pub", true);
     for i in 1..=3 {
-        b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
+        b.handle_packet(now, 2, &publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
     }
     assert_eq!(r.take(1).len(), 3);
     b.connection_lost(now, 1, &mut r);
@@ -332,7 +332,7 @@ fn resume_respects_the_new_receive_maximum() {
     b.handle_packet(
         now,
         3,
-        Packet::Connect(Box::new(Connect {
+        &Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: false,
             keep_alive: 0,
@@ -355,7 +355,7 @@ fn resume_respects_the_new_receive_maximum() {
         "{got:?}"
     );
     b.check_invariants().expect("invariants");
-    b.handle_packet(now, 3, Packet::PubAck(PubResp::success(1)), &mut r);
+    b.handle_packet(now, 3, &Packet::PubAck(PubResp::success(1)), &mut r);
     let got = r.take(3);
     assert_eq!(got.len(), 1);
     assert!(
@@ -416,7 +416,7 @@ fn failing_persistence_refuses_qos1_and_2() {
     b.handle_packet(
         now,
         1,
-        Packet::Connect(Box::new(Connect {
+        &Packet::Connect(Box::new(Connect {
             version: ProtocolVersion::V5,
             clean_start: true,
             keep_alive: 0,
@@ -428,13 +428,13 @@ fn failing_persistence_refuses_qos1_and_2() {
         })),
         &mut f,
     );
-    b.handle_packet(now, 1, publish("t", b"x", QoS::AtLeastOnce, 1), &mut f);
+    b.handle_packet(now, 1, &publish("t", b"x", QoS::AtLeastOnce, 1), &mut f);
     let got = f.0.take(1);
     assert!(
         got[1].contains("PubAck") && got[1].contains("ReasonCode(151)"),
         "{got:?}"
     );
-    b.handle_packet(now, 1, publish("t", b"x", QoS::AtMostOnce, 0), &mut f);
+    b.handle_packet(now, 1, &publish("t", b"x", QoS::AtMostOnce, 0), &mut f);
     assert!(
         f.0.take(1).is_empty(),
         "QoS 0 is not affected (and not stored)"
@@ -443,10 +443,10 @@ fn failing_persistence_refuses_qos1_and_2() {
     b.handle_packet(
         now,
         2,
-        connect_packet("v3", true, ProtocolVersion::V311),
+        &connect_packet("v3", true, ProtocolVersion::V311),
         &mut f,
     );
-    b.handle_packet(now, 2, publish("t", b"x", QoS::ExactlyOnce, 1), &mut f);
+    b.handle_packet(now, 2, &publish("t", b"x", QoS::ExactlyOnce, 1), &mut f);
     assert!(f.0.closed.contains(&2), "3.1.1 publisher disconnected");
     b.check_invariants().expect("invariants");
 }
@@ -463,28 +463,28 @@ fn over_memory_limit_refuses_qos1_and_2_and_drops_qos0() {
     b.handle_packet(
         now,
         2,
-        connect_packet("v5", true, ProtocolVersion::V5),
+        &connect_packet("v5", true, ProtocolVersion::V5),
         &mut r,
     );
     r.take(2);
     r.over_memory = true;
     for (qos, id) in [(QoS::AtLeastOnce, 1), (QoS::ExactlyOnce, 2)] {
-        b.handle_packet(now, 2, publish("t", b"x", qos, id), &mut r);
+        b.handle_packet(now, 2, &publish("t", b"x", qos, id), &mut r);
         let got = r.take(2);
         assert_eq!(got.len(), 1, "{got:?}");
         assert!(got[0].contains("ReasonCode(151)"), "{got:?}");
     }
-    b.handle_packet(now, 2, publish("t", b"x", QoS::AtMostOnce, 0), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"x", QoS::AtMostOnce, 0), &mut r);
     assert!(r.take(2).is_empty());
     assert!(r.take(1).is_empty(), "nothing reached the subscriber");
     let st = b.stats();
     assert_eq!((st.refused_memory_limit, st.dropped_memory_limit), (2, 1));
     assert_eq!(st.messages_dropped, 1);
     connect(&mut b, &mut r, now, 3, "v3", true);
-    b.handle_packet(now, 3, publish("t", b"x", QoS::AtLeastOnce, 1), &mut r);
+    b.handle_packet(now, 3, &publish("t", b"x", QoS::AtLeastOnce, 1), &mut r);
     assert!(r.closed.contains(&3), "3.1.1 publisher disconnected");
     r.over_memory = false;
-    b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, 3), &mut r);
+    b.handle_packet(now, 2, &publish("t", b"x", QoS::AtLeastOnce, 3), &mut r);
     assert!(r.take(2)[0].contains("ReasonCode(0)"));
     assert_eq!(r.take(1).len(), 1, "delivered again");
     b.check_invariants().expect("invariants");
@@ -530,7 +530,7 @@ fn reconnect_loops_do_not_pile_up_expiry_timers() {
         b.handle_packet(
             now,
             1,
-            Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
+            &Packet::Disconnect(Disconnect::with_reason(ReasonCode::SUCCESS)),
             &mut r,
         );
         r.sent.clear();
@@ -573,7 +573,7 @@ fn a_bridge_window_refills_in_batches() {
     b.handle_packet(
         now,
         1,
-        connect_packet("local.edge", true, ProtocolVersion::V311),
+        &connect_packet("local.edge", true, ProtocolVersion::V311),
         &mut r,
     );
     assert!(r.take(1)[0].starts_with("ConnAck"));
@@ -582,12 +582,12 @@ fn a_bridge_window_refills_in_batches() {
     subscribe(&mut b, &mut r, now, 3, "t", QoS::AtLeastOnce);
     connect(&mut b, &mut r, now, 2, "pub", true);
     for i in 1..=20 {
-        b.handle_packet(now, 2, publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
+        b.handle_packet(now, 2, &publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
     }
     assert_eq!(r.take(1).len(), 8, "the bridge's window is full");
     assert_eq!(r.take(3).len(), 8, "the client's window is full");
     let ack = |b: &mut Broker, r: &mut Recorder, conn, id| {
-        b.handle_packet(now, conn, Packet::PubAck(PubResp::success(id)), r);
+        b.handle_packet(now, conn, &Packet::PubAck(PubResp::success(id)), r);
         b.check_invariants().expect("invariants");
     };
     // The client: one out per ack.

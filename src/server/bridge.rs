@@ -494,7 +494,7 @@ impl Server {
                     match decode(&bytes[pos..], &limits) {
                         Ok(Decoded::Packet(p, used)) => {
                             pos += used;
-                            broker.handle_packet(now, key, p, io);
+                            broker.handle_packet(now, key, &p, io);
                         }
                         Ok(Decoded::NeedMore(_)) => break,
                         Err(e) => {
@@ -509,7 +509,7 @@ impl Server {
                     return;
                 };
                 for ack in acks {
-                    broker.handle_packet(now, key, ack.packet(), io);
+                    broker.handle_packet(now, key, &ack.packet(), io);
                 }
             }
             Action::CloseLocal => {
