@@ -92,8 +92,7 @@ pub fn decode<'a>(buf: &'a [u8], limits: &DecodeLimits) -> Result<Decoded<'a>, D
     let Some(body) = buf.get(1 + len_bytes..total) else {
         return Ok(Decoded::NeedMore(Some(total)));
     };
-    let packet = decode_body(ptype, first & 0x0F, body, limits)?;
-    Ok(Decoded::Packet(packet, total))
+    decode_body(ptype, first & 0x0F, body, total, limits)
 }
 
 /// Check the first byte of the fixed header: the type and its flags (2.1.3, 2.2.2).
@@ -131,23 +130,27 @@ fn packet_type(first: u8, version: ProtocolVersion) -> Result<PacketType, Decode
     Ok(t)
 }
 
-/// Decode a complete body of type `t`; every byte must belong to a field.
+/// Decode a complete body of type `t`, `total` bytes with its fixed header;
+/// every byte must belong to a field.
 fn decode_body<'a>(
     t: PacketType,
     flags: u8,
     body: &'a [u8],
+    total: usize,
     limits: &DecodeLimits,
-) -> Result<Packet<'a>, DecodeError> {
+) -> Result<Decoded<'a>, DecodeError> {
     let version = limits.version;
     let mut r = Reader::new(body, t).with_max_repeats(limits.max_user_properties);
+    // PUBLISH and its acks, nearly every packet, are built right in the value
+    // returned (a PUBLISH is ~300 bytes, and each move of it is a copy).
     let packet = match t {
+        PacketType::Publish => return publish(&mut r, flags, version, total),
+        PacketType::PubAck => return pub_resp(&mut r, version, total, Packet::PubAck),
+        PacketType::PubRec => return pub_resp(&mut r, version, total, Packet::PubRec),
+        PacketType::PubRel => return pub_resp(&mut r, version, total, Packet::PubRel),
+        PacketType::PubComp => return pub_resp(&mut r, version, total, Packet::PubComp),
         PacketType::Connect => Packet::Connect(Box::new(connect(&mut r)?)),
         PacketType::ConnAck => Packet::ConnAck(connack(&mut r, version)?),
-        PacketType::Publish => Packet::Publish(publish(&mut r, flags, version)?),
-        PacketType::PubAck => Packet::PubAck(pub_resp(&mut r, version)?),
-        PacketType::PubRec => Packet::PubRec(pub_resp(&mut r, version)?),
-        PacketType::PubRel => Packet::PubRel(pub_resp(&mut r, version)?),
-        PacketType::PubComp => Packet::PubComp(pub_resp(&mut r, version)?),
         PacketType::Subscribe => {
             Packet::Subscribe(subscribe(&mut r, version, limits.max_topic_filters)?)
         }
@@ -162,7 +165,7 @@ fn decode_body<'a>(
         PacketType::Auth => Packet::Auth(auth(&mut r)?),
     };
     r.finish()?;
-    Ok(packet)
+    Ok(Decoded::Packet(packet, total))
 }
 
 /// Properties of packet type `t` when `version` has them, else none.
@@ -369,42 +372,68 @@ fn publish<'a>(
     r: &mut Reader<'a>,
     flags: u8,
     version: ProtocolVersion,
-) -> Result<Publish<'a>, DecodeError> {
+    total: usize,
+) -> Result<Decoded<'a>, DecodeError> {
     let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::InvalidQoS)?;
-    let topic = r.string()?;
-    // No wildcards in a topic name [MQTT-3.3.2-2].
-    if !topic.is_empty() && !valid_topic_name(topic) {
-        return Err(DecodeError::InvalidTopicName);
-    }
+    // Valid UTF-8, no U+0000, no wildcards [MQTT-3.3.2-2].
+    let topic = r.topic_name()?;
     // Only QoS 1 and 2 carry a packet identifier [MQTT-2.2.1-2].
     let packet_id = if qos == QoS::AtMostOnce {
         0
     } else {
         packet_id(r)?
     };
+    let (dup, retain) = (flags & 0x08 != 0, flags & 0x01 != 0);
+    if !version.is_v5() {
+        // [MQTT-3.3.2-1] a topic is required before v5. Built in one piece,
+        // with no property block read and moved in: this is the packet nearly
+        // every decode is for.
+        if topic.is_empty() {
+            return Err(DecodeError::InvalidTopicName);
+        }
+        let p = Publish {
+            dup,
+            qos,
+            retain,
+            topic,
+            packet_id,
+            properties: Properties::default(),
+            payload: r.rest(),
+        };
+        return Ok(Decoded::Packet(Packet::Publish(p), total));
+    }
     let properties = props(r, version)?;
     // An empty topic is only meaningful with a Topic Alias (3.3.2.3.4) [MQTT-3.3.2-1].
     if topic.is_empty() && properties.topic_alias.is_none() {
         return Err(DecodeError::InvalidTopicName);
     }
-    Ok(Publish {
-        dup: flags & 0x08 != 0,
+    let p = Publish {
+        dup,
         qos,
-        retain: flags & 0x01 != 0,
+        retain,
         topic,
         packet_id,
         properties,
         payload: r.rest(),
-    })
+    };
+    Ok(Decoded::Packet(Packet::Publish(p), total))
 }
 
 /// PUBACK, PUBREC, PUBREL, PUBCOMP (3.4-3.7).
-fn pub_resp<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<PubResp<'a>, DecodeError> {
+/// Returned as the packet `kind` makes of it; every byte of the body must be
+/// read (the caller does not check).
+fn pub_resp<'a>(
+    r: &mut Reader<'a>,
+    version: ProtocolVersion,
+    total: usize,
+    kind: fn(PubResp<'a>) -> Packet<'a>,
+) -> Result<Decoded<'a>, DecodeError> {
     let packet_id = packet_id(r)?;
     // v5: remaining length 2 means Success and no properties; 3 means a reason and
     // no properties [MQTT-3.4.2-1] (likewise 3.5.2.1, 3.6.2.1, 3.7.2.1).
     if !version.is_v5() || r.is_empty() {
-        return Ok(PubResp::success(packet_id));
+        r.finish()?;
+        return Ok(Decoded::Packet(kind(PubResp::success(packet_id)), total));
     }
     let reason = reason(r)?;
     let properties = if r.is_empty() {
@@ -412,11 +441,13 @@ fn pub_resp<'a>(r: &mut Reader<'a>, version: ProtocolVersion) -> Result<PubResp<
     } else {
         props(r, version)?
     };
-    Ok(PubResp {
+    r.finish()?;
+    let resp = PubResp {
         packet_id,
         reason,
         properties,
-    })
+    };
+    Ok(Decoded::Packet(kind(resp), total))
 }
 
 /// The subscription options byte (3.8.3.1).

@@ -168,6 +168,27 @@ impl<'a> Reader<'a> {
         Ok(s)
     }
 
+    /// A PUBLISH topic name: a string as [`Reader::string`] reads it, and no
+    /// `+` or `#` [MQTT-3.3.2-2], checked in the same pass as U+0000 (a topic
+    /// is read for every message). Empty is left to the caller (v5 aliases).
+    pub(crate) fn topic_name(&mut self) -> Result<&'a str, DecodeError> {
+        let bytes = self.binary()?;
+        let (mut nul, mut wildcard) = (false, false);
+        for &b in bytes {
+            nul |= b == 0;
+            wildcard |= b == b'+' || b == b'#';
+        }
+        // The same order of errors as a string read, then checked.
+        let s = std::str::from_utf8(bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+        if nul {
+            return Err(DecodeError::InvalidUtf8);
+        }
+        if wildcard {
+            return Err(DecodeError::InvalidTopicName);
+        }
+        Ok(s)
+    }
+
     /// Fail with `TrailingBytes` unless every byte has been read.
     pub(crate) fn finish(&self) -> Result<(), DecodeError> {
         if self.is_empty() {
