@@ -44,8 +44,8 @@ pub(super) fn message_from(m: StoredMessage, now: Instant, wall_now: u64) -> Mes
     // Age from wall time, so message expiry keeps counting across the restart.
     let age = Duration::from_millis(wall_now.saturating_sub(m.received_unix_ms));
     Message {
-        topic: m.topic.into(),
-        payload: m.payload.into(),
+        topic: m.topic,
+        payload: m.payload,
         qos: QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce),
         retain: m.retain,
         properties: m.properties.map(Box::<ForwardedProperties>::new),

@@ -108,6 +108,16 @@ impl<'a> Iterator for UserPropertiesIter<'a> {
 
 impl ForwardedProperties {
     fn from_properties(p: &Properties<'_>) -> Option<Box<ForwardedProperties>> {
+        // Every message before v5, and most after: nothing to build or compare.
+        if p.payload_format_indicator.is_none()
+            && p.message_expiry_interval.is_none()
+            && p.content_type.is_none()
+            && p.response_topic.is_none()
+            && p.correlation_data.is_none()
+            && p.user_properties.is_empty()
+        {
+            return None;
+        }
         let f = ForwardedProperties {
             payload_format_indicator: p.payload_format_indicator,
             message_expiry_interval: p.message_expiry_interval,
@@ -121,12 +131,16 @@ impl ForwardedProperties {
 }
 
 /// One application message.
+///
+/// Topic and payload are growable buffers, not boxed slices, so that a
+/// message no one holds any more can be refilled by the next PUBLISH (see
+/// [`Message::refill`]) instead of two buffers being freed and allocated again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Topic name.
-    pub topic: Box<str>,
+    pub topic: String,
     /// Payload.
-    pub payload: Box<[u8]>,
+    pub payload: Vec<u8>,
     /// QoS it was published with (the ceiling for every delivery).
     pub qos: QoS,
     /// RETAIN flag as published.
@@ -149,6 +163,24 @@ impl Message {
             properties: ForwardedProperties::from_properties(&p.properties),
             received: now,
         }
+    }
+
+    /// Make this message the one a PUBLISH carries, as [`Message::from_publish`]
+    /// does, keeping the topic and payload buffers' allocations.
+    pub fn refill(&mut self, p: &Publish<'_>, topic: &str, now: Instant) {
+        self.topic.clear();
+        self.topic.push_str(topic);
+        self.payload.clear();
+        self.payload.extend_from_slice(p.payload);
+        self.qos = p.qos;
+        self.retain = p.retain;
+        self.properties = ForwardedProperties::from_properties(&p.properties);
+        self.received = now;
+    }
+
+    /// The bytes its buffers hold (the most a recycled message keeps).
+    pub fn capacity(&self) -> usize {
+        self.topic.capacity() + self.payload.capacity()
     }
 
     /// The message a will describes.

@@ -307,6 +307,9 @@ pub struct Broker {
     /// Cleared when the fan-out ends (the log may forget a message nobody
     /// references once the loop turn is over).
     stored_msg: Option<(std::sync::Weak<Message>, u64)>,
+    /// Messages no one holds any more, for later PUBLISHes to refill
+    /// ([`Broker::recycle`]).
+    spare_messages: Vec<Arc<Message>>,
     /// Wall-clock time (Unix ms) at a monotonic instant, given by the shell
     /// (the broker never reads a clock): ages of stored messages, client ids.
     /// `None` until the shell gives one (wall time then reads as 0).
@@ -348,6 +351,7 @@ impl Broker {
             next_message_id: 0,
             next_sid: 0,
             stored_msg: None,
+            spare_messages: Vec::new(),
             wall_anchor: None,
             next_serial: 0,
             stats: Stats::default(),
@@ -962,7 +966,7 @@ impl Broker {
         if msg.retain {
             self.store_retained(&msg, from, out);
         }
-        self.route(now, msg, None, out);
+        self.route(now, &msg, None, out);
     }
 
     /// Check the broker's internal consistency (for tests and the fuzzer): packet

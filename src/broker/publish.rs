@@ -19,6 +19,12 @@ use crate::protocol::{
     encoded_len, Disconnect, Packet, PacketId, PubResp, Publish, QoS, ReasonCode,
 };
 
+/// Most messages kept for reuse by [`Broker::recycle`]: enough for the acks
+/// of a loop turn (a QoS 1 window is refilled in batches), 64 KiB at most.
+const SPARE_MESSAGES: usize = 64;
+/// Largest message (topic and payload buffers) kept for reuse.
+const SPARE_MESSAGE_BYTES: usize = 1024;
+
 /// One subscription matched by a message: (session, granted QoS, Retain As
 /// Published, No Local, subscription identifier).
 #[derive(Debug, Clone, Copy)]
@@ -293,9 +299,7 @@ impl Broker {
                 self.persist_rel(skey, p.packet_id, true, out);
             }
             let retain = p.retain && self.config.retain_available;
-            let mut msg = Message::from_publish(p, topic, now);
-            msg.retain = retain;
-            let msg = Arc::new(msg);
+            let msg = self.new_message(p, topic, retain, now);
             let from = match retain {
                 true => self
                     .sessions
@@ -307,14 +311,16 @@ impl Broker {
                 // The store is full: the message is refused as a whole, as for
                 // `message_size_limit` (v5: 0x97 on the ack).
                 ReasonCode::QUOTA_EXCEEDED
-            } else if self.route(now, msg, Some(skey), out) == 0 {
+            } else if self.route(now, &msg, Some(skey), out) == 0 {
+                self.recycle(msg);
                 ReasonCode::NO_MATCHING_SUBSCRIBERS
             } else {
+                self.recycle(msg);
                 ReasonCode::SUCCESS
             }
         };
         // v3 acks carry no reason: the encoder leaves it out.
-        let ack = PubResp {
+        let ack = |reason| PubResp {
             packet_id: p.packet_id,
             reason,
             properties: Default::default(),
@@ -322,8 +328,46 @@ impl Broker {
         // The ack promises the message is kept: it leaves after the commit.
         match p.qos {
             QoS::AtMostOnce => {}
-            QoS::AtLeastOnce => out.send_after_commit(conn, version, &Packet::PubAck(ack)),
-            QoS::ExactlyOnce => out.send_after_commit(conn, version, &Packet::PubRec(ack)),
+            QoS::AtLeastOnce => out.send_after_commit(conn, version, &Packet::PubAck(ack(reason))),
+            QoS::ExactlyOnce => out.send_after_commit(conn, version, &Packet::PubRec(ack(reason))),
+        }
+    }
+
+    /// The message for a PUBLISH: a spare one refilled when there is one (see
+    /// [`Broker::recycle`]), else a new one.
+    fn new_message(
+        &mut self,
+        p: &Publish<'_>,
+        topic: &str,
+        retain: bool,
+        now: Instant,
+    ) -> Arc<Message> {
+        let mut msg = match self.spare_messages.pop() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(m) => {
+                    m.refill(p, topic, now);
+                    spare
+                }
+                None => Arc::new(Message::from_publish(p, topic, now)),
+            },
+            None => Arc::new(Message::from_publish(p, topic, now)),
+        };
+        if let Some(m) = Arc::get_mut(&mut msg) {
+            m.retain = retain;
+        }
+        msg
+    }
+
+    /// Done with `msg`: when nothing else holds it (no queue, window, retained
+    /// store or log reference), it is kept for a later PUBLISH to refill, so a
+    /// steady flow allocates nothing per message. At most [`SPARE_MESSAGES`]
+    /// of at most [`SPARE_MESSAGE_BYTES`] each: a burst of large messages
+    /// leaves no large buffers behind.
+    pub(super) fn recycle(&mut self, mut msg: Arc<Message>) {
+        if self.spare_messages.len() < SPARE_MESSAGES
+            && Arc::get_mut(&mut msg).is_some_and(|m| m.capacity() <= SPARE_MESSAGE_BYTES)
+        {
+            self.spare_messages.push(msg);
         }
     }
 
@@ -390,7 +434,7 @@ impl Broker {
     pub(super) fn route(
         &mut self,
         now: Instant,
-        msg: Arc<Message>,
+        msg: &Arc<Message>,
         from: Option<usize>,
         out: &mut impl Output,
     ) -> usize {
@@ -431,7 +475,7 @@ impl Broker {
             if wanted {
                 matched += 1;
                 let o = Outgoing {
-                    msg: Arc::clone(&msg),
+                    msg: Arc::clone(msg),
                     qos: self.delivery_qos(qos, msg.qos),
                     // [MQTT-3.3.1-9] RETAIN is 0 on normal delivery, unless Retain
                     // As Published (v5) [MQTT-3.3.1-12/13].
@@ -473,7 +517,7 @@ impl Broker {
             };
             matched += 1;
             let o = Outgoing {
-                msg: Arc::clone(&msg),
+                msg: Arc::clone(msg),
                 qos: self.delivery_qos(sub.options.qos, msg.qos),
                 retain: sub.options.retain_as_published && msg.retain,
                 subscription_ids: sub.identifier.into_iter().collect(),
@@ -1000,8 +1044,11 @@ impl Broker {
             return;
         };
         if s.inflight.get(pos).is_some_and(done) {
-            let id = s.remove_inflight(pos).map_or(0, |i| i.out.id);
-            self.persist_done(id, out);
+            let Some(i) = s.remove_inflight(pos) else {
+                return;
+            };
+            self.persist_done(i.out.id, out);
+            self.recycle(i.out.msg);
             self.pump(now, skey, out);
             // A retained replay waiting for the window goes on.
             self.resume_replay(skey);

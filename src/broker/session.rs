@@ -579,7 +579,7 @@ mod tests {
     fn qos1_message() -> Arc<Message> {
         Arc::new(Message {
             topic: "t".into(),
-            payload: Box::new([]),
+            payload: Vec::new(),
             qos: QoS::AtLeastOnce,
             retain: false,
             properties: None,

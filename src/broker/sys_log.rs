@@ -19,12 +19,12 @@ impl Broker {
     ) {
         let msg = Arc::new(Message {
             topic: topic.into(),
-            payload: line.into_bytes().into_boxed_slice(),
+            payload: line.into_bytes().into_boxed_slice().into(),
             qos: QoS::ExactlyOnce,
             retain: false,
             properties: None,
             received: now,
         });
-        self.route(now, msg, None, out);
+        self.route(now, &msg, None, out);
     }
 }

@@ -326,7 +326,7 @@ impl Broker {
     fn publish_sys(&mut self, now: Instant, topic: &str, payload: String, out: &mut impl Output) {
         let msg = Arc::new(Message {
             topic: topic.into(),
-            payload: payload.into_bytes().into_boxed_slice(),
+            payload: payload.into_bytes().into_boxed_slice().into(),
             qos: QoS::ExactlyOnce,
             retain: true,
             properties: None,
@@ -336,7 +336,7 @@ impl Broker {
         // that keep clients in check.
         self.retained
             .insert_unchecked(super::retained::Retained::unchecked(Arc::clone(&msg)));
-        self.route(now, msg, None, out);
+        self.route(now, &msg, None, out);
     }
 }
 

@@ -699,7 +699,7 @@ mod tests {
     fn retained_publisher_round_trips() {
         let m = Message {
             topic: "w/alice/x".into(),
-            payload: Box::new(*b"v"),
+            payload: b"v".to_vec(),
             qos: crate::protocol::QoS::AtLeastOnce,
             retain: true,
             properties: None,

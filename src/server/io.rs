@@ -429,7 +429,7 @@ mod tests {
     fn message(topic: &str) -> Message {
         Message {
             topic: topic.into(),
-            payload: b"v".to_vec().into(),
+            payload: b"v".to_vec(),
             qos: QoS::AtLeastOnce,
             retain: true,
             properties: None,
