@@ -1113,3 +1113,78 @@ fn lazy_bridge_connects_at_its_threshold_and_stops_when_idle() {
         midge.wait_log("Bridge lz: no traffic for 2 s; disconnecting");
     }
 }
+
+/// A steady QoS 1 stream well under the link's capacity crosses a bridge to
+/// mosquitto without a drop, after the remote stalled for a moment and the
+/// in-flight window filled. mosquitto (no subscriber here, as a cloud broker
+/// that only stores) sends its PUBACKs with Nagle's algorithm
+/// (`set_tcp_nodelay false`, its default): after the first one it holds the
+/// rest until our TCP ACK, which rides on our next PUBLISH or waits for the
+/// delayed-ACK timer (40 ms on Linux). A full window that waited for a
+/// quarter of its slots to free before sending again sent nothing on that
+/// first PUBACK, so from the stall on every window cost about 40 ms: 100 in
+/// flight drained about 2,300 msg/s, and this stream of 5,000 msg/s
+/// overflowed the bridge's queue (drops began at about 5,000 forwarded).
+#[test]
+fn a_steady_qos1_stream_to_mosquitto_is_not_dropped() {
+    const N: usize = 10_000;
+    const PER_TICK: usize = 50;
+    let remote = Mosquitto::start("");
+    let midge = BrokerProcess::start(&format!(
+        "sys_interval 1\nmax_inflight_messages 100\n{}",
+        section("rate", remote.port, "topic rate/# out 1\n")
+    ));
+    midge.wait_log("Bridge rate: connected");
+    let port = midge.port;
+    let publisher = std::thread::spawn(move || {
+        let mut p = Client::connect_v(port, ProtocolVersion::V311, "rate-pub");
+        let pid = |i: usize| u16::try_from(i + 1).expect("packet id");
+        let start = std::time::Instant::now();
+        // One write of 50 messages every 10 ms (5,000 msg/s), then their
+        // PUBACKs.
+        for tick in 0..N / PER_TICK {
+            let due = start + Duration::from_millis(10 * tick as u64);
+            std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+            let mut batch = Vec::new();
+            for i in tick * PER_TICK..(tick + 1) * PER_TICK {
+                let payload = i.to_string();
+                let m = publish(
+                    "rate/m",
+                    payload.as_bytes(),
+                    QoS::AtLeastOnce,
+                    false,
+                    pid(i),
+                );
+                midge::protocol::encode(&Packet::Publish(m), ProtocolVersion::V311, &mut batch)
+                    .expect("encode");
+            }
+            p.send_raw(&batch);
+            for i in tick * PER_TICK..(tick + 1) * PER_TICK {
+                match p.recv() {
+                    Packet::PubAck(a) => assert_eq!(a.packet_id, pid(i)),
+                    other => panic!("expected PUBACK, got {other:?}"),
+                }
+            }
+        }
+    });
+    // The remote stops reading for 100 ms (0.5 s into the stream, by the
+    // bridge's counter): the window fills and messages queue behind it.
+    wait_sys_number(port, "$SYS/broker/connection/rate/messages/sent", |s| {
+        s >= 1000
+    });
+    remote.pause();
+    std::thread::sleep(Duration::from_millis(100));
+    remote.resume();
+    publisher.join().expect("publisher");
+    // Every message forwarded (the bridge's counter), none dropped on the way
+    // (its queue holds the default 1,000: 0.2 s of the stream).
+    let sent = wait_sys_number(port, "$SYS/broker/connection/rate/messages/sent", |s| {
+        s >= N as u64 || midge.log_text().contains("being dropped")
+    });
+    let log = midge.log_text();
+    assert!(
+        !log.contains("being dropped"),
+        "{sent} of {N} forwarded:\n{log}"
+    );
+    assert_eq!(sent, N as u64);
+}

@@ -346,15 +346,6 @@ impl Broker {
         // [MQTT-3.3.4-9] never more in flight than the client's Receive Maximum.
         let theirs = props.receive_maximum.map_or(usize::MAX, usize::from);
         s.send_window = ours.min(theirs);
-        // A bridge's local session forwards to a remote broker that acks each
-        // message as it reads it: its window is refilled in batches of a
-        // quarter (see `Session::window_open`). Clients keep one per ack.
-        s.refill_batch = if listener == crate::auth::BRIDGE_LISTENER {
-            (s.send_window / 4).max(1)
-        } else {
-            1
-        };
-        s.window_refilled();
         s.max_packet_size = props.maximum_packet_size;
         if let Some(e) = s.extra.get_mut() {
             e.dropping = false;

@@ -589,11 +589,7 @@ impl Broker {
                 }
             }
             (None, QoS::AtMostOnce) if !self.config.queue_qos0_messages => {}
-            _ => {
-                // Queued behind a full window: it refills in batches.
-                s.window_full();
-                self.enqueue(skey, o, out)
-            }
+            _ => self.enqueue(skey, o, out),
         }
     }
 
@@ -778,8 +774,7 @@ impl Broker {
             };
             let Some(conn) = s.conn else { return };
             let head_qos0 = s.queue.front().is_some_and(|q| q.qos() == QoS::AtMostOnce);
-            if !head_qos0 && !s.queue.is_empty() && !s.window_open(max_bytes) {
-                s.window_full();
+            if !head_qos0 && !s.window_open(max_bytes) {
                 return;
             }
             if let Some(Queued::Disk(d)) = s.queue.front_mut() {
@@ -798,13 +793,9 @@ impl Broker {
                 if let Some(e) = s.extra.get_mut() {
                     e.dropping = false;
                 }
-                s.window_refilled();
                 s.release_idle();
                 return;
             };
-            if !head_qos0 {
-                s.window_refilled();
-            }
             let Queued::Ram(o) = q else {
                 return;
             };

@@ -363,12 +363,6 @@ pub struct Session {
     pub send_window: usize,
     /// Payload bytes of the messages in `inflight` (for `max_inflight_bytes`).
     pub inflight_bytes: usize,
-    /// Free slots a full window needs before queued messages go out again
-    /// (1: one per ack). See [`Session::window_open`].
-    pub refill_batch: usize,
-    /// The window filled up with messages still queued: waiting for
-    /// `refill_batch` free slots.
-    refilling: bool,
     /// The client's Maximum Packet Size (v5), if it gave one.
     pub max_packet_size: Option<u32>,
     /// User name the client authenticated as (for ACL checks).
@@ -399,8 +393,6 @@ impl Session {
             will: None,
             send_window: usize::MAX,
             inflight_bytes: 0,
-            refill_batch: 1,
-            refilling: false,
             extra: Lazy::default(),
             max_packet_size: None,
             username: None,
@@ -487,28 +479,9 @@ impl Session {
     /// `max_bytes` payload bytes (`max_inflight_bytes`; 0 = no byte limit).
     /// As mosquitto, the byte bound is checked before the message joins, so a
     /// message larger than the bound still goes when nothing else is in flight.
-    /// Once the message window was full with messages queued behind it
-    /// ([`Session::window_full`]), it opens again only with `refill_batch`
-    /// slots free, so acknowledgements that trickle in one at a time refill it
-    /// in batches (TCP's silly-window avoidance) instead of one message, and
-    /// one write, per ack. Nothing waits for long: with the window full there
-    /// are acks to come, and the batch is at most a quarter of it.
     pub fn window_open(&self, max_bytes: usize) -> bool {
-        let free = self.send_window.saturating_sub(self.inflight.len());
-        free > 0
-            && (!self.refilling || free >= self.refill_batch)
+        self.inflight.len() < self.send_window
             && (max_bytes == 0 || self.inflight_bytes < max_bytes)
-    }
-
-    /// The queue is blocked by the window: wait for `refill_batch` free slots
-    /// (a message window that is not full is never held back).
-    pub fn window_full(&mut self) {
-        self.refilling = self.inflight.len() >= self.send_window;
-    }
-
-    /// The window let a message through, or nothing is queued behind it.
-    pub fn window_refilled(&mut self) {
-        self.refilling = false;
     }
 
     /// Messages sent on this connection and not yet acknowledged.

@@ -555,12 +555,14 @@ fn reconnect_loops_do_not_pile_up_expiry_timers() {
     assert_eq!(b.session_count(), 1);
 }
 
-/// A bridge's local session refills a full in-flight window in batches of a
-/// quarter of it, not one message per ack: the remote acks every message as
-/// it reads it, and one write per ack cost the edge broker a wake-up and a
-/// write per message. A client's window still refills one per ack.
+/// A bridge's local session lets one queued message out per acknowledgement,
+/// as a client's does, never waiting for several free slots: a remote that
+/// sends its PUBACKs with Nagle's algorithm (mosquitto's default) holds all
+/// but the first until our TCP ACK, which rides on our next PUBLISH or waits
+/// for the delayed-ACK timer (40 ms). Holding the window for a batch stalled a
+/// bridge to mosquitto at about 2,300 msg/s with `max_inflight_messages 100`.
 #[test]
-fn a_bridge_window_refills_in_batches() {
+fn a_bridge_window_refills_one_per_ack() {
     let mut b = Broker::new(BrokerConfig {
         max_inflight_messages: 8,
         max_queued_messages: 0,
@@ -568,7 +570,7 @@ fn a_bridge_window_refills_in_batches() {
     });
     let mut r = Recorder::default();
     let now = Instant::now();
-    // Conn 1: a bridge's local side (no password, open ACL); conn 3: a client.
+    // Conn 1: a bridge's local side (no password, open ACL).
     b.connection_opened(now, 1, "bridge up", crate::auth::BRIDGE_LISTENER, &mut r);
     b.handle_packet(
         now,
@@ -578,36 +580,14 @@ fn a_bridge_window_refills_in_batches() {
     );
     assert!(r.take(1)[0].starts_with("ConnAck"));
     subscribe(&mut b, &mut r, now, 1, "t", QoS::AtLeastOnce);
-    connect(&mut b, &mut r, now, 3, "client", true);
-    subscribe(&mut b, &mut r, now, 3, "t", QoS::AtLeastOnce);
     connect(&mut b, &mut r, now, 2, "pub", true);
     for i in 1..=20 {
         b.handle_packet(now, 2, &publish("t", b"x", QoS::AtLeastOnce, i), &mut r);
     }
     assert_eq!(r.take(1).len(), 8, "the bridge's window is full");
-    assert_eq!(r.take(3).len(), 8, "the client's window is full");
-    let ack = |b: &mut Broker, r: &mut Recorder, conn, id| {
-        b.handle_packet(now, conn, &Packet::PubAck(PubResp::success(id)), r);
+    for id in 1..=12u16 {
+        b.handle_packet(now, 1, &Packet::PubAck(PubResp::success(id)), &mut r);
         b.check_invariants().expect("invariants");
-    };
-    // The client: one out per ack.
-    ack(&mut b, &mut r, 3, 1);
-    assert_eq!(r.take(3).len(), 1);
-    // The bridge: nothing for the first ack, two (a quarter of 8) at the second.
-    ack(&mut b, &mut r, 1, 1);
-    assert_eq!(r.take(1).len(), 0, "one free slot is not a batch");
-    ack(&mut b, &mut r, 1, 2);
-    assert_eq!(r.take(1).len(), 2, "refilled with two");
-    // Every message still goes out, in order, as acks come.
-    let mut sent = 10;
-    for id in 3..=20u16 {
-        ack(&mut b, &mut r, 1, id);
-        sent += r.take(1).len();
+        assert_eq!(r.take(1).len(), 1, "one out for the ack of {id}");
     }
-    assert_eq!(sent, 20);
-    let s = b
-        .sessions
-        .iter()
-        .find(|(_, s)| &*s.client_id == "local.edge");
-    assert!(s.is_some_and(|(_, s)| s.queue.is_empty()));
 }
