@@ -151,9 +151,12 @@ EOF
         >"$work/$edge.json" 2>"$work/$edge.bench-err" || rc=$?
     if kill -0 "$pid" 2>/dev/null; then
         # The broker's own counts of what it dropped and refused, and its heap
-        # ($SYS, retained; the last value of each topic).
-        mosquitto_sub -p "$eport" -v -W 3 -t '$SYS/broker/publish/messages/#' -t '$SYS/broker/heap/#' 2>/dev/null |
-            grep -E "dropped|refused|heap" | awk '{ v[$1] = $0 } END { for (k in v) print v[k] }' | sort |
+        # ($SYS, retained; the last value of each topic); midge's also what its
+        # bridge forwarded (the drops less the subscriber's losses are the
+        # bridge's).
+        mosquitto_sub -p "$eport" -v -W 3 -t '$SYS/broker/publish/messages/#' -t '$SYS/broker/heap/#' \
+            -t '$SYS/broker/connection/+/messages/sent' 2>/dev/null |
+            grep -E "dropped|refused|heap|messages/sent" | awk '{ v[$1] = $0 } END { for (k in v) print v[k] }' | sort |
             sed "s/^/$(printf '%-10s' "$edge") \$SYS: /" >"$work/sys.txt" || true
     fi
     w1=$(wbytes "$pid")
