@@ -286,6 +286,15 @@ impl Conn {
         }
     }
 
+    /// A packet identifier for a QoS 1/2 PUBLISH, counted as unacknowledged
+    /// (1..=65535: 0 is not a valid identifier [MQTT-2.2.1-3]).
+    fn take_pid(&mut self) -> u16 {
+        let p = self.next_pid;
+        self.next_pid = if p == u16::MAX { 1 } else { p + 1 };
+        self.unacked += 1;
+        p
+    }
+
     fn pending(&self) -> usize {
         self.wbuf.len() - self.wpos
     }
@@ -607,10 +616,7 @@ fn run(o: &Opts) -> Result<(), String> {
                     let pid = if o.qos == QoS::AtMostOnce {
                         0
                     } else {
-                        let p = c.next_pid;
-                        c.next_pid = if p == u16::MAX { 1 } else { p + 1 };
-                        c.unacked += 1;
-                        p
+                        c.take_pid()
                     };
                     let topic = c.topic.clone();
                     c.send(
@@ -756,9 +762,7 @@ fn load_retained(
     }
     for &i in &senders {
         let c = &mut conns[i];
-        let pid = c.next_pid;
-        c.next_pid += 1;
-        c.unacked += 1;
+        let pid = c.take_pid();
         c.send(
             o.version,
             &Packet::Publish(Publish {
