@@ -8,6 +8,22 @@ use std::process::Command;
 
 use common::*;
 
+/// Run `midge-bench` with `args` (split at spaces); its standard output,
+/// after checking that it succeeded (the failure shows both its outputs).
+fn bench(args: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
+        .args(args.split_whitespace())
+        .output()
+        .expect("midge-bench");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
 fn field(json: &str, key: &str) -> Option<u64> {
     let start = json.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = &json[start..];
@@ -20,26 +36,10 @@ fn bench_tool_delivers_everything_at_qos_1_and_2() {
     let b = BrokerProcess::start("");
     for (scenario, clients, factor) in [("pairs", "4", 1), ("fanin", "4", 1), ("fanout", "5", 5)] {
         for qos in ["1", "2"] {
-            let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
-                .args([
-                    "-p",
-                    &b.port.to_string(),
-                    "-s",
-                    scenario,
-                    "-q",
-                    qos,
-                    "-c",
-                    clients,
-                ])
-                .args(["-n", "500", "--json", "--broker-pid", &b.pid().to_string()])
-                .output()
-                .expect("midge-bench");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let (port, pid) = (b.port, b.pid());
+            let text = bench(&format!(
+                "-p {port} -s {scenario} -q {qos} -c {clients} -n 500 --json --broker-pid {pid}"
+            ));
             let sent = field(&text, "sent").expect("sent");
             let publishers = if scenario == "fanout" { 1 } else { 4 };
             assert_eq!(sent, 500 * publishers, "{text}");
@@ -53,22 +53,10 @@ fn bench_tool_delivers_everything_at_qos_1_and_2() {
 #[test]
 fn bench_tool_connections_scenario_reports_memory() {
     let b = BrokerProcess::start("");
-    let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
-        .args([
-            "-p",
-            &b.port.to_string(),
-            "-s",
-            "connections",
-            "-c",
-            "50",
-            "-d",
-            "0.2",
-        ])
-        .args(["--json", "--broker-pid", &b.pid().to_string()])
-        .output()
-        .expect("midge-bench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let (port, pid) = (b.port, b.pid());
+    let text = bench(&format!(
+        "-p {port} -s connections -c 50 -d 0.2 --json --broker-pid {pid}"
+    ));
     assert_eq!(field(&text, "clients"), Some(50), "{text}");
     assert!(text.contains("\"rss_after_kb\":"), "{text}");
 }
@@ -86,17 +74,9 @@ fn bench_tool_speaks_websockets() {
         &[],
     );
     for qos in ["0", "1", "2"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
-            .args(["-p", &ws.to_string(), "--ws", "-s", "pairs", "-q", qos])
-            .args(["-c", "3", "-n", "400", "--payload", "300", "--json"])
-            .output()
-            .expect("midge-bench");
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = bench(&format!(
+            "-p {ws} --ws -s pairs -q {qos} -c 3 -n 400 --payload 300 --json"
+        ));
         assert_eq!(field(&text, "sent"), Some(1200), "{text}");
         assert_eq!(field(&text, "delivered"), Some(1200), "{text}");
         assert_eq!(field(&text, "dups"), Some(0), "{text}");
@@ -140,18 +120,10 @@ fn forwarder_delivers_everything_at_qos_0_and_1() {
     );
     for (scenario, clients, publishers, factor) in [("pairs", "4", 4, 1), ("fanout", "5", 1, 5)] {
         for qos in ["0", "1"] {
-            let out = Command::new(env!("CARGO_BIN_EXE_midge-bench"))
-                .args(["-p", &port.to_string(), "-s", scenario, "-q", qos])
-                .args(["-c", clients, "-n", "500", "--json"])
-                .args(["--broker-pid", &f.0.id().to_string()])
-                .output()
-                .expect("midge-bench");
-            let text = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "{text}{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let pid = f.0.id();
+            let text = bench(&format!(
+                "-p {port} -s {scenario} -q {qos} -c {clients} -n 500 --json --broker-pid {pid}"
+            ));
             assert_eq!(field(&text, "sent"), Some(500 * publishers), "{text}");
             assert_eq!(
                 field(&text, "delivered"),
