@@ -31,8 +31,8 @@ cargo build --release --bins -q
 work="$(mktemp -d)"
 chmod 777 "$work"
 trap 'kill $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# free_port, wait_port
+source scripts/lib.sh
 # start NAME BINARY PORT CONFIG-LINES -> pid in $pid
 start() {
     printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\n%b\n' "$3" "$4" >"$work/$1.conf"
@@ -55,13 +55,13 @@ wait_log() { for _ in $(seq 1 200); do grep -q "$2" "$work/$1.log" && return 0; 
 
 if [ "$DRAIN_ONLY" != 1 ]; then
 echo "== forwarded per edge CPU-second ($DURATION s, 4 publishers -> edge -> remote -> 1 subscriber, 64-byte payloads)"
-rport="$(port)"
+rport="$(free_port)"
 start remote mosquitto "$rport" "max_queued_messages 0"
 remote_pid=$pid
 cpu_edges="midge mosquitto"
 if [ -n "$OLD_MIDGE" ]; then cpu_edges="midge-old midge mosquitto"; fi
 for edge in $cpu_edges; do
-    eport="$(port)"
+    eport="$(free_port)"
     start "edge-$edge" "$edge" "$eport" "$(bridge_lines "$rport" "edge-$edge")"
     epid=$pid
     if [ "$edge" = mosquitto ]; then wait_log remote "edge-mosquitto"; else wait_log "edge-$edge" "Bridge up: connected"; fi
@@ -83,7 +83,7 @@ rtt() {
         python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print(r["p50_us"], r["p99_us"], r["p999_us"])'
 }
 for edge in $EDGES; do
-    rport="$(port)"; eport="$(port)"
+    rport="$(free_port)"; eport="$(free_port)"
     # The remote's counting session exists before the outage (a persistent
     # session, saved by the remote at SIGTERM), so nothing the bridge sends
     # before the counter connects is lost.

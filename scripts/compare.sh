@@ -73,18 +73,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "broker on port $1 did not start" >&2
-    exit 1
-}
+# free_port, wait_port
+source scripts/lib.sh
 
 # start BROKER PORT WSPORT -> prints the pid. Same limits for every broker;
 # an MQTT listener on PORT and a WebSocket listener on WSPORT (mosquitto 2.0

@@ -47,8 +47,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+# free_port, wait_port
+source scripts/lib.sh
 wait_log() { for _ in $(seq 1 200); do grep -q "$2" "$work/$1.log" && return 0; sleep 0.05; done; echo "no '$2' in $1.log" >&2; cat "$work/$1.log" >&2; exit 1; }
 kb() { awk -v f="$2" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true; }
 wbytes() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io" 2>/dev/null || echo 0; }
@@ -71,7 +71,7 @@ make_cgroup() {
     if [ -n "${d:-}" ] && [ -d "$d" ]; then echo "$d"; fi
 }
 
-rport="$(port)"
+rport="$(free_port)"
 printf 'listener %s 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\n' "$rport" >"$work/remote.conf"
 "$MOSQUITTO" -c "$work/remote.conf" >"$work/remote.log" 2>&1 &
 echo $! >>"$work/pids"
@@ -82,7 +82,7 @@ if [ -n "$CAP" ]; then edges=midge; fi
 echo "== gateway load: $CLIENTS publishers x $RATE msg/s, QoS 1, 64-byte payloads, $RETAINED retained, persistence on, one bridge (QoS 1 to mosquitto), ${DURATION} s, MQTT $MQTT${CAP:+, memory cap $CAP}"
 [ "$STALL" = 1 ] && echo "   plus one persistent subscriber that stops reading"
 for edge in $edges; do
-    eport="$(port)"
+    eport="$(free_port)"
     dir="$work/$edge-data"
     mkdir -p "$dir"
     chmod 777 "$dir"

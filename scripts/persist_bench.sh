@@ -10,11 +10,11 @@ DURATION="${DURATION:-5}"
 cargo build --release --bins -q
 work="$(mktemp -d)"
 trap 'kill $(cat "$work/pids" 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; exit 1; }
+# free_port, wait_port
+source scripts/lib.sh
 run() {
     local name="$1" bin="$2" extra="$3" p slug
-    p="$(port)"
+    p="$(free_port)"
     slug="$(echo "$name" | tr -c 'a-z0-9\n' '_')"
     mkdir -p "$work/$slug"
     # mosquitto started as root runs as its own user: let it write there.
