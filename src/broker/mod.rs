@@ -5,6 +5,7 @@
 
 mod aliases;
 mod auth;
+mod client_id;
 mod client_ids;
 mod conn_table;
 mod connect;
@@ -1070,7 +1071,7 @@ fn publisher_of(check: bool, s: &mut Session) -> Option<Arc<Publisher>> {
     }
     let p = s.extra.publisher.get_or_insert_with(|| {
         Arc::new(Publisher {
-            client_id: Arc::clone(&s.client_id),
+            client_id: s.client_id.clone(),
             username: s.username.clone(),
             listener: s.listener,
         })

@@ -74,8 +74,8 @@ impl Retainable for Arc<Message> {
 /// retained message pays one pointer for it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Publisher {
-    /// Client identifier (shared with its session).
-    pub client_id: Arc<str>,
+    /// Client identifier.
+    pub client_id: super::client_id::ClientId,
     /// User name (or certificate name) it authenticated with.
     pub username: Option<Box<str>>,
     /// Listener whose rules applied to it.

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::client_id::ClientId;
 use super::message::Message;
 use super::replay::Replay;
 use super::ConnId;
@@ -329,9 +330,8 @@ impl Empty for Extra {
 /// One session.
 #[derive(Debug)]
 pub struct Session {
-    /// Client identifier.
-    /// (Shared with the broker's client-id map: one allocation per client.)
-    pub client_id: Arc<str>,
+    /// Client identifier (the client-id table keeps no copy of it).
+    pub client_id: ClientId,
     /// Protocol version of the last connection.
     pub version: ProtocolVersion,
     /// The connection attached now, if any.

@@ -2,7 +2,6 @@
 //! retained messages a new subscription receives.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Instant;
 
 use log::debug;
@@ -29,7 +28,7 @@ impl Broker {
             return;
         };
         let version = s.version;
-        let client = Arc::clone(&s.client_id);
+        let client = s.client_id.clone();
         let max_qos = self.max_qos(s.listener);
         // `mount_point`: each filter as the broker keeps it (`None`: not a
         // valid filter under the prefix); no copies without a mount point.
@@ -223,7 +222,7 @@ impl Broker {
             return;
         };
         let version = s.version;
-        let client_id = Arc::clone(&s.client_id);
+        let client_id = s.client_id.clone();
         let mut log = FilterLog::unsubscribe();
         // The index says in O(1) whether the subscription exists; the session's
         // list is then filtered once. (A search of the list per filter froze the
