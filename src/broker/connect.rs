@@ -1,6 +1,7 @@
 //! CONNECT: client identifier rules, session take-over and resumption, the will,
 //! keep-alive, and the CONNACK with the broker's limits for MQTT 5 clients.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +10,7 @@ use log::{debug, info, warn};
 use super::hashing::Checked;
 use super::message::Message;
 use super::output::TimerKind;
-use super::session::{PendingWill, Session};
+use super::session::{PendingWill, Session, SessionExpiry};
 use super::{connack, keep_alive_grace, Broker, ConnId, End, Output, Timer};
 use crate::auth::Access;
 use crate::logging::{LogStr, NOTICE};
@@ -277,7 +278,7 @@ impl Broker {
             .by_client_id
             .get(&client_id, |k| super::client_id_of(&self.sessions, k));
         if let Some(skey) = existing {
-            if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn) {
+            if let Some(old) = self.sessions.get(skey).and_then(|s| s.conn()) {
                 info!(
                     target: NOTICE,
                     "Client {} already connected, closing old connection.",
@@ -301,7 +302,7 @@ impl Broker {
                 if let Some(s) = self.sessions.get_mut(skey) {
                     // A will waiting for its delay is cancelled by the return of
                     // its client [MQTT-3.1.3-9].
-                    s.will = None;
+                    s.set_will(None);
                 }
                 self.remove_session(now, skey, out);
                 self.new_session(&client_id, version)
@@ -315,12 +316,12 @@ impl Broker {
             return;
         };
         s.version = version;
-        s.conn = Some(conn);
+        s.set_conn(Some(conn));
         s.serial = serial;
         // The new connection's will replaces any earlier one [MQTT-3.1.3-9]; a
         // stored will still waiting for its delay is cancelled.
-        let had_pending = session_present && s.will.is_some();
-        s.will = connect.will.as_ref().map(|w| PendingWill {
+        let had_pending = session_present && s.has_will();
+        s.set_will(connect.will.as_ref().map(|w| PendingWill {
             msg: Arc::new({
                 let mut m = Message::from_will(w, now);
                 if let Some(t) = will_topic.as_deref().filter(|t| *t != w.topic) {
@@ -329,31 +330,31 @@ impl Broker {
                 m
             }),
             delay: w.properties.will_delay_interval.unwrap_or(0),
-        });
+        }));
         s.expiry = match version {
             // 3.1.2.11.2: absent = 0; 0xFFFFFFFF = never.
-            ProtocolVersion::V5 => match props.session_expiry_interval.unwrap_or(0) {
-                u32::MAX => None,
-                secs => Some(Duration::from_secs(u64::from(secs))),
-            },
-            _ if connect.clean_start => Some(Duration::ZERO),
-            _ => self.config.persistent_client_expiration,
+            ProtocolVersion::V5 => {
+                SessionExpiry::from_secs(props.session_expiry_interval.unwrap_or(0))
+            }
+            _ if connect.clean_start => SessionExpiry::ENDS_WITH_CONNECTION,
+            _ => SessionExpiry::from_duration(self.config.persistent_client_expiration),
         };
+        // 0 = no limit of ours: the 65,535 packet ids are the limit then.
         let ours = match self.config.max_inflight_messages {
-            0 => usize::MAX,
-            n => usize::from(n),
+            0 => u16::MAX,
+            n => n,
         };
         // [MQTT-3.3.4-9] never more in flight than the client's Receive Maximum.
-        let theirs = props.receive_maximum.map_or(usize::MAX, usize::from);
+        let theirs = props.receive_maximum.unwrap_or(u16::MAX);
         s.send_window = ours.min(theirs);
-        s.max_packet_size = props.maximum_packet_size;
+        s.max_packet_size = props.maximum_packet_size.and_then(NonZeroU32::new);
         if let Some(e) = s.extra.get_mut() {
             e.dropping = false;
             e.publisher = None;
         }
         let s_username = username.clone();
         s.username = username;
-        s.listener = listener;
+        s.set_listener(listener);
 
         let accept_aliases = if self.config.outgoing_topic_aliases && version.is_v5() {
             props.topic_alias_maximum.unwrap_or(0)
@@ -502,11 +503,11 @@ impl Broker {
         let Some(s) = self.sessions.get(skey) else {
             return false;
         };
-        if s.expiry == Some(Duration::ZERO) {
+        if s.expiry.ends_with_connection() {
             return false;
         }
         let same_user =
-            s.username.as_deref() == username && self.security.same_users(s.listener, listener);
+            s.username.as_deref() == username && self.security.same_users(s.listener(), listener);
         if !same_user {
             warn!(
                 "Client {} (user {}) did not resume the session of user {}: a new session replaces it.",

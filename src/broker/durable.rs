@@ -12,7 +12,7 @@ use super::output::TimerKind;
 use log::warn;
 
 use super::retained::{Publisher, Retained};
-use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, Spilled};
+use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, SessionExpiry, Spilled};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
 use crate::persist::{Record, Recovered, StoredMessage, StoredPublisher, StoredSubscription};
@@ -68,7 +68,7 @@ impl Broker {
             && self
                 .sessions
                 .get(skey)
-                .is_some_and(|s| s.expiry != Some(Duration::ZERO))
+                .is_some_and(|s| !s.expiry.ends_with_connection())
     }
 
     /// Subscription `filter` of session `skey` as stored, if it holds one.
@@ -95,7 +95,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        if s.expiry == Some(Duration::ZERO) {
+        if s.expiry.ends_with_connection() {
             if s.sid != 0 {
                 out.persist(&Record::SessionDelete(s.sid));
                 s.sid = 0;
@@ -152,11 +152,9 @@ impl Broker {
             sid: s.sid,
             client_id: &s.client_id,
             level: s.version.level(),
-            expiry: s
-                .expiry
-                .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX - 1)),
+            expiry: s.expiry.stored(),
             username: s.username.as_deref(),
-            listener: u32::try_from(s.listener).unwrap_or(u32::MAX),
+            listener: u32::try_from(s.listener()).unwrap_or(u32::MAX - 1),
         });
     }
 
@@ -271,7 +269,7 @@ impl Broker {
             }
         });
         for (skey, s) in self.sessions.iter() {
-            if s.expiry == Some(Duration::ZERO) || s.sid == 0 {
+            if s.expiry.ends_with_connection() || s.sid == 0 {
                 continue;
             }
             let sid = s.sid;
@@ -297,7 +295,7 @@ impl Broker {
             for &packet_id in s.extra.awaiting_rel.iter() {
                 w(&Record::RelHold { sid, packet_id });
             }
-            if let (None, Some(will)) = (s.conn, &s.will) {
+            if let (None, Some(will)) = (s.conn(), s.will()) {
                 w(&Record::Will {
                     sid,
                     delay: will.delay,
@@ -350,19 +348,19 @@ impl Broker {
             let serial = self.serial();
             let mut s = Session::new(&rs.client_id, version, serial);
             s.sid = rs.sid;
-            s.expiry = rs.expiry.map(|e| Duration::from_secs(u64::from(e)));
+            s.expiry = SessionExpiry::from_stored(rs.expiry);
             // The identity its ACL checks use, as when it was stored: without it
             // a restart would judge the session as anonymous (issue 11).
             s.username = rs.username.map(Into::into);
-            s.listener = usize::try_from(rs.listener).unwrap_or(usize::MAX);
+            s.set_listener(usize::try_from(rs.listener).unwrap_or(usize::MAX));
             if !rs.awaiting_rel.is_empty() {
                 s.extra.awaiting_rel = rs.awaiting_rel;
             }
             let will_delay = rs.will.as_ref().map(|(d, _)| *d);
-            s.will = rs.will.map(|(delay, m)| PendingWill {
+            s.set_will(rs.will.map(|(delay, m)| PendingWill {
                 msg: Arc::new(message_from(m, now, wall)),
                 delay,
-            });
+            }));
             for (id, m) in rs.messages {
                 let qos = QoS::from_u8(m.qos).unwrap_or(QoS::AtLeastOnce);
                 match m.sent {
@@ -389,8 +387,7 @@ impl Broker {
                     },
                     // Not sent yet: the log keeps it; RAM keeps an index entry.
                     None => {
-                        s.queued_bytes += m.len as usize;
-                        s.queue.push_back(Queued::Disk(Spilled {
+                        s.push_queued(Queued::Disk(Spilled {
                             id,
                             len: m.len,
                             qos,
@@ -436,7 +433,7 @@ impl Broker {
                     },
                 );
             }
-            if let Some(d) = self.sessions.get(skey).and_then(|s| s.expiry) {
+            if let Some(d) = self.sessions.get(skey).and_then(|s| s.expiry.duration()) {
                 out.set_timer(
                     now + d,
                     Timer {

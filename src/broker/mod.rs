@@ -696,10 +696,10 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(skey) else {
                     return;
                 };
-                if s.serial != timer.serial || s.conn.is_some() {
+                if s.serial != timer.serial || s.conn().is_some() {
                     return;
                 }
-                if let Some(w) = s.will.take() {
+                if let Some(w) = s.take_will() {
                     let from = publisher_of(self.config.check_retain_source, s);
                     self.persist_will(skey, None, out);
                     self.publish_will(now, w.msg, from, out);
@@ -716,7 +716,7 @@ impl Broker {
                 let Some(s) = self.sessions.get(skey) else {
                     return;
                 };
-                if s.serial == timer.serial && s.conn.is_none() {
+                if s.serial == timer.serial && s.conn().is_none() {
                     debug!("Session of {} expired.", LogStr(&s.client_id));
                     self.stats.clients_expired += 1;
                     self.remove_session(now, skey, out);
@@ -737,12 +737,12 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        if s.conn.is_some() {
+        if s.conn().is_some() {
             return;
         }
         match kind {
             deadlines::Deadline::Will => {
-                if let Some(w) = s.will.take() {
+                if let Some(w) = s.take_will() {
                     let from = publisher_of(self.config.check_retain_source, s);
                     self.persist_will(skey, None, out);
                     self.publish_will(now, w.msg, from, out);
@@ -842,8 +842,8 @@ impl Broker {
             }
             _ => {}
         }
-        s.conn = None;
-        if self.persistence && s.expiry != Some(Duration::ZERO) {
+        s.set_conn(None);
+        if self.persistence && !s.expiry.ends_with_connection() {
             // Offline with persistence: queued messages live in the log only.
             s.spill();
         }
@@ -863,22 +863,21 @@ impl Broker {
                 | End::TakenOver
         );
         if !will_due {
-            s.will = None;
+            s.set_will(None);
         }
-        let session_ends = s.expiry == Some(Duration::ZERO);
-        if let Some(w) = &s.will {
+        let session_ends = s.expiry.ends_with_connection();
+        if let Some(w) = s.will() {
             if w.delay == 0 || session_ends {
-                if let Some(w) = s.will.take() {
+                if let Some(w) = s.take_will() {
                     let from = publisher_of(self.config.check_retain_source, s);
                     self.publish_will(now, w.msg, from, out);
                 }
             } else {
                 // 3.1.3.2.2: published after the delay unless the client comes back.
                 let at = now + Duration::from_secs(u64::from(w.delay));
-                let pending = w.clone();
                 if self.persistence && !session_ends {
                     // Survives a restart during the delay.
-                    self.persist_will(skey, Some(&pending), out);
+                    self.persist_will(skey, Some(&w), out);
                 }
                 self.deadlines
                     .schedule(now, skey, deadlines::Deadline::Will, at, out);
@@ -890,7 +889,7 @@ impl Broker {
         }
         // One pending expiry per session, replaced at each disconnect (issue 10
         // item 9: a timer per disconnect piled up for as long as the expiry).
-        match self.sessions[skey].expiry {
+        match self.sessions[skey].expiry.duration() {
             Some(d) if d.is_zero() => self.remove_session(now, skey, out),
             Some(d) => {
                 self.deadlines
@@ -926,7 +925,7 @@ impl Broker {
                 client_id_of(sessions, k)
             }
         });
-        if let Some(w) = s.will.take() {
+        if let Some(w) = s.take_will() {
             let from = publisher_of(self.config.check_retain_source, &mut s);
             self.publish_will(now, w.msg, from, out);
         }
@@ -986,7 +985,7 @@ impl Broker {
             if ids.windows(2).any(|w| w[0] == w[1]) {
                 return Err(format!("{}: duplicate packet id in flight", s.client_id));
             }
-            if s.outstanding() > s.send_window {
+            if s.outstanding() > usize::from(s.send_window) {
                 return Err(format!("{}: in flight beyond the window", s.client_id));
             }
             let max_q = self.config.max_queued_messages;
@@ -994,10 +993,10 @@ impl Broker {
                 return Err(format!("{}: queue over max_queued_messages", s.client_id));
             }
             let bytes: usize = s.queue.iter().map(|q| q.payload_len()).sum();
-            if bytes != s.queued_bytes {
+            if bytes != s.queued_bytes() {
                 return Err(format!("{}: queued byte count off", s.client_id));
             }
-            if let Some(conn) = s.conn {
+            if let Some(conn) = s.conn() {
                 if self.conns.get(&conn).and_then(|c| c.session) != Some(key) {
                     return Err(format!("{}: connection does not point back", s.client_id));
                 }
@@ -1046,7 +1045,7 @@ impl Broker {
         }
         for (id, c) in self.conns.iter() {
             if let Some(skey) = c.session {
-                if self.sessions.get(skey).and_then(|s| s.conn) != Some(id) {
+                if self.sessions.get(skey).and_then(|s| s.conn()) != Some(id) {
                     return Err(format!("connection {id} points at a session not its own"));
                 }
             }
@@ -1055,25 +1054,26 @@ impl Broker {
     }
 }
 
-/// Who session `s` is, as the publisher of the retained messages (and
-/// retained wills) it sends, when `check` (`check_retain_source`) is on: built
-/// once per connection and shared by all of them. Bridges' local sides are the
 /// The client id of session `skey` (empty if there is none), for
 /// [`client_ids::ClientIds`], which keeps ids only in their sessions.
 fn client_id_of(sessions: &Slab<Session>, skey: usize) -> &str {
     sessions.get(skey).map_or("", |s| &s.client_id)
 }
 
+/// Who session `s` is, as the publisher of the retained messages (and
+/// retained wills) it sends, when `check` (`check_retain_source`) is on: built
+/// once per connection and shared by all of them. Bridges' local sides are the
 /// broker's own and are not checked.
 fn publisher_of(check: bool, s: &mut Session) -> Option<Arc<Publisher>> {
-    if !check || s.listener == crate::auth::BRIDGE_LISTENER {
+    let listener = s.listener();
+    if !check || listener == crate::auth::BRIDGE_LISTENER {
         return None;
     }
     let p = s.extra.publisher.get_or_insert_with(|| {
         Arc::new(Publisher {
             client_id: s.client_id.clone(),
             username: s.username.clone(),
-            listener: s.listener,
+            listener,
         })
     });
     Some(Arc::clone(p))

@@ -4,13 +4,13 @@
 //! subscriber, acknowledgements, re-sending on reconnect, and DISCONNECT.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{debug, warn};
 
 use super::aliases::{Inbound, SendAs};
 use super::message::Message;
-use super::session::{Inflight, Outgoing, Queued};
+use super::session::{Inflight, Outgoing, Queued, SessionExpiry};
 use super::{Broker, ConnId, End, Load, Output, Timer};
 use crate::auth::Access;
 use crate::logging::LogStr;
@@ -50,7 +50,7 @@ impl Broker {
         let Some(version) = self.sessions.get(skey).map(|s| s.version) else {
             return;
         };
-        let listener = self.sessions.get(skey).map_or(0, |s| s.listener);
+        let listener = self.sessions.get(skey).map_or(0, |s| s.listener());
         let max_qos = self.max_qos(listener);
         if p.qos > max_qos {
             // Over the listener's `max_qos`: v5 was told the Maximum QoS in its
@@ -494,17 +494,17 @@ impl Broker {
             let sessions = &self.sessions;
             let security = &self.security;
             let listeners = &self.config.listeners;
-            let online = |k: usize| sessions.get(k).is_some_and(|s| s.conn.is_some());
+            let online = |k: usize| sessions.get(k).is_some_and(|s| s.conn().is_some());
             // Read access decides the member, not only the delivery: a member
             // that may not read the topic (or that sits behind a mount point
             // the topic is outside of) must not swallow the group's copy.
             let may_read = |k: usize| {
                 sessions.get(k).is_some_and(|s| {
                     let mount = listeners
-                        .get(s.listener)
+                        .get(s.listener())
                         .and_then(|l| l.mount_point.as_deref());
                     super::mount::strip(mount, &msg.topic).is_some()
-                        && security.listener(s.listener).may(
+                        && security.listener(s.listener()).may(
                             &s.client_id,
                             s.username.as_deref(),
                             &msg.topic,
@@ -552,7 +552,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(skey) else {
             return;
         };
-        match (s.conn, o.qos) {
+        match (s.conn(), o.qos) {
             (Some(conn), QoS::AtMostOnce) => {
                 // QoS 0 to a client whose socket stopped taking data: drop rather
                 // than buffer without bound.
@@ -596,7 +596,7 @@ impl Broker {
     /// Is `topic` inside the `mount_point` of session `skey`'s listener (and
     /// so sendable to it)? True without a mount point.
     pub(super) fn inside_mount(&self, skey: usize, topic: &str) -> bool {
-        let listener = self.sessions.get(skey).map_or(0, |s| s.listener);
+        let listener = self.sessions.get(skey).map_or(0, |s| s.listener());
         super::mount::strip(self.mount_point(listener), topic).is_some()
     }
 
@@ -605,7 +605,7 @@ impl Broker {
         let Some(s) = self.sessions.get(skey) else {
             return false;
         };
-        let rules = self.security.listener(s.listener);
+        let rules = self.security.listener(s.listener());
         // Every delivery asks; without an ACL the answer needs no client id
         // (reading one kept in place finds its end first).
         rules.acl.is_none() || rules.may(&s.client_id, s.username.as_deref(), topic, access)
@@ -621,7 +621,8 @@ impl Broker {
             return;
         };
         let len = o.msg.payload.len();
-        if (max_n != 0 && s.queue.len() >= max_n) || (max_b != 0 && s.queued_bytes + len > max_b) {
+        if (max_n != 0 && s.queue.len() >= max_n) || (max_b != 0 && s.queued_bytes() + len > max_b)
+        {
             self.stats.messages_dropped += 1;
             self.stats.dropped_queue_full += 1;
             s.extra.dropped += 1;
@@ -631,21 +632,20 @@ impl Broker {
                     "Outgoing messages are being dropped for client {} (queue full: {} messages, {} bytes).",
                     LogStr(&s.client_id),
                     s.queue.len(),
-                    s.queued_bytes
+                    s.queued_bytes()
                 );
             }
             self.persist_done(o.id, out);
             return;
         }
-        s.queued_bytes += len;
         // An offline session's stored message leaves RAM at once.
-        let spill = s.conn.is_none() && o.id != 0;
-        s.queue.push_back(Queued::Ram(o));
+        let spill = s.conn().is_none() && o.id != 0;
+        s.push_queued(Queued::Ram(o));
         if spill {
             s.spill();
         }
         if s.extra.queue_watch != 0
-            && s.conn.is_none()
+            && s.conn().is_none()
             && s.queue.len() + s.inflight.len() >= s.extra.queue_watch as usize
         {
             s.extra.queue_watch = 0;
@@ -697,7 +697,8 @@ impl Broker {
         let version = s.version;
         // The listener's mount point comes off (a session resumed on another
         // listener may hold messages outside the new one's: not sent).
-        let mount = (self.config.listeners.get(s.listener)).and_then(|l| l.mount_point.as_deref());
+        let mount =
+            (self.config.listeners.get(s.listener())).and_then(|l| l.mount_point.as_deref());
         let Some(sent_topic) = super::mount::strip(mount, &o.msg.topic) else {
             return false;
         };
@@ -732,7 +733,7 @@ impl Broker {
             payload: &o.msg.payload,
         });
         if let Some(max) = s.max_packet_size {
-            let too_big = encoded_len(&packet, version).map_or(true, |n| n > max as usize);
+            let too_big = encoded_len(&packet, version).map_or(true, |n| n > max.get() as usize);
             if too_big {
                 debug!(
                     "Message on {} too large for client {}: dropped.",
@@ -773,7 +774,7 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
-            let Some(conn) = s.conn else { return };
+            let Some(conn) = s.conn() else { return };
             let head_qos0 = s.queue.front().is_some_and(|q| q.qos() == QoS::AtMostOnce);
             if !head_qos0 && !s.window_open(max_bytes) {
                 return;
@@ -846,6 +847,7 @@ impl Broker {
         let Some(s) = self.sessions.get_mut(load.session) else {
             return;
         };
+        let online = s.conn().is_some();
         // The session may have gone, or been replaced under the same key: only
         // the request for the head of this queue is answered.
         let Some(Queued::Disk(d)) = s.queue.front_mut() else {
@@ -854,7 +856,7 @@ impl Broker {
         if d.id != load.id || !d.requested {
             return;
         }
-        if s.conn.is_none() {
+        if !online {
             // Offline again: the message stays on disk; ask again on reconnect.
             d.requested = false;
             return;
@@ -909,8 +911,8 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return;
             };
-            let Some(conn) = s.conn else { return };
-            if s.resends() == 0 || s.outstanding() >= s.send_window {
+            let Some(conn) = s.conn() else { return };
+            if s.resends() == 0 || s.outstanding() >= usize::from(s.send_window) {
                 return;
             }
             let Some(pos) = s.inflight.iter().position(|i| i.needs_resend) else {
@@ -1058,7 +1060,7 @@ impl Broker {
             return;
         };
         let version = s.version;
-        let Some(conn) = s.conn else { return };
+        let Some(conn) = s.conn() else { return };
         match s.inflight_position(r.packet_id) {
             Some(pos) if s.inflight[pos].out.qos == QoS::ExactlyOnce => {
                 if r.reason.0 >= 0x80 {
@@ -1141,7 +1143,7 @@ impl Broker {
             return;
         };
         if let Some(secs) = d.properties.session_expiry_interval {
-            if s.expiry == Some(Duration::ZERO) && secs != 0 {
+            if s.expiry.ends_with_connection() && secs != 0 {
                 // [MQTT-3.14.2-2] a session that ends with the connection cannot be
                 // extended at DISCONNECT.
                 return self.end(
@@ -1151,10 +1153,7 @@ impl Broker {
                     out,
                 );
             }
-            s.expiry = match secs {
-                u32::MAX => None,
-                n => Some(Duration::from_secs(u64::from(n))),
-            };
+            s.expiry = SessionExpiry::from_secs(secs);
         }
         if d.properties.session_expiry_interval.is_some() {
             self.persist_session(skey, out);

@@ -181,7 +181,7 @@ impl Broker {
             let Some(s) = self.sessions.get_mut(skey) else {
                 return Progress::Done;
             };
-            let Some(conn) = s.conn else {
+            let Some(conn) = s.conn() else {
                 return Progress::Offline;
             };
             let Some(r) = s.extra.replays.front() else {

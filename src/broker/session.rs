@@ -4,6 +4,7 @@
 //! the broker decides when to send.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,6 +107,60 @@ pub struct PendingWill {
     pub delay: u32,
 }
 
+/// How long a session outlives its connection: MQTT 5's Session Expiry
+/// Interval, seconds in a four-byte integer (3.1.2.11.2), where 0 ends it with
+/// the connection and `0xFFFFFFFF` means it never expires. A 3.1.1 session's
+/// `persistent_client_expiration` is held the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionExpiry(u32);
+
+impl SessionExpiry {
+    /// The session ends with its connection.
+    pub const ENDS_WITH_CONNECTION: SessionExpiry = SessionExpiry(0);
+    /// The session never expires.
+    pub const NEVER: SessionExpiry = SessionExpiry(u32::MAX);
+
+    /// From the interval as a client sends it (0xFFFFFFFF: never).
+    pub fn from_secs(secs: u32) -> SessionExpiry {
+        SessionExpiry(secs)
+    }
+
+    /// From a duration (`None`: never). Rounded up to whole seconds, so a
+    /// short one does not become "ends with the connection", and held to
+    /// 136 years, the longest a finite interval can be.
+    pub fn from_duration(d: Option<Duration>) -> SessionExpiry {
+        let Some(d) = d else {
+            return SessionExpiry::NEVER;
+        };
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() != 0);
+        SessionExpiry(
+            u32::try_from(secs)
+                .unwrap_or(u32::MAX - 1)
+                .min(u32::MAX - 1),
+        )
+    }
+
+    /// The session ends with its connection.
+    pub fn ends_with_connection(self) -> bool {
+        self == SessionExpiry::ENDS_WITH_CONNECTION
+    }
+
+    /// How long it outlives its connection; `None` = forever.
+    pub fn duration(self) -> Option<Duration> {
+        (self != SessionExpiry::NEVER).then(|| Duration::from_secs(u64::from(self.0)))
+    }
+
+    /// As the persistence log stores it: seconds, `None` = never.
+    pub fn stored(self) -> Option<u32> {
+        (self != SessionExpiry::NEVER).then_some(self.0)
+    }
+
+    /// From the log's form (see [`Self::stored`]).
+    pub fn from_stored(secs: Option<u32>) -> SessionExpiry {
+        secs.map_or(SessionExpiry::NEVER, SessionExpiry)
+    }
+}
+
 /// A collection that costs one pointer until something is put in it: most
 /// sessions (idle, QoS 0) never queue or hold a message in flight, and every
 /// session carries three of these. Reads of an empty one see a shared empty
@@ -121,23 +176,82 @@ pub trait Empty: Default + 'static {
     fn holds_nothing(&self) -> bool;
 }
 
-impl Empty for VecDeque<Inflight> {
+/// The messages in flight to a client and what is counted of them: one box,
+/// made for the first one (see [`Lazy`]). Reads as the entries, in sending
+/// order; changes that add, remove or mark entries go through [`Session`]'s
+/// methods, which keep the counts.
+#[derive(Debug, Default)]
+pub struct Window {
+    entries: VecDeque<Inflight>,
+    /// Payload bytes of the entries (for `max_inflight_bytes`).
+    bytes: usize,
+    /// How many entries are marked `needs_resend`: every ack asks whether any
+    /// are, and counting them by walking the window cost two scans of it per
+    /// acknowledged message.
+    resends: usize,
+}
+
+impl Empty for Window {
     fn empty() -> &'static Self {
-        static E: VecDeque<Inflight> = VecDeque::new();
+        static E: Window = Window {
+            entries: VecDeque::new(),
+            bytes: 0,
+            resends: 0,
+        };
         &E
     }
     fn holds_nothing(&self) -> bool {
-        self.is_empty()
+        self.entries.is_empty()
     }
 }
 
-impl Empty for VecDeque<Queued> {
+impl std::ops::Deref for Window {
+    type Target = VecDeque<Inflight>;
+    fn deref(&self) -> &VecDeque<Inflight> {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Window {
+    fn deref_mut(&mut self) -> &mut VecDeque<Inflight> {
+        &mut self.entries
+    }
+}
+
+/// The messages waiting for room in the in-flight window or for the client to
+/// return, and their payload bytes: one box, made for the first one. Reads as
+/// the entries, oldest first; [`Session::push_queued`] and
+/// [`Session::pop_queued`] keep the count.
+#[derive(Debug, Default)]
+pub struct Queue {
+    entries: VecDeque<Queued>,
+    /// Payload bytes of the entries (for `max_queued_bytes`).
+    bytes: usize,
+}
+
+impl Empty for Queue {
     fn empty() -> &'static Self {
-        static E: VecDeque<Queued> = VecDeque::new();
+        static E: Queue = Queue {
+            entries: VecDeque::new(),
+            bytes: 0,
+        };
         &E
     }
     fn holds_nothing(&self) -> bool {
-        self.is_empty()
+        self.entries.is_empty()
+    }
+}
+
+impl std::ops::Deref for Queue {
+    type Target = VecDeque<Queued>;
+    fn deref(&self) -> &VecDeque<Queued> {
+        &self.entries
+    }
+}
+
+impl std::ops::DerefMut for Queue {
+    fn deref_mut(&mut self) -> &mut VecDeque<Queued> {
+        &mut self.entries
     }
 }
 
@@ -327,53 +441,56 @@ impl Empty for Extra {
     }
 }
 
-/// One session.
+/// One session. Its fields are as narrow as their ranges allow (a
+/// connection, listener or window as 32 or 16 bits, the expiry in seconds):
+/// every client carries one.
 #[derive(Debug)]
 pub struct Session {
     /// Client identifier (the client-id table keeps no copy of it).
     pub client_id: ClientId,
     /// Protocol version of the last connection.
     pub version: ProtocolVersion,
-    /// The connection attached now, if any.
-    pub conn: Option<ConnId>,
+    /// The connection attached now ([`NO_CONN`]: none). See [`Session::conn`].
+    conn: u32,
     /// Changes whenever a timer of this session must be forgotten.
     pub serial: u64,
-    /// How long the session outlives its connection: `Some(0)` = it ends with it,
-    /// `None` = never expires.
-    pub expiry: Option<Duration>,
+    /// How long the session outlives its connection.
+    pub expiry: SessionExpiry,
     /// Filters this session holds in the subscription index (to remove them when
     /// the session ends).
     pub subscriptions: Filters,
     /// Outgoing QoS 1/2 messages awaiting acknowledgement, in sending order.
-    pub inflight: Lazy<VecDeque<Inflight>>,
+    pub inflight: Lazy<Window>,
     /// Messages waiting for room in the in-flight window or for the client to return.
-    pub queue: Lazy<VecDeque<Queued>>,
-    /// Payload bytes in `queue`.
-    pub queued_bytes: usize,
+    pub queue: Lazy<Queue>,
     /// Next packet id to try.
     next_packet_id: PacketId,
-    /// How many `inflight` entries are marked `needs_resend`: every ack asks
-    /// whether any are, and counting them by walking the window cost two scans
-    /// of it per acknowledged message. Kept by the methods that add, remove and
-    /// mark entries (which is why changes to `inflight` go through them).
-    resends: usize,
-    /// Will of the current or last connection.
-    pub will: Option<PendingWill>,
-    /// Most QoS 1/2 messages in flight to the client (our limit and its Receive Maximum).
-    pub send_window: usize,
-    /// Payload bytes of the messages in `inflight` (for `max_inflight_bytes`).
-    pub inflight_bytes: usize,
-    /// The client's Maximum Packet Size (v5), if it gave one.
-    pub max_packet_size: Option<u32>,
+    /// Will message of the current or last connection. Kept apart from its
+    /// delay (see [`Session::will`]): together they were 16 bytes with 4 of
+    /// padding.
+    will: Option<Arc<Message>>,
+    /// Its Will Delay Interval (v5), seconds; 0 publishes at once.
+    will_delay: u32,
+    /// Most QoS 1/2 messages in flight to the client (our limit and its
+    /// Receive Maximum). Never more than the 65,535 packet ids anyway
+    /// [MQTT-2.2.1-3], so `u16::MAX` stands for no limit of ours.
+    pub send_window: u16,
+    /// The client's Maximum Packet Size (v5), if it gave one (zero is a
+    /// protocol error, 3.1.2.11.4).
+    pub max_packet_size: Option<NonZeroU32>,
     /// User name the client authenticated as (for ACL checks).
     pub username: Option<Box<str>>,
-    /// Listener of the last connection (whose ACL applies).
-    pub listener: usize,
+    /// Listener of the last connection (whose ACL applies). See [`Session::listener`].
+    listener: u32,
     /// Its number in the persistence log; 0 = it has no records there.
     pub sid: u32,
     /// What most sessions never use, boxed on first use (see [`Extra`]).
     pub extra: Lazy<Extra>,
 }
+
+/// [`Session::conn`]'s "no connection": connection ids are the server's slab
+/// keys, bounded by the open-file limit, far below it.
+const NO_CONN: u32 = u32::MAX;
 
 impl Session {
     /// A new, empty session.
@@ -381,24 +498,78 @@ impl Session {
         Session {
             client_id: client_id.into(),
             version,
-            conn: None,
+            conn: NO_CONN,
             serial,
-            expiry: Some(Duration::ZERO),
+            expiry: SessionExpiry::ENDS_WITH_CONNECTION,
             subscriptions: Filters::default(),
             inflight: Lazy::default(),
             queue: Lazy::default(),
-            queued_bytes: 0,
             next_packet_id: 1,
-            resends: 0,
             will: None,
-            send_window: usize::MAX,
-            inflight_bytes: 0,
+            will_delay: 0,
+            send_window: u16::MAX,
             extra: Lazy::default(),
             max_packet_size: None,
             username: None,
             listener: 0,
             sid: 0,
         }
+    }
+
+    /// The connection attached now, if any.
+    pub fn conn(&self) -> Option<ConnId> {
+        (self.conn != NO_CONN).then_some(self.conn as ConnId)
+    }
+
+    /// Attach connection `conn` (`None`: detach).
+    pub fn set_conn(&mut self, conn: Option<ConnId>) {
+        self.conn = conn.and_then(|c| u32::try_from(c).ok()).unwrap_or(NO_CONN);
+    }
+
+    /// Listener number of the last connection.
+    pub fn listener(&self) -> usize {
+        self.listener as usize
+    }
+
+    /// Set the listener number. Listener numbers are indexes into the
+    /// configuration's listeners, or [`crate::auth::BRIDGE_LISTENER`] (which
+    /// is `u32::MAX`); one that does not fit (none can) reads back as a
+    /// number with no listener, whose rules are closed, never as the bridges'.
+    pub fn set_listener(&mut self, listener: usize) {
+        self.listener = u32::try_from(listener).unwrap_or(u32::MAX - 1);
+    }
+
+    /// The will, if one is pending.
+    pub fn will(&self) -> Option<PendingWill> {
+        self.will.as_ref().map(|msg| PendingWill {
+            msg: Arc::clone(msg),
+            delay: self.will_delay,
+        })
+    }
+
+    /// A will is pending.
+    pub fn has_will(&self) -> bool {
+        self.will.is_some()
+    }
+
+    /// Replace the will (`None`: no will).
+    pub fn set_will(&mut self, will: Option<PendingWill>) {
+        (self.will, self.will_delay) = match will {
+            Some(w) => (Some(w.msg), w.delay),
+            None => (None, 0),
+        };
+    }
+
+    /// Take the will out.
+    pub fn take_will(&mut self) -> Option<PendingWill> {
+        let w = self.will();
+        self.set_will(None);
+        w
+    }
+
+    /// Payload bytes of the queued messages.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.bytes
     }
 
     /// A free packet identifier for an outgoing message [MQTT-2.2.1-3]: never 0,
@@ -446,9 +617,10 @@ impl Session {
         if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
-        self.inflight_bytes += i.out.msg.payload.len();
-        self.resends += usize::from(i.needs_resend);
-        self.inflight.push_back(i);
+        let w = &mut *self.inflight;
+        w.bytes += i.out.msg.payload.len();
+        w.resends += usize::from(i.needs_resend);
+        w.entries.push_back(i);
     }
 
     /// Put an entry taken out with [`Self::remove_inflight`] back at `pos`.
@@ -456,16 +628,18 @@ impl Session {
         if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
-        self.inflight_bytes += i.out.msg.payload.len();
-        self.resends += usize::from(i.needs_resend);
-        self.inflight.insert(pos, i);
+        let w = &mut *self.inflight;
+        w.bytes += i.out.msg.payload.len();
+        w.resends += usize::from(i.needs_resend);
+        w.entries.insert(pos, i);
     }
 
     /// Take the in-flight entry at `pos` out of the window.
     pub fn remove_inflight(&mut self, pos: usize) -> Option<Inflight> {
-        let i = self.inflight.remove(pos)?;
-        self.inflight_bytes = self.inflight_bytes.saturating_sub(i.out.msg.payload.len());
-        self.resends -= usize::from(i.needs_resend);
+        let w = self.inflight.get_mut()?;
+        let i = w.entries.remove(pos)?;
+        w.bytes = w.bytes.saturating_sub(i.out.msg.payload.len());
+        w.resends -= usize::from(i.needs_resend);
         if self.inflight.len() <= IDS_INDEXED / 2 {
             self.drop_ids_map();
         } else if let Some(map) = self.ids_map() {
@@ -480,26 +654,29 @@ impl Session {
     /// As mosquitto, the byte bound is checked before the message joins, so a
     /// message larger than the bound still goes when nothing else is in flight.
     pub fn window_open(&self, max_bytes: usize) -> bool {
-        self.inflight.len() < self.send_window
-            && (max_bytes == 0 || self.inflight_bytes < max_bytes)
+        self.inflight.len() < usize::from(self.send_window)
+            && (max_bytes == 0 || self.inflight.bytes < max_bytes)
     }
 
     /// Messages sent on this connection and not yet acknowledged.
     pub fn outstanding(&self) -> usize {
-        self.inflight.len() - self.resends
+        self.inflight.len() - self.inflight.resends
     }
 
     /// In-flight entries still to be sent again on this connection.
     pub fn resends(&self) -> usize {
-        self.resends
+        self.inflight.resends
     }
 
     /// A new connection: every in-flight entry is to be sent again.
     pub fn mark_all_for_resend(&mut self) {
-        for i in self.inflight.iter_mut() {
+        let Some(w) = self.inflight.get_mut() else {
+            return;
+        };
+        for i in w.entries.iter_mut() {
             i.needs_resend = true;
         }
-        self.resends = self.inflight.len();
+        w.resends = w.entries.len();
     }
 
     /// The in-flight entry with `id`, if any.
@@ -507,10 +684,18 @@ impl Session {
         self.inflight.iter().position(|i| i.packet_id == id)
     }
 
+    /// Queue a message at the back.
+    pub fn push_queued(&mut self, q: Queued) {
+        let queue = &mut *self.queue;
+        queue.bytes += q.payload_len();
+        queue.entries.push_back(q);
+    }
+
     /// Take the next queued message.
     pub fn pop_queued(&mut self) -> Option<Queued> {
-        let q = self.queue.pop_front()?;
-        self.queued_bytes -= q.payload_len();
+        let queue = self.queue.get_mut()?;
+        let q = queue.entries.pop_front()?;
+        queue.bytes -= q.payload_len();
         Some(q)
     }
 
@@ -527,7 +712,10 @@ impl Session {
     /// The client went away: queued messages that are in the persistence log
     /// leave RAM, keeping only their index entry.
     pub fn spill(&mut self) {
-        for q in self.queue.iter_mut() {
+        let Some(queue) = self.queue.get_mut() else {
+            return;
+        };
+        for q in queue.entries.iter_mut() {
             if let Queued::Ram(o) = q {
                 if o.id != 0 {
                     *q = Queued::Disk(Spilled {
@@ -592,6 +780,33 @@ mod tests {
         while s.remove_inflight(0).is_some() {}
         s.release_idle();
         assert!(s.extra.0.is_none(), "given back once idle");
+    }
+
+    /// The expiry as seconds: 0 and 0xFFFFFFFF mean what MQTT 5 says
+    /// (3.1.2.11.2), a configured duration never rounds down to "ends with the
+    /// connection", and the log's form (`None` = never) reads back the same.
+    #[test]
+    fn session_expiry_in_seconds() {
+        assert!(SessionExpiry::from_secs(0).ends_with_connection());
+        assert_eq!(SessionExpiry::from_secs(u32::MAX), SessionExpiry::NEVER);
+        assert_eq!(SessionExpiry::NEVER.duration(), None);
+        assert_eq!(
+            SessionExpiry::from_secs(90).duration(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(SessionExpiry::from_duration(None), SessionExpiry::NEVER);
+        let short = SessionExpiry::from_duration(Some(Duration::from_millis(1)));
+        assert_eq!(short.duration(), Some(Duration::from_secs(1)));
+        let long = SessionExpiry::from_duration(Some(Duration::from_secs(1 << 40)));
+        assert_ne!(long, SessionExpiry::NEVER, "finite stays finite");
+        for e in [
+            SessionExpiry::from_secs(0),
+            SessionExpiry::from_secs(7),
+            long,
+        ] {
+            assert_eq!(SessionExpiry::from_stored(e.stored()), e);
+        }
+        assert_eq!(SessionExpiry::NEVER.stored(), None);
     }
 
     #[test]

@@ -29,10 +29,10 @@ impl Broker {
         };
         let version = s.version;
         let client = s.client_id.clone();
-        let max_qos = self.max_qos(s.listener);
+        let max_qos = self.max_qos(s.listener());
         // `mount_point`: each filter as the broker keeps it (`None`: not a
         // valid filter under the prefix); no copies without a mount point.
-        let mounted: Option<Vec<Option<String>>> = self.mount_point(s.listener).map(|m| {
+        let mounted: Option<Vec<Option<String>>> = self.mount_point(s.listener()).map(|m| {
             sub.filters
                 .iter()
                 .map(|(f, _)| super::mount::filter(Some(m), f).map(|f| f.into_owned()))
@@ -91,7 +91,7 @@ impl Broker {
             // A shared subscription is judged by its plain filter.
             let acl_filter = parse_shared(filter).map_or(filter, |(_, f)| f);
             let allowed = self.sessions.get(skey).is_some_and(|s| {
-                self.security.listener(s.listener).may_subscribe(
+                self.security.listener(s.listener()).may_subscribe(
                     &s.client_id,
                     s.username.as_deref(),
                     acl_filter,
@@ -230,7 +230,7 @@ impl Broker {
         // named twice is removed once; the second gets 0x11.
         let mut reasons = Vec::with_capacity(u.filters.len());
         // `mount_point`: the filters as they were subscribed (see SUBSCRIBE).
-        let listener = s.listener;
+        let listener = s.listener();
         let mounted: Vec<std::borrow::Cow<'_, str>> = u
             .filters
             .iter()

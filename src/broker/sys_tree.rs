@@ -306,7 +306,7 @@ impl Broker {
         let mut on_disk = 0;
         for (_, s) in self.sessions.iter() {
             count += s.queue.len() + s.inflight.len();
-            bytes += s.queued_bytes as u64;
+            bytes += s.queued_bytes() as u64;
             bytes += s
                 .inflight
                 .iter()
