@@ -32,9 +32,6 @@ pub struct Directive {
 const PLUGINS: &str = "midge has no C plugin interface; use `password_file` (made with \
 `midge passwd`), `acl_file`, `per_listener_settings` and `use_identity_as_username` instead";
 const ENGINE: &str = "midge does not load OpenSSL engines; keep the key in a PEM `keyfile`";
-const BRIDGE_PSK: &str = "TLS-PSK on bridges is not in this midge: its bridges connect through \
-native-tls, which has no PSK; use certificates (`bridge_cafile`, `bridge_certfile`, `bridge_keyfile`)";
-
 const fn d(name: &'static str, status: Status) -> Directive {
     Directive { name, status }
 }
@@ -132,13 +129,13 @@ pub const DIRECTIVES: &[Directive] = &[
     d("bridge_cafile", Bridge),
     d("bridge_capath", Bridge),
     d("bridge_certfile", Bridge),
-    d("bridge_identity", Refused(BRIDGE_PSK)),
+    d("bridge_identity", Bridge),
     d("bridge_insecure", Bridge),
     d("bridge_keyfile", Bridge),
     d("bridge_max_packet_size", Bridge),
     d("bridge_outgoing_retain", Bridge),
     d("bridge_protocol_version", Bridge),
-    d("bridge_psk", Refused(BRIDGE_PSK)),
+    d("bridge_psk", Bridge),
     d("bridge_require_ocsp", Refused("OCSP checking of the remote broker is not in this midge yet")),
     d("bridge_tls_version", Bridge),
     d("cleansession", Bridge),

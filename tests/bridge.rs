@@ -480,9 +480,19 @@ fn bad_bridge_config_lines_name_file_and_line() {
             "go together",
         ),
         (
-            "connection a\naddress h\nbridge_psk 00\n",
+            "connection a\naddress h\nbridge_psk 0x1f\n",
             3,
-            "`bridge_psk` is refused: TLS-PSK on bridges is not in this midge",
+            "`bridge_psk` expects the key in hexadecimal",
+        ),
+        (
+            "connection a\naddress h\nbridge_identity edge\n",
+            1,
+            "`bridge_identity` and `bridge_psk` go together",
+        ),
+        (
+            "connection a\naddress h\nbridge_identity e\nbridge_psk 00ff\nbridge_cafile /ca.pem\n",
+            1,
+            "cannot both be used on one bridge",
         ),
     ];
     for (text, line, reason) in cases {
@@ -500,7 +510,8 @@ fn bad_bridge_config_lines_name_file_and_line() {
     }
     std::fs::write(
         &conf,
-        "listener 1883\nconnection a\naddress h:1884 h2\ntopic # both 2 \"\" up/\n",
+        "listener 1883\nconnection a\naddress h:1884 h2\ntopic # both 2 \"\" up/\n\
+         connection b\naddress h:8884\nbridge_identity edge\nbridge_psk 00ff\n",
     )
     .expect("write");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_midge"))
@@ -700,6 +711,59 @@ fn tls_bridge_to_mosquitto() {
         "{line}"
     );
     assert!(!bad.log_text().contains("Bridge wrongca: connected"));
+}
+
+/// TLS-PSK bridges (`bridge_identity` + `bridge_psk`, mosquitto's directives
+/// and key format) to mosquitto's PSK listener: the right key forwards; a wrong
+/// key is refused with a clear log line; a remote that offers a certificate
+/// instead of taking the key is refused too (no CA is configured, and a PSK
+/// bridge must not fall back to trusting one).
+#[test]
+fn tls_psk_bridge_to_mosquitto() {
+    const KEY: &str = "6f1c0e9b7d2a4f8a3e5c8b1d0a9f7e6c";
+    let dir = temp_dir("bridge-psk");
+    let psk_file = dir.join("psk");
+    std::fs::write(&psk_file, format!("edge-7:{KEY}\n")).expect("write psk file");
+    let psk_port = free_port();
+    let remote = Mosquitto::start(&format!(
+        "listener {psk_port} 127.0.0.1\npsk_hint cloud\npsk_file {}\n",
+        psk_file.display()
+    ));
+    let lines =
+        |key: &str| format!("bridge_identity edge-7\nbridge_psk {key}\ntopic psk/# out 1\n");
+    let good = BrokerProcess::start(&section("pskgood", psk_port, &lines(KEY)));
+    good.wait_log("Bridge pskgood: connected");
+    let mut sub = Client::connect_v(remote.port, ProtocolVersion::V311, "psk-sub");
+    sub.subscribe("psk/#", QoS::AtLeastOnce);
+    let mut publisher = Client::connect_v(good.port, ProtocolVersion::V311, "psk-pub");
+    publisher.publish("psk/x", b"over tls-psk", QoS::AtLeastOnce, false, 1);
+    assert_eq!(next_publish(&mut sub).payload, b"over tls-psk");
+
+    let wrong = BrokerProcess::start(&section(
+        "pskwrong",
+        psk_port,
+        &lines("00112233445566778899aabbccddeeff"),
+    ));
+    let line = wrong.wait_log("Bridge pskwrong: cannot connect");
+    assert!(line.contains("TLS"), "{line}");
+    assert!(!wrong.log_text().contains("Bridge pskwrong: connected"));
+
+    // A certificate-only TLS listener: TLS 1.3 would authenticate the server
+    // by its certificate when it does not take the key.
+    let pki = temp_dir("bridge-psk-pki");
+    common::pki::generate(&pki, "edge-bridge");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let cert_port = free_port();
+    let _certs = Mosquitto::start(&format!(
+        "listener {cert_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+        p("ca.crt"),
+        p("server.crt"),
+        p("server.key")
+    ));
+    let fallback = BrokerProcess::start(&section("pskcert", cert_port, &lines(KEY)));
+    let line = fallback.wait_log("Bridge pskcert: cannot connect");
+    assert!(line.contains("TLS"), "{line}");
+    assert!(!fallback.log_text().contains("Bridge pskcert: connected"));
 }
 
 /// The bridge's queue obeys `max_queued_messages`: while the remote is down,

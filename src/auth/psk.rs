@@ -54,7 +54,7 @@ impl fmt::Display for PskError {
 impl std::error::Error for PskError {}
 
 /// The bytes of a hex string (either case); `None` if it is not one.
-fn unhex(s: &str) -> Option<Vec<u8>> {
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }

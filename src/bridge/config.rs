@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth::psk;
 use crate::protocol::topic::{valid_topic_filter, valid_topic_name};
 use crate::protocol::{ProtocolVersion, QoS};
 
@@ -104,6 +105,11 @@ pub struct BridgeTls {
     pub tls_version: Option<String>,
     /// `bridge_alpn`: ALPN protocol to offer.
     pub alpn: Option<String>,
+    /// `bridge_identity`: the TLS-PSK identity (with `bridge_psk`, instead of
+    /// certificates).
+    pub psk_identity: Option<String>,
+    /// `bridge_psk`: the pre-shared key, decoded from hexadecimal.
+    pub psk_key: Option<Vec<u8>>,
 }
 
 /// One `connection` section.
@@ -397,6 +403,29 @@ impl BridgeConfig {
                 let v = one()?.to_string();
                 self.tls.get_or_insert_with(BridgeTls::default).alpn = Some(v);
             }
+            "bridge_identity" => {
+                let v = one()?;
+                if v.len() > psk::MAX_IDENTITY_BYTES {
+                    return Err(format!(
+                        "`bridge_identity` is longer than {} bytes",
+                        psk::MAX_IDENTITY_BYTES
+                    ));
+                }
+                self.tls.get_or_insert_with(BridgeTls::default).psk_identity = Some(v.to_string());
+            }
+            "bridge_psk" => {
+                // mosquitto's format: hexadecimal, no `0x`.
+                let key = psk::unhex(one()?)
+                    .filter(|k| !k.is_empty())
+                    .ok_or("`bridge_psk` expects the key in hexadecimal (no `0x`)")?;
+                if key.len() > psk::MAX_KEY_BYTES {
+                    return Err(format!(
+                        "`bridge_psk` is longer than {} bytes",
+                        psk::MAX_KEY_BYTES
+                    ));
+                }
+                self.tls.get_or_insert_with(BridgeTls::default).psk_key = Some(key);
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -431,11 +460,26 @@ impl BridgeConfig {
                     self.name
                 ));
             }
-            if t.cafile.is_none() && t.capath.is_none() {
-                // mosquitto: TLS towards the remote needs a CA to check it against;
-                // silently falling back to plain TCP is what this prevents.
+            if t.psk_identity.is_some() != t.psk_key.is_some() {
                 return Err(format!(
-                    "bridge `{}`: TLS settings without `bridge_cafile` or `bridge_capath`",
+                    "bridge `{}`: `bridge_identity` and `bridge_psk` go together",
+                    self.name
+                ));
+            }
+            let certificates = t.cafile.is_some() || t.capath.is_some() || t.certfile.is_some();
+            if t.psk_key.is_some() && certificates {
+                // As mosquitto: one bridge uses either certificates or TLS-PSK.
+                return Err(format!(
+                    "bridge `{}`: certificates (`bridge_cafile`, `bridge_capath`, `bridge_certfile`) and TLS-PSK (`bridge_psk`) cannot both be used on one bridge",
+                    self.name
+                ));
+            }
+            if t.psk_key.is_none() && t.cafile.is_none() && t.capath.is_none() {
+                // mosquitto: TLS towards the remote needs a CA to check it against
+                // (or a pre-shared key); silently falling back to plain TCP is
+                // what this prevents.
+                return Err(format!(
+                    "bridge `{}`: TLS settings without `bridge_cafile`, `bridge_capath` or `bridge_psk`",
                     self.name
                 ));
             }

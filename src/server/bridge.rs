@@ -1,17 +1,18 @@
 //! The I/O side of bridges: the remote socket (non-blocking connect, TLS through
-//! `native-tls`), name resolution through the resolver thread, the bridge's timer
-//! in the wheel, and the local side, a socketless connection in the slab whose
-//! output is handed to the bridge state machine instead of a socket.
+//! `native-tls`, TLS-PSK through `openssl`), name resolution through the
+//! resolver thread, the bridge's timer in the wheel, and the local side, a
+//! socketless connection in the slab whose output is handed to the bridge state
+//! machine instead of a socket.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+#[cfg(feature = "tls")]
+use super::bridge_tls::{Handshake, MidHandshake, TlsStream};
 use log::{debug, warn};
 use mio::net::TcpStream;
 use mio::{Interest, Token};
-#[cfg(feature = "tls")]
-use native_tls::{HandshakeError, MidHandshakeTlsStream, TlsStream};
 
 use crate::bridge::{Action, Bridge, BridgeStats};
 use crate::protocol::{decode, DecodeLimits, Decoded, Packet, ProtocolVersion};
@@ -38,10 +39,10 @@ enum Remote {
     Plain(TcpStream),
     /// TLS handshake in progress.
     #[cfg(feature = "tls")]
-    Handshaking(Option<MidHandshakeTlsStream<TcpStream>>),
+    Handshaking(Option<MidHandshake>),
     /// TLS established.
     #[cfg(feature = "tls")]
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 impl Remote {
@@ -172,14 +173,14 @@ impl Server {
                     Some(c) => match *c {},
                     #[cfg(feature = "tls")]
                     Some(c) => match c.connect(&link.host, tcp) {
-                        Ok(s) => {
+                        Handshake::Done(s) => {
                             link.remote = Some(Remote::Tls(Box::new(s)));
                             link.machine.connected(now);
                         }
-                        Err(HandshakeError::WouldBlock(mid)) => {
+                        Handshake::Pending(mid) => {
                             link.remote = Some(Remote::Handshaking(Some(mid)));
                         }
-                        Err(HandshakeError::Failure(e)) => {
+                        Handshake::Failed(e) => {
                             self.bridge_failed(i, now, &format!("TLS: {e}"));
                             return;
                         }
@@ -188,15 +189,15 @@ impl Server {
             }
             #[cfg(feature = "tls")]
             Some(Remote::Handshaking(Some(mid))) => match mid.handshake() {
-                Ok(s) => {
+                Handshake::Done(s) => {
                     link.remote = Some(Remote::Tls(Box::new(s)));
                     link.machine.connected(now);
                 }
-                Err(HandshakeError::WouldBlock(mid)) => {
+                Handshake::Pending(mid) => {
                     link.remote = Some(Remote::Handshaking(Some(mid)));
                     return;
                 }
-                Err(HandshakeError::Failure(e)) => {
+                Handshake::Failed(e) => {
                     self.bridge_failed(i, now, &format!("TLS: {e}"));
                     return;
                 }

@@ -32,7 +32,8 @@ pub type Acceptor = SslAcceptor;
 /// TLS 1.2 suites for PSK listeners when `ciphers` does not name them:
 /// forward-secret (ECDHE/DHE) PSK first, then plain PSK, AEAD or SHA-2 only.
 /// (TLS 1.3 carries PSK in its own suites, which the defaults cover.)
-const PSK_CIPHERS: &str = "ECDHEPSK+AESGCM:ECDHEPSK+CHACHA20:ECDHEPSK+SHA256:ECDHEPSK+SHA384:\
+pub(super) const PSK_CIPHERS: &str =
+    "ECDHEPSK+AESGCM:ECDHEPSK+CHACHA20:ECDHEPSK+SHA256:ECDHEPSK+SHA384:\
 DHEPSK+AESGCM:DHEPSK+CHACHA20:PSK+AESGCM:PSK+CHACHA20:PSK+SHA256:PSK+SHA384:!RSAPSK:!aNULL:!eNULL";
 
 /// The TLS 1.2 suites of `SslAcceptor::mozilla_intermediate_v5` (which
