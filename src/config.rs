@@ -1562,6 +1562,7 @@ mod tests {
                         "bridge_tls_version" => "tlsv1.2",
                         "connection" => "other",
                         "notification_topic" => "gw/state",
+                        "bridge_psk" => "00ff",
                         "keepalive_interval"
                         | "restart_timeout"
                         | "threshold"
