@@ -41,7 +41,11 @@ impl Broker {
             self.refuse(conn, version, reason, out);
             return;
         }
-        let Some(listener) = self.conns.get(&conn).map(|c| c.listener) else {
+        let Some(listener) = self.conns.get(&conn).and_then(super::Conn::listener) else {
+            // Its greeting went at an accepted CONNECT: this is a second one
+            // [MQTT-3.1.0-2] (not reached: a connected client's packets go to its session).
+            self.conns.remove(&conn);
+            out.close_with(conn, ReasonCode::PROTOCOL_ERROR);
             return;
         };
         // `mount_point`: the will topic lives under the listener's prefix too
@@ -362,7 +366,7 @@ impl Broker {
             0
         };
         if let Some(c) = self.conns.get_mut(&conn) {
-            c.session = Some(skey);
+            c.skey = u32::try_from(skey).unwrap_or(super::NO_SESSION);
             c.version = version;
             c.keep_alive = keep_alive;
             // Logged below for the last time: from now on the client id names it.

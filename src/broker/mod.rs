@@ -195,7 +195,9 @@ pub struct Stats {
     pub clients_expired: u64,
 }
 
-/// A connection as the broker sees it.
+/// A connection as the broker sees it. Every client has one: its fields are
+/// as narrow as their ranges allow, and what only the CONNECT needs is boxed
+/// apart (40 bytes; 72 with an `Instant` and word-sized keys).
 #[derive(Debug)]
 struct Conn {
     /// Guards this connection's timers (the server reuses ConnIds).
@@ -203,18 +205,18 @@ struct Conn {
     /// What matters only until CONNECT is accepted (dropped then: a connected
     /// client pays one pointer for it).
     greeting: Option<Box<Greeting>>,
-    /// The session attached once CONNECT succeeded.
-    session: Option<usize>,
+    /// The session attached once CONNECT succeeded ([`NO_SESSION`]: none);
+    /// see [`Conn::session`].
+    skey: u32,
     /// Protocol version (from CONNECT).
     version: ProtocolVersion,
     /// Keep-alive in force, seconds; 0 = none.
     keep_alive: u16,
-    /// When the last packet arrived (keep-alive is checked against it lazily).
-    last_seen: Instant,
+    /// When the last packet arrived, in [`Broker::tick`]s (keep-alive is
+    /// checked against it lazily).
+    last_seen: u32,
     /// Topic aliases, both directions (v5; empty and unallocated otherwise).
     aliases: aliases::TopicAliases,
-    /// Listener the socket came in on (selects the security rules).
-    listener: usize,
     /// Complaint lines logged about it (bounded: see `Broker::complain`).
     complaints: crate::logging::Complaints,
     /// The client announced itself as a bridge (protocol level | 0x80, as
@@ -223,11 +225,18 @@ struct Conn {
     bridge: bool,
 }
 
+/// [`Conn::session`]'s "no session": session keys are slab keys of sessions
+/// in memory, far below it.
+const NO_SESSION: u32 = u32::MAX;
+
 /// A connection's state before its CONNECT is accepted.
 #[derive(Debug, Default)]
 struct Greeting {
     /// Peer address for logs (a connected client is named by its client id).
     peer: Box<str>,
+    /// Listener the socket came in on (selects the security rules; once
+    /// connected, its session keeps it).
+    listener: usize,
     /// TLS client certificate name (CN or subject), when the listener uses it.
     identity: Option<Box<str>>,
     /// A refusal waiting for its delay to pass (version, reason).
@@ -237,6 +246,16 @@ struct Greeting {
 }
 
 impl Conn {
+    /// The session attached, once CONNECT succeeded.
+    fn session(&self) -> Option<usize> {
+        (self.skey != NO_SESSION).then_some(self.skey as usize)
+    }
+
+    /// The listener the socket came in on, until CONNECT is accepted.
+    fn listener(&self) -> Option<usize> {
+        self.greeting.as_deref().map(|g| g.listener)
+    }
+
     /// The peer address for logs ("?" once connected: the client id names it).
     fn peer(&self) -> &str {
         self.greeting.as_deref().map_or("?", |g| &g.peer)
@@ -316,6 +335,8 @@ pub struct Broker {
     /// `None` until the shell gives one (wall time then reads as 0).
     wall_anchor: Option<(Instant, u64)>,
     next_serial: u64,
+    /// The time [`Broker::tick`]s count from (the first it was given).
+    epoch: Option<Instant>,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
     scratch: Vec<publish::Hit>,
@@ -355,6 +376,7 @@ impl Broker {
             spare_messages: Vec::new(),
             wall_anchor: None,
             next_serial: 0,
+            epoch: None,
             stats: Stats::default(),
             scratch: Vec::new(),
             sys_tree: None,
@@ -419,7 +441,7 @@ impl Broker {
 
     /// True once `conn`'s CONNECT has been accepted (a session is attached).
     pub fn is_connected(&self, conn: ConnId) -> bool {
-        self.conns.get(&conn).is_some_and(|c| c.session.is_some())
+        self.conns.get(&conn).is_some_and(|c| c.session().is_some())
     }
 
     /// The CONNECT about to be handed over on `conn` came from a bridge
@@ -462,6 +484,25 @@ impl Broker {
         (u128::from(ms) + since).saturating_sub(before) as u64
     }
 
+    /// `now` in milliseconds since the broker's first connection, wrapping
+    /// at 2^32: a connection's last activity in 4 bytes instead of an
+    /// `Instant`'s 16 (see [`Conn::last_seen`]).
+    fn tick(&self, now: Instant) -> u32 {
+        let Some(epoch) = self.epoch else {
+            return 0;
+        };
+        let d = now.saturating_duration_since(epoch);
+        (d.as_secs().wrapping_mul(1000) + u64::from(d.subsec_millis())) as u32
+    }
+
+    /// Time from tick `then` to `now`, exact to the millisecond up to 24
+    /// days; 0 when `now` is a little earlier (times handed over within one
+    /// loop turn need not be in order).
+    fn since_tick(&self, then: u32, now: Instant) -> Duration {
+        let ms = self.tick(now).wrapping_sub(then) as i32;
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
+
     fn serial(&mut self) -> u64 {
         self.next_serial += 1;
         self.next_serial
@@ -479,20 +520,22 @@ impl Broker {
     ) {
         let serial = self.serial();
         self.stats.sockets_opened += 1;
+        self.epoch.get_or_insert(now);
+        let tick = self.tick(now);
         self.conns.insert(
             conn,
             Conn {
                 serial,
                 greeting: Some(Box::new(Greeting {
                     peer: peer.into(),
+                    listener,
                     ..Greeting::default()
                 })),
-                session: None,
+                skey: NO_SESSION,
                 version: ProtocolVersion::V311,
                 keep_alive: 0,
-                last_seen: now,
+                last_seen: tick,
                 aliases: aliases::TopicAliases::default(),
-                listener,
                 complaints: Default::default(),
                 bridge: false,
             },
@@ -515,11 +558,12 @@ impl Broker {
         packet: &Packet<'_>,
         out: &mut impl Output,
     ) {
+        let tick = self.tick(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
         self.stats.packets_received += 1;
-        c.last_seen = now;
+        c.last_seen = tick;
         if c.refusal().is_some() {
             // Waiting to be refused: nothing else is processed.
             return;
@@ -536,7 +580,7 @@ impl Broker {
             }
             return;
         }
-        let Some(skey) = c.session.filter(|s| self.sessions.contains(*s)) else {
+        let Some(skey) = c.session().filter(|s| self.sessions.contains(*s)) else {
             // [MQTT-3.1.0-1] the first packet must be CONNECT.
             match packet {
                 Packet::Connect(connect) => {
@@ -598,7 +642,7 @@ impl Broker {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        if c.session.is_none() {
+        if c.session().is_none() {
             if let DecodeError::UnsupportedProtocolVersion(level) = error {
                 // [MQTT-3.1.2-2] CONNACK 0x01 (v5: 0x84), then close.
                 info!(
@@ -640,7 +684,7 @@ impl Broker {
                 if c.serial != timer.serial {
                     return;
                 }
-                if c.session.is_some() {
+                if c.session().is_some() {
                     // Connected since: this timer carries on as its keep-alive
                     // check (armed here instead of at CONNECT: one entry per
                     // connection in the wheel, not two).
@@ -671,14 +715,19 @@ impl Broker {
                 if c.serial != timer.serial || c.keep_alive == 0 {
                     return;
                 }
-                let deadline = c.last_seen + keep_alive_grace(c.keep_alive);
-                if now >= deadline {
+                // A check comes at least once per grace (at most 27 hours),
+                // well inside the ticks' range. A tick is rounded down (the
+                // packet may have come up to 1 ms after it), so the grace is
+                // past only when the ticks say more than it.
+                let grace = keep_alive_grace(c.keep_alive);
+                let elapsed = self.since_tick(c.last_seen, now);
+                if elapsed > grace {
                     let name = self.client_name(conn);
                     info!("Client {name} has exceeded timeout, disconnecting.");
                     self.end(now, conn, End::KeepAlive, out);
                 } else {
                     // Lazy re-arm: packets only update `last_seen`.
-                    out.set_timer(deadline, timer);
+                    out.set_timer(now + (grace - elapsed) + Duration::from_millis(1), timer);
                 }
             }
             TimerKind::Retry(conn) => self.retry(now, conn, timer, out),
@@ -786,11 +835,9 @@ impl Broker {
     /// The client id of `conn` for logs, or its address before CONNECT.
     fn client_name(&self, conn: ConnId) -> String {
         match self.conns.get(&conn) {
-            Some(Conn {
-                session: Some(s), ..
-            }) => self
-                .sessions
-                .get(*s)
+            Some(c) if c.session().is_some() => c
+                .session()
+                .and_then(|s| self.sessions.get(s))
                 .map_or_else(String::new, |s| LogStr(&s.client_id).to_string()),
             Some(c) => format!("<unknown> from {}", c.peer()),
             None => String::new(),
@@ -814,7 +861,7 @@ impl Broker {
             why,
             End::ProtocolError(_) | End::TakenOver | End::KeepAlive | End::Shutdown
         );
-        if tell && c.version.is_v5() && c.session.is_some() {
+        if tell && c.version.is_v5() && c.session().is_some() {
             out.send(
                 conn,
                 c.version,
@@ -824,7 +871,7 @@ impl Broker {
         if why != End::Lost {
             out.close_with(conn, reason);
         }
-        let Some(skey) = c.session else {
+        let Some(skey) = c.session() else {
             return;
         };
         self.stats.clients_connected = self.stats.clients_connected.saturating_sub(1);
@@ -997,7 +1044,7 @@ impl Broker {
                 return Err(format!("{}: queued byte count off", s.client_id));
             }
             if let Some(conn) = s.conn() {
-                if self.conns.get(&conn).and_then(|c| c.session) != Some(key) {
+                if self.conns.get(&conn).and_then(Conn::session) != Some(key) {
                     return Err(format!("{}: connection does not point back", s.client_id));
                 }
             }
@@ -1044,7 +1091,7 @@ impl Broker {
             ));
         }
         for (id, c) in self.conns.iter() {
-            if let Some(skey) = c.session {
+            if let Some(skey) = c.session() {
                 if self.sessions.get(skey).and_then(|s| s.conn()) != Some(id) {
                     return Err(format!("connection {id} points at a session not its own"));
                 }

@@ -974,7 +974,7 @@ impl Broker {
         let Some(c) = self.conns.get(&conn) else {
             return;
         };
-        let (Some(skey), Some(interval)) = (c.session, self.config.retry_interval) else {
+        let (Some(skey), Some(interval)) = (c.session(), self.config.retry_interval) else {
             return;
         };
         if c.serial != timer.serial {

@@ -290,7 +290,7 @@ impl Broker {
     /// The socket of `conn` took its backlog (the server saw it writable): a
     /// replay parked on it goes on from the next [`Broker::poll_replay`].
     pub fn handle_writable(&mut self, conn: ConnId) {
-        if let Some(skey) = self.conns.get(&conn).and_then(|c| c.session) {
+        if let Some(skey) = self.conns.get(&conn).and_then(|c| c.session()) {
             self.resume_replay(skey);
         }
     }
