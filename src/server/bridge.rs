@@ -335,15 +335,16 @@ impl Server {
         // Bytes behind the durability barrier (acks of records not yet synced)
         // stay until the commit releases them: the remote must not hear an ack
         // before the message is on disk.
-        let held = if conn.barrier == NO_BARRIER || conn.closing {
+        let closing = conn.closing;
+        let out = conn.out_mut();
+        let held = if out.barrier == NO_BARRIER || closing {
             Vec::new()
         } else {
-            let rest = conn.wbuf.split_off(conn.barrier.min(conn.wbuf.len()));
-            conn.barrier = 0;
+            let rest = out.bytes.split_off(out.barrier.min(out.bytes.len()));
+            out.barrier = 0;
             rest
         };
-        let bytes = std::mem::replace(&mut conn.wbuf, held);
-        let closing = conn.closing;
+        let bytes = std::mem::replace(&mut out.bytes, held);
         if closing {
             // The broker ended the session (taken over, protocol error).
             self.remove(key);
@@ -366,12 +367,12 @@ impl Server {
             link.machine.feed_local(now, &bytes);
         }
         if let Some(conn) = self.io.conns.get_mut(key) {
-            if conn.wbuf.is_empty() {
+            if conn.queued() == 0 {
                 // Keep the buffer's memory for the next turn.
                 let mut b = bytes;
                 b.clear();
                 if b.capacity() <= 64 * 1024 {
-                    conn.wbuf = b;
+                    conn.out_mut().bytes = b;
                 }
             } else {
                 // Held bytes: handed over after the commit, next round.
@@ -479,7 +480,7 @@ impl Server {
                 }
                 let mut conn = Connection::new(Stream::Bridge(i));
                 conn.version = ProtocolVersion::V5;
-                conn.listener = BRIDGE_LISTENER;
+                conn.listener = super::connection::BRIDGE_SIDE;
                 link.local = Some(key);
                 let peer = format!("bridge {}", link.machine.name());
                 io.add(conn);
@@ -523,8 +524,7 @@ impl Server {
                         .is_some_and(|c| c.stream.bridge() == Some(i))
                     {
                         broker.connection_lost(now, key, io);
-                        if let Some(mut c) = io.conns.try_remove(key) {
-                            c.wbuf.clear();
+                        if io.conns.try_remove(key).is_some() {
                             io.names.remove(&key);
                         }
                     }

@@ -184,36 +184,41 @@ pub enum Phase {
     Connected,
 }
 
-/// A connection in the server's slab.
+/// A connection in the server's slab. Kept to what every connection needs
+/// all the time: what only some connections need, or only some of the time
+/// (the bytes of a partial packet, queued output, WebSocket framing), is boxed
+/// and absent while unused, so an idle client costs 56 bytes here.
 pub struct Connection {
     /// The socket.
     pub stream: Stream,
     /// Bytes of a packet that has not fully arrived yet (complete packets are
-    /// decoded straight from the loop's shared read buffer and never land here).
-    pub rbuf: Vec<u8>,
-    /// Encoded packets not yet taken by the socket; `wpos` bytes of it are sent.
-    pub wbuf: Vec<u8>,
-    /// How much of `wbuf` has been written.
-    pub wpos: usize,
+    /// decoded straight from the loop's shared read buffer and never land
+    /// here). `None` whenever there are none.
+    pub rbuf: Option<Box<Vec<u8>>>,
+    /// Output not yet taken by the socket: lent from the server's pool while
+    /// there is some (see [`super::io::Io::recycle`]), `None` when idle.
+    pub out: Option<Box<WriteBuffer>>,
+    /// WebSocket framing, on `protocol websockets` listeners only.
+    pub ws: Option<Box<super::websocket::WsState>>,
+    /// Unique per connection among those open at once, for timers that outlive
+    /// it (slab keys are reused). Wraps after 2^32 connections, long after any
+    /// timer naming an earlier one has fired.
+    pub serial: u32,
+    /// Index of the config listener it came in on, or [`BRIDGE_SIDE`] (16
+    /// bits: a listener at index 65,535 or beyond is accepted on by none).
+    pub listener: u16,
     /// Protocol version for decoding, learnt from CONNECT.
     pub version: ProtocolVersion,
+    /// Where the MQTT handshake stands (selects the decode limits).
+    pub phase: Phase,
     /// Output is queued and the connection is in the loop's flush list.
     pub dirty: bool,
     /// Registered for writable events (only while output is stuck).
     pub want_write: bool,
     /// The broker closed it: flush what is queued, then drop it.
     pub closing: bool,
-    /// Unique per connection for the server's lifetime (slab keys are reused).
-    pub serial: u64,
     /// The last write stopped short: the peer is not keeping up.
     pub blocked: bool,
-    /// Index of the config listener it came in on.
-    pub listener: usize,
-    /// Where the MQTT handshake stands (selects the decode limits).
-    pub phase: Phase,
-    /// `wbuf` from this offset on waits for the persistence log's commit
-    /// (acknowledgements of records not yet on disk); [`NO_BARRIER`] = none.
-    pub barrier: usize,
     /// Reading stopped because output is stuck above the cap (resumed when it
     /// drains).
     pub read_paused: bool,
@@ -226,11 +231,43 @@ pub struct Connection {
     /// until EOF or an error, not only until a short read (see
     /// [`Connection::drained_by`]).
     pub input_closed: bool,
-    /// WebSocket framing, on `protocol websockets` listeners only.
-    pub ws: Option<Box<super::websocket::WsState>>,
 }
 
-/// [`Connection::barrier`] when nothing is held back.
+/// A connection's queued output, with how much of it is written and where the
+/// part that waits for the log's commit begins.
+pub struct WriteBuffer {
+    /// Encoded packets not yet taken by the socket; `sent` bytes of it are.
+    pub bytes: Vec<u8>,
+    /// How much of `bytes` has been written.
+    pub sent: usize,
+    /// `bytes` from this offset on waits for the persistence log's commit
+    /// (acknowledgements of records not yet on disk); [`NO_BARRIER`] = none.
+    pub barrier: usize,
+}
+
+impl Default for WriteBuffer {
+    fn default() -> Self {
+        WriteBuffer {
+            bytes: Vec::new(),
+            sent: 0,
+            barrier: NO_BARRIER,
+        }
+    }
+}
+
+impl WriteBuffer {
+    /// Empty it (the capacity stays), nothing held.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.sent = 0;
+        self.barrier = NO_BARRIER;
+    }
+}
+
+/// [`Connection::listener`] of a bridge's local side (which has no listener).
+pub const BRIDGE_SIDE: u16 = u16::MAX;
+
+/// [`WriteBuffer::barrier`] when nothing is held back.
 pub const NO_BARRIER: usize = usize::MAX;
 
 /// What a flush achieved.
@@ -258,29 +295,37 @@ impl Connection {
     pub fn new(stream: Stream) -> Self {
         Connection {
             stream,
-            rbuf: Vec::new(),
-            wbuf: Vec::new(),
-            wpos: 0,
+            rbuf: None,
+            out: None,
+            ws: None,
+            serial: 0,
+            listener: 0,
             version: ProtocolVersion::V311,
+            phase: Phase::AwaitingConnect,
             dirty: false,
             want_write: false,
             closing: false,
-            serial: 0,
             blocked: false,
-            listener: 0,
-            phase: Phase::AwaitingConnect,
-            barrier: NO_BARRIER,
             read_paused: false,
             linger: false,
             draining: false,
             input_closed: false,
-            ws: None,
         }
     }
 
     /// Bytes queued and not yet written.
     pub fn pending(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.out.as_ref().map_or(0, |o| o.bytes.len() - o.sent)
+    }
+
+    /// Bytes of output queued, written or not (0 without a buffer).
+    pub fn queued(&self) -> usize {
+        self.out.as_ref().map_or(0, |o| o.bytes.len())
+    }
+
+    /// The write buffer, made (empty) if the connection has none.
+    pub fn out_mut(&mut self) -> &mut WriteBuffer {
+        self.out.get_or_insert_with(Box::default)
     }
 
     /// Bytes waiting because the peer is not reading: 0 for a peer that takes
@@ -301,20 +346,25 @@ impl Connection {
         let mut pieces = 0;
         loop {
             if let Some(ws) = self.ws.as_deref_mut() {
-                if self.closing
-                    && super::websocket::broker_close(ws, &mut self.wbuf, &mut self.barrier)
-                {
+                // Framing, a close frame or a served file's next piece may
+                // need a buffer even when nothing is queued.
+                let out = self.out.get_or_insert_with(Box::default);
+                if self.closing && super::websocket::broker_close(ws, out) {
                     // The close frame must reach the peer: drain its input after
                     // the flush rather than reset the connection with it unread.
                     self.linger = true;
                 }
-                super::websocket::frame_output(ws, &mut self.wbuf, &mut self.barrier);
+                super::websocket::frame_output(ws, out);
             }
-            let end = self.wbuf.len().min(self.barrier);
-            while self.wpos < end {
-                match self.stream.write(&self.wbuf[self.wpos..end]) {
+            let Some(out) = self.out.as_deref_mut() else {
+                self.blocked = false;
+                return Flush::Done;
+            };
+            let end = out.bytes.len().min(out.barrier);
+            while out.sent < end {
+                match self.stream.write(&out.bytes[out.sent..end]) {
                     Ok(0) => return Flush::Failed,
-                    Ok(n) => self.wpos += n,
+                    Ok(n) => out.sent += n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         self.blocked = true;
                         return Flush::Blocked;
@@ -324,12 +374,10 @@ impl Connection {
                 }
             }
             self.blocked = false;
-            if end < self.wbuf.len() {
+            if end < out.bytes.len() {
                 return Flush::Held;
             }
-            self.barrier = NO_BARRIER;
-            self.wbuf.clear();
-            self.wpos = 0;
+            out.clear();
             let Some(ws) = self.ws.as_deref_mut() else {
                 break;
             };
@@ -339,7 +387,7 @@ impl Connection {
                 super::websocket::abandon_body(ws);
                 break;
             }
-            match super::websocket::next_piece(ws, &mut self.wbuf) {
+            match super::websocket::next_piece(ws, &mut out.bytes) {
                 super::websocket::Next::Nothing => break,
                 super::websocket::Next::End => {
                     // The response is out: close, draining what the peer sent.
@@ -355,8 +403,12 @@ impl Connection {
                 }
             }
         }
-        if self.wbuf.capacity() > KEEP_CAPACITY {
-            self.wbuf = Vec::new();
+        if self
+            .out
+            .as_ref()
+            .is_some_and(|o| o.bytes.capacity() > KEEP_CAPACITY)
+        {
+            self.out = None;
         }
         Flush::Done
     }
@@ -394,21 +446,34 @@ impl Connection {
             && matches!(self.stream, Stream::Plain(_))
     }
 
-    /// Release the partial-packet buffer's memory if it grew for a large packet.
+    /// Drop the partial-packet buffer once it is empty: an idle connection
+    /// keeps no memory for input.
     pub fn trim_read_buffer(&mut self) {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_CAPACITY {
-            self.rbuf = Vec::new();
+        if self.rbuf.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rbuf = None;
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    /// The server's per-connection state (printed for the README).
+    /// The server's per-connection state (printed for the README), and what
+    /// it costs in the server's slab.
     #[test]
     fn connection_is_small() {
+        /// The shape of a slab entry (the crate's own type is private).
+        #[allow(dead_code)]
+        enum Entry {
+            Vacant(usize),
+            Occupied(super::Connection),
+        }
         let n = std::mem::size_of::<super::Connection>();
-        eprintln!("server Connection {n} B");
-        assert!(n <= 144, "Connection grew to {n} bytes");
+        let entry = std::mem::size_of::<Entry>();
+        eprintln!("server Connection {n} B, {entry} B in the slab");
+        // A debug build's socket is 8 bytes larger (mio keeps a selector id
+        // with debug assertions).
+        let socket = std::mem::size_of::<mio::net::TcpStream>() - 4;
+        assert!(n <= 56 + socket, "Connection grew to {n} bytes");
+        assert!(entry <= 64 + socket, "a slab entry grew to {entry} bytes");
     }
 }

@@ -14,7 +14,7 @@ use crate::logging::PacketLine;
 use crate::persist::PersistError;
 use crate::protocol::{encode, Packet, ProtocolVersion, ReasonCode};
 
-use super::connection::{Connection, NO_BARRIER};
+use super::connection::{Connection, WriteBuffer, NO_BARRIER};
 use super::wheel::Wheel;
 
 /// Output queued in one turn beyond which it is written at once.
@@ -26,7 +26,7 @@ pub enum Due {
     /// A timer the broker asked for.
     Broker(Timer),
     /// A closed connection's time to drain is up (key, serial).
-    Linger(ConnId, u64),
+    Linger(ConnId, u32),
     /// Time to tell systemd's watchdog we are alive.
     Watchdog,
     /// Bridge number N asked to be woken (stale entries are harmless).
@@ -50,9 +50,10 @@ pub struct Io {
     /// turn and taken back once it is written: an idle connection holds no
     /// buffer (at 10,000 clients the CONNACK's and SUBACK's buffers were 32
     /// bytes a client), and a busy one allocates none.
-    spare: Vec<Vec<u8>>,
-    /// Serial for the next connection (slab keys are reused; serials are not).
-    next_serial: u64,
+    spare: Vec<Box<WriteBuffer>>,
+    /// Serial for the next connection (slab keys are reused; see
+    /// [`Connection::serial`]).
+    next_serial: u32,
     /// The persistence log, when `persistence true`.
     pub store: Option<crate::persist::Store>,
     /// Bytes and packets moved, for `$SYS` (plain additions on the hot path).
@@ -108,7 +109,7 @@ impl Io {
 
     /// Store a new connection; it gets the slab's `vacant_key()`.
     pub fn add(&mut self, mut conn: Connection) -> ConnId {
-        self.next_serial += 1;
+        self.next_serial = self.next_serial.wrapping_add(1);
         conn.serial = self.next_serial;
         self.conns.insert(conn)
     }
@@ -129,12 +130,13 @@ impl Io {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
-        if c.wbuf.capacity() == 0 || !c.wbuf.is_empty() {
+        if c.queued() != 0 {
             return;
         }
-        let buf = std::mem::take(&mut c.wbuf);
-        if self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(buf);
+        if let Some(buf) = c.out.take() {
+            if self.spare.len() < SPARE_BUFFERS {
+                self.spare.push(buf);
+            }
         }
     }
 
@@ -170,7 +172,7 @@ impl Io {
             // round trip per forwarded message). Only when nothing waits in the
             // buffer (order) and nothing must wait for the log's commit (acks
             // towards the remote, held behind the barrier in encoded form).
-            if !hold && c.wbuf.is_empty() {
+            if !hold && c.queued() == 0 {
                 let log = self.log_packets;
                 if let Some(link) = self.bridges.get_mut(i) {
                     if link.handle_local(self.now, conn, packet) {
@@ -191,16 +193,14 @@ impl Io {
                 }
             }
         }
-        if c.wbuf.capacity() == 0 {
-            if let Some(buf) = self.spare.pop() {
-                c.wbuf = buf;
-            }
-        }
-        if hold && c.barrier == NO_BARRIER {
-            c.barrier = c.wbuf.len();
+        let out = c
+            .out
+            .get_or_insert_with(|| self.spare.pop().unwrap_or_default());
+        if hold && out.barrier == NO_BARRIER {
+            out.barrier = out.bytes.len();
             self.held.push(conn);
         }
-        let n = match encode(packet, version, &mut c.wbuf) {
+        let n = match encode(packet, version, &mut out.bytes) {
             Ok(n) => n,
             Err(e) => {
                 warn!("Dropping an outgoing packet for connection {conn}: {e}.");
@@ -231,7 +231,7 @@ impl Io {
         // stay held (the flush stops at the barrier); the server commits the log
         // after the packet being handled (`commit_early`) and releases them.
         if !c.blocked && c.pending() >= EARLY_FLUSH && c.stream.bridge().is_none() {
-            if c.barrier != NO_BARRIER {
+            if c.out.as_ref().is_some_and(|o| o.barrier != NO_BARRIER) {
                 self.early = true;
             }
             let _ = c.flush();
@@ -268,8 +268,8 @@ impl Io {
             store.commit(now)?;
         }
         for key in std::mem::take(&mut self.held) {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.barrier = NO_BARRIER;
+            if let Some(out) = self.conns.get_mut(key).and_then(|c| c.out.as_deref_mut()) {
+                out.barrier = NO_BARRIER;
             }
         }
         Ok(())
@@ -281,10 +281,10 @@ impl Io {
     pub fn take_held(&mut self) -> Vec<ConnId> {
         let held = std::mem::take(&mut self.held);
         for &key in &held {
-            if let Some(c) = self.conns.get_mut(key) {
-                if c.barrier != NO_BARRIER {
-                    c.wbuf.truncate(c.barrier);
-                    c.barrier = NO_BARRIER;
+            if let Some(out) = self.conns.get_mut(key).and_then(|c| c.out.as_deref_mut()) {
+                if out.barrier != NO_BARRIER {
+                    out.bytes.truncate(out.barrier);
+                    out.barrier = NO_BARRIER;
                 }
             }
         }

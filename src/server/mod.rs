@@ -426,6 +426,14 @@ impl Server {
                 return;
             };
             let config_index = *config_index;
+            // A connection keeps its listener's index in 16 bits.
+            let listener_index = match u16::try_from(config_index) {
+                Ok(i) if i != connection::BRIDGE_SIDE => i,
+                _ => {
+                    warn!("Not accepting on {}: too many listeners.", listener.name);
+                    return;
+                }
+            };
             let (mut tcp, addr) = match listener.socket.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -488,7 +496,7 @@ impl Server {
             {
                 conn.ws = Some(Box::default());
             }
-            conn.listener = config_index;
+            conn.listener = listener_index;
             self.io.add(conn);
             // mosquitto's wording: the port, not an internal listener number.
             let port = self
@@ -500,7 +508,7 @@ impl Server {
             self.broker
                 .connection_opened(now, key, &peer, config_index, &mut self.io);
             // The handshake may have completed at once (data already there).
-            self.after_handshake(key, config_index);
+            self.after_handshake(key, listener_index);
         }
     }
 
@@ -529,7 +537,7 @@ impl Server {
         }
     }
 
-    fn after_handshake(&mut self, key: usize, listener: usize) {
+    fn after_handshake(&mut self, key: usize, listener: u16) {
         let Some(conn) = self.io.conns.get_mut(key) else {
             return;
         };
@@ -542,7 +550,7 @@ impl Server {
             let lc = self
                 .config
                 .listeners
-                .get(listener)
+                .get(listener as usize)
                 .and_then(|l| l.tls.as_ref());
             let want = lc.is_some_and(|t| t.use_identity_as_username || t.use_subject_as_username);
             if want {
@@ -692,7 +700,7 @@ impl Server {
             return false;
         };
         let was_pending = conn.pending();
-        let listener = config.listeners.get(conn.listener);
+        let listener = config.listeners.get(conn.listener as usize);
         let site = websocket::Site {
             dir: listener.and_then(|l| l.http_dir.as_deref()),
             live_view: listener.is_some_and(|l| !l.no_live_view),
@@ -730,15 +738,16 @@ impl Server {
             return false;
         };
         let fresh = &scratch[..n];
-        let mut carry = std::mem::take(&mut conn.rbuf);
-        let from_carry = !carry.is_empty();
-        if from_carry {
-            carry.extend_from_slice(fresh);
+        // A partial packet left over from the last read (never empty).
+        let mut carry = conn.rbuf.take();
+        if let Some(c) = carry.as_deref_mut() {
+            c.extend_from_slice(fresh);
         }
+        let from_carry = carry.is_some();
         let mut pos = 0;
         // The size of the partial packet left over, when its header says.
         let need = {
-            let data: &[u8] = if from_carry { &carry } else { fresh };
+            let data: &[u8] = carry.as_deref().map_or(fresh, |c| &c[..]);
             loop {
                 let Some(conn) = io.conns.get_mut(key) else {
                     return false;
@@ -796,18 +805,23 @@ impl Server {
         let Some(conn) = io.conns.get_mut(key) else {
             return false;
         };
-        if from_carry {
-            carry.drain(..pos);
-            conn.rbuf = carry;
-        }
-        // A partial packet of known size gets exactly its size, once: growing by
-        // doubling would hold up to twice what the peer sent.
-        if let Some(total) = need {
-            let len = conn.rbuf.len();
-            conn.rbuf.reserve_exact(total.saturating_sub(len));
-        }
-        if !from_carry {
-            conn.rbuf.extend_from_slice(&fresh[pos..]);
+        conn.rbuf = match carry {
+            Some(mut c) => {
+                c.drain(..pos);
+                Some(c)
+            }
+            None if pos < fresh.len() => Some(Box::default()),
+            None => None,
+        };
+        if let Some(rest) = conn.rbuf.as_deref_mut() {
+            // A partial packet of known size gets exactly its size, once:
+            // growing by doubling would hold up to twice what the peer sent.
+            if let Some(total) = need {
+                rest.reserve_exact(total.saturating_sub(rest.len()));
+            }
+            if !from_carry {
+                rest.extend_from_slice(&fresh[pos..]);
+            }
         }
         conn.trim_read_buffer();
         if websocket::finished(conn) {
@@ -1093,7 +1107,7 @@ fn unix_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn conn_serial(io: &Io, key: usize) -> u64 {
+fn conn_serial(io: &Io, key: usize) -> u32 {
     io.conns.get(key).map_or(0, |c| c.serial)
 }
 

@@ -22,7 +22,7 @@ use crate::protocol::websocket::http::{self, Get};
 use crate::protocol::websocket::{parse_request, Request};
 use crate::protocol::ReasonCode;
 
-use super::connection::{Connection, NO_BARRIER};
+use super::connection::{Connection, WriteBuffer, NO_BARRIER};
 
 /// Bytes of a file read into the write buffer at a time (the buffer's kept
 /// capacity: streaming a file allocates nothing more).
@@ -44,7 +44,7 @@ pub struct WsState {
     upgraded: bool,
     /// The client's frames.
     decoder: FrameDecoder,
-    /// `wbuf[..framed]` is framed wire bytes; what follows is MQTT output not
+    /// `out.bytes[..framed]` is framed wire bytes; what follows is MQTT output not
     /// yet wrapped. Always a frame boundary, so control frames go in here.
     framed: usize,
     /// A close frame (or an HTTP refusal) was queued: nothing may follow it.
@@ -78,9 +78,7 @@ pub fn input(
     max_header: usize,
     site: Site<'_>,
 ) -> Input {
-    let Connection {
-        ws, wbuf, barrier, ..
-    } = conn;
+    let Connection { ws, out, .. } = conn;
     let Some(ws) = ws.as_deref_mut() else {
         return Input::Data(n);
     };
@@ -93,14 +91,16 @@ pub fn input(
     let mut n = n;
     if !ws.upgraded {
         // The request is bounded: at most `max_header` bytes are ever kept.
-        conn.rbuf.extend_from_slice(&scratch[..n]);
-        match parse_request(&conn.rbuf, max_header) {
+        let request = conn.rbuf.get_or_insert_with(Box::default);
+        request.extend_from_slice(&scratch[..n]);
+        match parse_request(request, max_header) {
             Ok(None) => return Input::Data(0),
             Err(e) => {
                 debug!("WebSocket upgrade refused: {e}.");
-                conn.rbuf = Vec::new();
-                wbuf.extend_from_slice(e.response());
-                ws.framed = wbuf.len();
+                conn.rbuf = None;
+                let out = out.get_or_insert_with(Box::default);
+                out.bytes.extend_from_slice(e.response());
+                ws.framed = out.bytes.len();
                 ws.finished = true;
                 // Input may follow the request (a POST's body): drain it
                 // after the answer rather than reset the answer away.
@@ -108,23 +108,29 @@ pub fn input(
                 return Input::Close;
             }
             Ok(Some(Request::Get(get))) => {
-                conn.rbuf = Vec::new();
-                respond(ws, wbuf, &get, site);
+                conn.rbuf = None;
+                respond(
+                    ws,
+                    &mut out.get_or_insert_with(Box::default).bytes,
+                    &get,
+                    site,
+                );
                 return Input::Data(0);
             }
             Ok(Some(Request::Upgrade(u))) => {
-                u.write_response(wbuf);
-                ws.framed = wbuf.len();
+                let out = out.get_or_insert_with(Box::default);
+                u.write_response(&mut out.bytes);
+                ws.framed = out.bytes.len();
                 ws.upgraded = true;
                 // Frames sent right behind the request (without waiting for
                 // the answer) go on to the frame decoder.
-                let rest = conn.rbuf.len() - u.used;
+                let rest = request.len() - u.used;
                 if rest > scratch.len() {
                     ws.finished = true;
                     return Input::Close;
                 }
-                scratch[..rest].copy_from_slice(&conn.rbuf[u.used..]);
-                conn.rbuf = Vec::new();
+                scratch[..rest].copy_from_slice(&request[u.used..]);
+                conn.rbuf = None;
                 n = rest;
             }
         }
@@ -137,7 +143,7 @@ pub fn input(
             Control::Ping(p) => {
                 let mut pong = Vec::with_capacity(2 + p.len());
                 frame::write_pong(p, &mut pong);
-                insert(wbuf, framed, barrier, &pong);
+                insert(out.get_or_insert_with(Box::default), framed, &pong);
             }
             Control::Close(code) => closing = Some(code.unwrap_or(CloseCode::NORMAL)),
         });
@@ -147,7 +153,7 @@ pub fn input(
             Some(code) => {
                 // Answer the close after the MQTT data before it was handled:
                 // the caller handles `m` bytes first, then closes.
-                close(ws, wbuf, barrier, code, "");
+                close(ws, out.get_or_insert_with(Box::default), code, "");
                 if m > 0 {
                     Input::Data(m)
                 } else {
@@ -157,7 +163,7 @@ pub fn input(
         },
         Err(e) => {
             debug!("WebSocket protocol error: {e}.");
-            close(ws, wbuf, barrier, e.close_code(), "");
+            close(ws, out.get_or_insert_with(Box::default), e.close_code(), "");
             Input::Close
         }
     }
@@ -255,23 +261,23 @@ pub fn abandon_body(ws: &mut WsState) {
 }
 
 /// Put a whole control frame at the frame boundary.
-fn insert(wbuf: &mut Vec<u8>, framed: &mut usize, barrier: &mut usize, f: &[u8]) {
-    wbuf.splice(*framed..*framed, f.iter().copied());
+fn insert(out: &mut WriteBuffer, framed: &mut usize, f: &[u8]) {
+    out.bytes.splice(*framed..*framed, f.iter().copied());
     *framed += f.len();
-    if *barrier != NO_BARRIER {
-        *barrier += f.len();
+    if out.barrier != NO_BARRIER {
+        out.barrier += f.len();
     }
 }
 
 /// Frame what is queued and end the stream with a close frame.
-fn close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize, code: CloseCode, reason: &str) {
+fn close(ws: &mut WsState, out: &mut WriteBuffer, code: CloseCode, reason: &str) {
     if ws.finished {
         return;
     }
-    frame_output(ws, wbuf, barrier);
+    frame_output(ws, out);
     let mut f = Vec::with_capacity(4 + reason.len());
     frame::write_close(code, reason, &mut f);
-    insert(wbuf, &mut ws.framed, barrier, &f);
+    insert(out, &mut ws.framed, &f);
     ws.finished = true;
 }
 
@@ -287,13 +293,13 @@ pub fn set_close_reason(ws: &mut WsState, reason: ReasonCode) {
 /// ends (RFC 6455 section 7.1.1: the endpoint that closes sends a close frame
 /// first). Nothing is added before the upgrade completed (the stream is still
 /// HTTP) or after a close frame. True when the close frame was queued.
-pub fn broker_close(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) -> bool {
-    if ws.finished || !ws.upgraded || *barrier != NO_BARRIER {
+pub fn broker_close(ws: &mut WsState, out: &mut WriteBuffer) -> bool {
+    if ws.finished || !ws.upgraded || out.barrier != NO_BARRIER {
         return false;
     }
     let reason = ws.close_reason.unwrap_or(ReasonCode::NORMAL_DISCONNECTION);
     let text = if reason.is_error() { reason.name() } else { "" };
-    close(ws, wbuf, barrier, close_status(reason), text);
+    close(ws, out, close_status(reason), text);
     true
 }
 
@@ -326,27 +332,28 @@ pub fn finished(conn: &Connection) -> bool {
 /// waits for the log's commit is framed once released), in one binary frame:
 /// one frame may carry several packets [MQTT-6.0.0-2]. After a close frame,
 /// nothing more is sent.
-pub fn frame_output(ws: &mut WsState, wbuf: &mut Vec<u8>, barrier: &mut usize) {
+pub fn frame_output(ws: &mut WsState, out: &mut WriteBuffer) {
     if ws.http {
         return;
     }
     if ws.finished {
-        wbuf.truncate(ws.framed);
-        if *barrier >= wbuf.len() {
-            *barrier = NO_BARRIER;
+        out.bytes.truncate(ws.framed);
+        if out.barrier >= out.bytes.len() {
+            out.barrier = NO_BARRIER;
         }
         return;
     }
-    let end = wbuf.len().min(*barrier);
+    let end = out.bytes.len().min(out.barrier);
     if end <= ws.framed {
         return;
     }
     let mut h = [0u8; 10];
     let hn = frame::server_header(frame::BINARY, end - ws.framed, &mut h);
-    wbuf.splice(ws.framed..ws.framed, h[..hn].iter().copied());
+    out.bytes
+        .splice(ws.framed..ws.framed, h[..hn].iter().copied());
     ws.framed = end + hn;
-    if *barrier != NO_BARRIER {
-        *barrier += hn;
+    if out.barrier != NO_BARRIER {
+        out.barrier += hn;
     }
 }
 
