@@ -241,10 +241,7 @@ impl Broker {
             };
             out.set_timer(
                 now + AUTH_FAILURE_DELAY,
-                Timer {
-                    kind: TimerKind::Refuse(conn),
-                    serial,
-                },
+                Timer::new(TimerKind::Refuse(conn), serial),
             );
             return;
         }
@@ -456,21 +453,12 @@ impl Broker {
             let c_serial = self.conns.get(&conn).map_or(0, |c| c.serial);
             out.set_timer(
                 now + keep_alive_grace(keep_alive),
-                Timer {
-                    kind: TimerKind::KeepAlive(conn),
-                    serial: c_serial,
-                },
+                Timer::new(TimerKind::KeepAlive(conn), c_serial),
             );
         }
         if let (Some(interval), false) = (self.config.retry_interval, version.is_v5()) {
             let c_serial = self.conns.get(&conn).map_or(0, |c| c.serial);
-            out.set_timer(
-                now + interval,
-                Timer {
-                    kind: TimerKind::Retry(conn),
-                    serial: c_serial,
-                },
-            );
+            out.set_timer(now + interval, Timer::new(TimerKind::Retry(conn), c_serial));
         }
         // Durable: its metadata (and identity); no longer durable (a resumed
         // session whose expiry is now 0): its records go.

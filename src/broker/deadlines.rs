@@ -79,15 +79,16 @@ impl Deadlines {
         self.cancel(skey, Deadline::SessionExpiry);
     }
 
-    /// The wheel timer for `point` fired at `now`: the deadlines now due, in time
-    /// order. Arms the next point.
-    pub fn fired(
-        &mut self,
-        now: Instant,
-        point: u64,
-        out: &mut impl Output,
-    ) -> Vec<(usize, Deadline)> {
-        self.armed.remove(&point);
+    /// A wheel timer fired at `now`: the deadlines now due, in time order.
+    /// Arms the next point. The timer does not say which point it was for
+    /// (it has 32 bits, a point 64): every armed point at or before `now` is
+    /// taken as fired, which the one that fired is. Another of them whose
+    /// timer is still to fire in this tick finds nothing more to do.
+    pub fn fired(&mut self, now: Instant, out: &mut impl Output) -> Vec<(usize, Deadline)> {
+        if let Some(epoch) = self.epoch {
+            let t = ms_since(epoch, now);
+            self.armed.retain(|&p| p > t);
+        }
         let mut due = Vec::new();
         while let Some(&(at, skey, kind)) = self.due.first() {
             if at > now {
@@ -139,13 +140,7 @@ impl Deadlines {
         };
         if self.armed.insert(point) {
             let at = epoch + Duration::from_millis(point);
-            out.set_timer(
-                at,
-                Timer {
-                    kind: TimerKind::Deadlines,
-                    serial: point,
-                },
-            );
+            out.set_timer(at, Timer::new(TimerKind::Deadlines, 0));
         }
     }
 }
@@ -182,7 +177,7 @@ mod tests {
     /// A wheel with millisecond resolution: holds the timers, fires them in order.
     #[derive(Default)]
     struct Wheel {
-        timers: Vec<(Instant, u64)>,
+        timers: Vec<Instant>,
     }
 
     impl Output for Wheel {
@@ -195,7 +190,7 @@ mod tests {
         fn close(&mut self, _: usize) {}
         fn set_timer(&mut self, at: Instant, timer: Timer) {
             assert!(matches!(timer.kind, TimerKind::Deadlines));
-            self.timers.push((at, timer.serial));
+            self.timers.push(at);
         }
     }
 
@@ -205,14 +200,14 @@ mod tests {
         let mut out = Vec::new();
         loop {
             w.timers.sort();
-            let Some(&(at, point)) = w.timers.first() else {
+            let Some(&at) = w.timers.first() else {
                 break;
             };
             if at > now {
                 break;
             }
             w.timers.remove(0);
-            for (skey, kind) in d.fired(at, point, w) {
+            for (skey, kind) in d.fired(at, w) {
                 out.push((skey, kind, at));
             }
         }

@@ -427,20 +427,11 @@ impl Broker {
                 // The restart counts as the disconnection: the delay starts now.
                 out.set_timer(
                     now + Duration::from_secs(u64::from(delay)),
-                    Timer {
-                        kind: TimerKind::WillDelay(skey),
-                        serial,
-                    },
+                    Timer::new(TimerKind::WillDelay(skey), serial),
                 );
             }
             if let Some(d) = self.sessions.get(skey).and_then(|s| s.expiry.duration()) {
-                out.set_timer(
-                    now + d,
-                    Timer {
-                        kind: TimerKind::SessionExpiry(skey),
-                        serial,
-                    },
-                );
+                out.set_timer(now + d, Timer::new(TimerKind::SessionExpiry(skey), serial));
             }
         }
     }

@@ -278,10 +278,7 @@ impl Broker {
         self.hashing.held += 1;
         out.set_timer(
             self.hashing.next_window(now),
-            Timer {
-                kind: TimerKind::Resume(conn),
-                serial: c.serial,
-            },
+            Timer::new(TimerKind::Resume(conn), c.serial),
         );
     }
 
@@ -290,14 +287,14 @@ impl Broker {
         &mut self,
         now: Instant,
         conn: ConnId,
-        serial: u64,
+        timer: Timer,
         out: &mut impl Output,
     ) {
         self.hashing.held = self.hashing.held.saturating_sub(1);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
-        if c.serial != serial {
+        if !timer.is_for(c.serial) {
             return;
         }
         let Some(held) = c.greeting.as_deref_mut().and_then(|g| g.held.take()) else {

@@ -542,10 +542,7 @@ impl Broker {
         );
         out.set_timer(
             now + self.config.connect_timeout,
-            Timer {
-                kind: TimerKind::ConnectTimeout(conn),
-                serial,
-            },
+            Timer::new(TimerKind::ConnectTimeout(conn), serial),
         );
     }
 
@@ -681,7 +678,7 @@ impl Broker {
                 let Some(c) = self.conns.get(&conn) else {
                     return;
                 };
-                if c.serial != timer.serial {
+                if !timer.is_for(c.serial) {
                     return;
                 }
                 if c.session().is_some() {
@@ -693,7 +690,7 @@ impl Broker {
                     {
                         let t = Timer {
                             kind: TimerKind::KeepAlive(conn),
-                            serial: timer.serial,
+                            ..timer
                         };
                         self.handle_timer(now, t, out);
                     }
@@ -712,7 +709,7 @@ impl Broker {
                 let Some(c) = self.conns.get(&conn) else {
                     return;
                 };
-                if c.serial != timer.serial || c.keep_alive == 0 {
+                if !timer.is_for(c.serial) || c.keep_alive == 0 {
                     return;
                 }
                 // A check comes at least once per grace (at most 27 hours),
@@ -735,7 +732,7 @@ impl Broker {
                 let Some(c) = self.conns.get(&conn) else {
                     return;
                 };
-                if let (true, Some((version, reason))) = (c.serial == timer.serial, c.refusal()) {
+                if let (true, Some((version, reason))) = (timer.is_for(c.serial), c.refusal()) {
                     out.send(conn, version, &connack(false, reason));
                     self.conns.remove(&conn);
                     out.close_with(conn, reason);
@@ -745,7 +742,7 @@ impl Broker {
                 let Some(s) = self.sessions.get_mut(skey) else {
                     return;
                 };
-                if s.serial != timer.serial || s.conn().is_some() {
+                if !timer.is_for(s.serial) || s.conn().is_some() {
                     return;
                 }
                 if let Some(w) = s.take_will() {
@@ -755,9 +752,9 @@ impl Broker {
                 }
             }
             TimerKind::SysTree => self.sys_tree_tick(now, out),
-            TimerKind::Resume(conn) => self.resume_held(now, conn, timer.serial, out),
+            TimerKind::Resume(conn) => self.resume_held(now, conn, timer, out),
             TimerKind::Deadlines => {
-                for (skey, kind) in self.deadlines.fired(now, timer.serial, out) {
+                for (skey, kind) in self.deadlines.fired(now, out) {
                     self.deadline_due(now, skey, kind, out);
                 }
             }
@@ -765,7 +762,7 @@ impl Broker {
                 let Some(s) = self.sessions.get(skey) else {
                     return;
                 };
-                if s.serial == timer.serial && s.conn().is_none() {
+                if timer.is_for(s.serial) && s.conn().is_none() {
                     debug!("Session of {} expired.", LogStr(&s.client_id));
                     self.stats.clients_expired += 1;
                     self.remove_session(now, skey, out);

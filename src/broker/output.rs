@@ -12,13 +12,33 @@ use crate::protocol::{Packet, ProtocolVersion, ReasonCode};
 pub type ConnId = usize;
 
 /// A timer the broker asked for. The server stores it in its timing wheel and hands
-/// it back to [`crate::broker::Broker::handle_timer`] when due. Opaque to the server.
+/// it back to [`crate::broker::Broker::handle_timer`] when due. Opaque outside
+/// the crate; the server packs it into 12 bytes (every connection has one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Timer {
     pub(crate) kind: TimerKind,
-    /// The serial of the connection or session it was armed for; a timer whose
-    /// serial no longer matches is stale and ignored (lazy cancellation).
-    pub(crate) serial: u64,
+    /// The low 32 bits of the serial of the connection or session it was armed
+    /// for; a timer whose serial no longer matches is stale and ignored (lazy
+    /// cancellation). 32 bits suffice: a stale timer could pass for a newer
+    /// owner of the same key only if a multiple of 2^32 owners came and went
+    /// while it was pending, and each handler checks the state it acts on.
+    pub(crate) serial: u32,
+}
+
+impl Timer {
+    /// A timer of `kind` for the owner with this serial.
+    pub(crate) fn new(kind: TimerKind, serial: u64) -> Timer {
+        Timer {
+            kind,
+            // The low bits, on purpose (see the field).
+            serial: serial as u32,
+        }
+    }
+
+    /// Was it armed for the owner with this serial?
+    pub(crate) fn is_for(&self, serial: impl Into<u64>) -> bool {
+        self.serial == serial.into() as u32
+    }
 }
 
 /// What a [`Timer`] is for.
@@ -34,8 +54,8 @@ pub(crate) enum TimerKind {
     WillDelay(usize),
     /// Session expiry for a disconnected session, keyed by session slot.
     SessionExpiry(usize),
-    /// Session deadlines (expiry, will delay) may be due; `serial` is the
-    /// point it was armed for (see `deadlines.rs`).
+    /// Session deadlines (expiry, will delay) may be due (see `deadlines.rs`;
+    /// no serial).
     Deadlines,
     /// Send a delayed CONNACK refusal (failed password: the attacker waits,
     /// the loop does not).

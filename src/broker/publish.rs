@@ -977,7 +977,7 @@ impl Broker {
         let (Some(skey), Some(interval)) = (c.session(), self.config.retry_interval) else {
             return;
         };
-        if c.serial != timer.serial {
+        if !timer.is_for(c.serial) {
             return;
         }
         let Some(s) = self.sessions.get(skey) else {

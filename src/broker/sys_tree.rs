@@ -286,13 +286,7 @@ impl Broker {
         for (topic, payload) in changed {
             self.publish_sys(now, &topic, payload, out);
         }
-        out.set_timer(
-            next,
-            Timer {
-                kind: TimerKind::SysTree,
-                serial: 0,
-            },
-        );
+        out.set_timer(next, Timer::new(TimerKind::SysTree, 0));
     }
 
     /// Messages the broker holds (retained, queued, in flight): count, payload

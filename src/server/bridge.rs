@@ -400,17 +400,21 @@ impl Server {
         let Some(link) = self.io.bridges.get_mut(i) else {
             return;
         };
-        if let Some(at) = link.machine.poll_timeout() {
-            if link.armed.is_none_or(|a| at < a) {
-                link.armed = Some(at);
-                self.io.wheel.insert(at, Due::Bridge(i));
-            }
+        let wake = link
+            .machine
+            .poll_timeout()
+            .filter(|&at| link.armed.is_none_or(|a| at < a));
+        if wake.is_some() {
+            link.armed = wake;
         }
         let stats = link.machine.stats();
         if stats != link.reported {
             link.reported = stats;
             self.broker
                 .set_bridge_stats(i, link.machine.remote_id(), stats);
+        }
+        if let Some(at) = wake {
+            self.io.arm(at, Due::Bridge(i));
         }
     }
 

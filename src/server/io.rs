@@ -9,6 +9,7 @@ use std::time::Instant;
 use log::{debug, warn};
 use slab::Slab;
 
+use crate::broker::output::TimerKind;
 use crate::broker::{ConnId, IoCounters, Load, Output, Timer};
 use crate::logging::PacketLine;
 use crate::persist::PersistError;
@@ -33,6 +34,76 @@ pub enum Due {
     Bridge(usize),
 }
 
+/// A [`Due`] as the wheel holds it: 12 bytes (a wheel entry is 16 with its
+/// tick), where the enum takes 24. Every connection has a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackedDue {
+    /// The connection, session slot or bridge.
+    key: u32,
+    /// [`Timer::serial`], or the connection's serial for [`Due::Linger`].
+    serial: u32,
+    /// Which [`Due`] (and which [`TimerKind`]): see [`Due::pack`].
+    kind: u8,
+}
+
+impl Due {
+    /// In 12 bytes. `None` only for a key past 32 bits (no slab grows that far).
+    pub fn pack(self) -> Option<PackedDue> {
+        let (kind, key, serial) = match self {
+            Due::Watchdog => (0, 0, 0),
+            Due::Bridge(i) => (1, i, 0),
+            Due::Linger(key, serial) => (2, key, serial),
+            Due::Broker(t) => {
+                let (kind, key) = match t.kind {
+                    TimerKind::ConnectTimeout(c) => (3, c),
+                    TimerKind::KeepAlive(c) => (4, c),
+                    TimerKind::Retry(c) => (5, c),
+                    TimerKind::WillDelay(s) => (6, s),
+                    TimerKind::SessionExpiry(s) => (7, s),
+                    TimerKind::Deadlines => (8, 0),
+                    TimerKind::Refuse(c) => (9, c),
+                    TimerKind::Resume(c) => (10, c),
+                    TimerKind::SysTree => (11, 0),
+                };
+                (kind, key, t.serial)
+            }
+        };
+        Some(PackedDue {
+            key: u32::try_from(key).ok()?,
+            serial,
+            kind,
+        })
+    }
+}
+
+impl PackedDue {
+    /// The [`Due`] it was made from.
+    pub fn unpack(self) -> Option<Due> {
+        let key = self.key as usize;
+        let timer = |kind| {
+            Some(Due::Broker(Timer {
+                kind,
+                serial: self.serial,
+            }))
+        };
+        match self.kind {
+            0 => Some(Due::Watchdog),
+            1 => Some(Due::Bridge(key)),
+            2 => Some(Due::Linger(key, self.serial)),
+            3 => timer(TimerKind::ConnectTimeout(key)),
+            4 => timer(TimerKind::KeepAlive(key)),
+            5 => timer(TimerKind::Retry(key)),
+            6 => timer(TimerKind::WillDelay(key)),
+            7 => timer(TimerKind::SessionExpiry(key)),
+            8 => timer(TimerKind::Deadlines),
+            9 => timer(TimerKind::Refuse(key)),
+            10 => timer(TimerKind::Resume(key)),
+            11 => timer(TimerKind::SysTree),
+            _ => None,
+        }
+    }
+}
+
 /// Most emptied write buffers kept for reuse (each at most the connection's
 /// `KEEP_CAPACITY`, usually far less): as many as connections typically have
 /// output in one turn of a busy broker.
@@ -42,14 +113,16 @@ const SPARE_BUFFERS: usize = 128;
 pub struct Io {
     /// Every open connection, keyed by [`ConnId`].
     pub conns: Slab<Connection>,
-    /// Every timer.
-    pub wheel: Wheel<Due>,
+    /// Every timer (see [`Io::arm`]).
+    pub wheel: Wheel<PackedDue>,
     /// Connections with output queued this turn (each once).
     pub dirty: Vec<ConnId>,
     /// Emptied write buffers, lent to the connections that have output in a
     /// turn and taken back once it is written: an idle connection holds no
     /// buffer (at 10,000 clients the CONNACK's and SUBACK's buffers were 32
     /// bytes a client), and a busy one allocates none.
+    /// Boxed as the connections hold them, so lending one allocates nothing.
+    #[allow(clippy::vec_box)]
     spare: Vec<Box<WriteBuffer>>,
     /// Serial for the next connection (slab keys are reused; see
     /// [`Connection::serial`]).
@@ -112,6 +185,15 @@ impl Io {
         self.next_serial = self.next_serial.wrapping_add(1);
         conn.serial = self.next_serial;
         self.conns.insert(conn)
+    }
+
+    /// Arm a timer: `due` comes out of the wheel's expiry at `at`.
+    pub fn arm(&mut self, at: Instant, due: Due) {
+        match due.pack() {
+            Some(p) => self.wheel.insert(at, p),
+            // Unreachable in practice: a slab key past 32 bits.
+            None => warn!("Timer {due:?} dropped: its key does not fit 32 bits."),
+        }
     }
 
     /// Put `key` on this turn's flush list (once).
@@ -352,7 +434,7 @@ impl Output for Io {
     }
 
     fn set_timer(&mut self, at: Instant, timer: Timer) {
-        self.wheel.insert(at, Due::Broker(timer));
+        self.arm(at, Due::Broker(timer));
     }
 
     fn persist(&mut self, record: &crate::persist::Record<'_>) {
@@ -468,6 +550,34 @@ mod tests {
             }
         }
         ids
+    }
+
+    /// Every kind of timer survives the wheel's 12-byte form unchanged.
+    #[test]
+    fn timers_pack_and_unpack() {
+        let kinds = [
+            TimerKind::ConnectTimeout(7),
+            TimerKind::KeepAlive(70_000),
+            TimerKind::Retry(1),
+            TimerKind::WillDelay(u32::MAX as usize),
+            TimerKind::SessionExpiry(3),
+            TimerKind::Deadlines,
+            TimerKind::Refuse(4),
+            TimerKind::Resume(5),
+            TimerKind::SysTree,
+        ];
+        let mut all: Vec<Due> = kinds
+            .into_iter()
+            .map(|kind| Due::Broker(Timer::new(kind, (1 << 40) + 99)))
+            .collect();
+        all.extend([Due::Watchdog, Due::Bridge(3), Due::Linger(9, u32::MAX)]);
+        for due in all {
+            let packed = due.pack().expect("fits");
+            assert_eq!(packed.unpack(), Some(due));
+        }
+        assert_eq!(std::mem::size_of::<PackedDue>(), 12);
+        // A key past 32 bits is refused, not cut.
+        assert_eq!(Due::Bridge(1 << 33).pack(), None);
     }
 
     /// Issue 11 item 1: a connection whose output passes the early-flush mark

@@ -134,7 +134,7 @@ struct Server {
     accept_paused: bool,
     /// Retained replays have work they can do at once: do not sleep.
     replay_again: bool,
-    fired: Vec<Due>,
+    fired: Vec<io::PackedDue>,
     /// Interval of `WATCHDOG=1` notifications, when systemd's watchdog is on.
     watchdog: Option<Duration>,
     /// Bridges left with unread data by the fairness cap.
@@ -295,7 +295,7 @@ impl Server {
         // Listeners are bound and listening: tell systemd (Type=notify).
         notify("READY=1");
         if let Some(every) = self.watchdog {
-            self.io.wheel.insert(Instant::now() + every, Due::Watchdog);
+            self.io.arm(Instant::now() + every, Due::Watchdog);
         }
         let start = Instant::now();
         self.start_bridges(start);
@@ -675,9 +675,7 @@ impl Server {
         }
         conn.draining = true;
         let serial = conn.serial;
-        self.io
-            .wheel
-            .insert(now + DRAIN_LINGER, Due::Linger(key, serial));
+        self.io.arm(now + DRAIN_LINGER, Due::Linger(key, serial));
         self.set_write_interest(key, false);
         // Input may be waiting already, and edge-triggered readiness will not
         // say so again.
@@ -870,12 +868,15 @@ impl Server {
     fn run_timers(&mut self, now: Instant) {
         self.io.wheel.expire(now, &mut self.fired);
         for due in std::mem::take(&mut self.fired) {
+            let Some(due) = due.unpack() else {
+                continue;
+            };
             match due {
                 Due::Broker(timer) => self.broker.handle_timer(now, timer, &mut self.io),
                 Due::Watchdog => {
                     notify("WATCHDOG=1");
                     if let Some(every) = self.watchdog {
-                        self.io.wheel.insert(now + every, Due::Watchdog);
+                        self.io.arm(now + every, Due::Watchdog);
                     }
                 }
                 Due::Bridge(i) => self.bridge_timer(i, now),
@@ -1014,7 +1015,7 @@ impl Server {
                         self.set_write_interest(key, true);
                         if closing {
                             let serial = conn_serial(&self.io, key);
-                            self.io.wheel.insert(now + LINGER, Due::Linger(key, serial));
+                            self.io.arm(now + LINGER, Due::Linger(key, serial));
                         }
                     }
                     Flush::Failed if closing => self.remove(key),

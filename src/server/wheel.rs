@@ -1,14 +1,21 @@
 //! A hierarchical timing wheel: every timer of the broker (CONNECT timeout,
 //! keep-alive, retransmission, will delay, session expiry) lives here.
 //!
-//! Six levels of 64 slots; a level-`l` slot spans `64^l` ticks of 10 ms, so the
-//! wheel reaches about 21 years ahead. Insertion is O(1); each timer moves down at
-//! most five times before it fires; finding the next deadline looks at one
-//! occupancy bitmap per level and one slot. Nothing here is O(timers) per tick, and
-//! an empty wheel reports no deadline, so an idle broker sleeps in `poll`.
-//! Timers are never removed: the broker cancels lazily (a stale timer is ignored
-//! when it fires), which keeps the wheel free of handles and back-pointers.
+//! Six levels of 64 slots; a level-`l` slot spans `64^l` ticks of 10 ms. Insertion
+//! is O(1); each timer moves down at most five times before it fires; finding the
+//! next deadline looks at one occupancy bitmap per level and, after a change,
+//! one slot. Nothing here is O(timers) per tick, and an empty wheel reports no
+//! deadline, so an idle broker sleeps in `poll`. Timers are never removed: the
+//! broker cancels lazily (a stale timer is ignored when it fires), which keeps
+//! the wheel free of handles and back-pointers.
+//!
+//! Every connection has a timer here, so an entry is kept small: its tick in
+//! 32 bits, counted from the wheel's position (every held deadline is within
+//! [`SPAN`] ticks of it, about 497 days). The rare timers further out (session
+//! expiries and will delays of years) wait in a list of their own until they
+//! come within reach.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 /// Resolution of the wheel. Keep-alive is counted in seconds, so 10 ms is ample.
@@ -16,12 +23,16 @@ const TICK: Duration = Duration::from_millis(10);
 /// Bits of tick per level (64 slots).
 const BITS: u32 = 6;
 const SLOTS: usize = 1 << BITS;
+/// Enough levels for any deadline within [`SPAN`] of the position (36 bits).
 const LEVELS: usize = 6;
-/// The furthest tick the wheel can hold, relative to its current position.
-const MAX_SPAN: u64 = (1u64 << (BITS as usize * LEVELS)) - 1;
+/// The furthest tick the levels hold, relative to the wheel's position: what
+/// a 32-bit tick tells apart.
+const SPAN: u64 = u32::MAX as u64;
 
+/// A timer in a slot: 16 bytes for the server's items.
 struct Entry<T> {
-    deadline: u64,
+    /// The deadline tick modulo 2^32 (see [`Wheel::tick_of`]).
+    deadline: u32,
     item: T,
 }
 
@@ -34,12 +45,21 @@ struct Level<T> {
 /// A timing wheel holding items of type `T` until their deadline.
 pub struct Wheel<T> {
     origin: Instant,
-    /// Every deadline before this tick has been handed out.
+    /// Every deadline before this tick has been handed out; every held one is
+    /// at or after it.
     now_tick: u64,
     levels: Vec<Level<T>>,
     len: usize,
     /// Timers inserted with a deadline already handed out: due at the next expiry.
     overdue: Vec<T>,
+    /// Timers more than [`SPAN`] ticks ahead of the position, with their tick.
+    far: Vec<(u64, T)>,
+    /// The earliest tick in `far` (`u64::MAX` when empty).
+    far_next: u64,
+    /// The earliest tick in the levels, once found (`None` inside: none held);
+    /// forgotten when an expiry takes entries out. Saves looking through a
+    /// slot of thousands of keep-alive checks on every loop turn.
+    earliest: Cell<Option<Option<u64>>>,
 }
 
 impl<T> Wheel<T> {
@@ -57,6 +77,9 @@ impl<T> Wheel<T> {
             levels,
             len: 0,
             overdue: Vec::new(),
+            far: Vec::new(),
+            far_next: u64::MAX,
+            earliest: Cell::new(Some(None)),
         }
     }
 
@@ -84,12 +107,18 @@ impl<T> Wheel<T> {
     }
 
     fn instant_of(&self, tick: u64) -> Instant {
-        // Saturate rather than overflow for absurd ticks (21 years out).
+        // Saturate rather than overflow for absurd ticks (centuries out).
         let nanos = u128::from(tick) * TICK.as_nanos();
         let d = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
         self.origin
             .checked_add(d)
             .unwrap_or(self.origin + Duration::from_secs(1 << 32))
+    }
+
+    /// The whole tick of an entry's 32 bits: held deadlines are at or after
+    /// the position and less than 2^32 ticks beyond it.
+    fn tick_of(&self, deadline: u32) -> u64 {
+        self.now_tick + u64::from(deadline.wrapping_sub(self.now_tick as u32))
     }
 
     /// Hold `item` until `at`. A deadline in the past fires at the next `expire`.
@@ -100,11 +129,17 @@ impl<T> Wheel<T> {
             self.overdue.push(item);
             return;
         }
+        if deadline - self.now_tick > SPAN {
+            self.far_next = self.far_next.min(deadline);
+            self.far.push((deadline, item));
+            return;
+        }
         self.insert_tick(deadline, item);
     }
 
+    /// File `item` at `deadline`, which is within [`SPAN`] of the position.
     fn insert_tick(&mut self, deadline: u64, item: T) {
-        let deadline = deadline.clamp(self.now_tick, self.now_tick + MAX_SPAN);
+        let deadline = deadline.max(self.now_tick);
         // The level is set by the highest 6-bit group in which the deadline
         // differs from now: within that level's current rotation it has its own slot.
         let diff = (self.now_tick ^ deadline) | (SLOTS as u64 - 1);
@@ -112,8 +147,16 @@ impl<T> Wheel<T> {
         let level = ((top_bit / BITS) as usize).min(LEVELS - 1);
         let slot = ((deadline >> (BITS as usize * level)) as usize) & (SLOTS - 1);
         let lvl = &mut self.levels[level];
-        lvl.slots[slot].push(Entry { deadline, item });
+        lvl.slots[slot].push(Entry {
+            // Truncated on purpose: see `tick_of`.
+            deadline: deadline as u32,
+            item,
+        });
         lvl.occupied |= 1 << slot;
+        if let Some(known) = self.earliest.get() {
+            self.earliest
+                .set(Some(Some(known.map_or(deadline, |e| e.min(deadline)))));
+        }
     }
 
     /// The first non-empty slot in tick order: (level, slot, tick the slot starts at).
@@ -138,19 +181,35 @@ impl<T> Wheel<T> {
         None
     }
 
-    /// When the earliest held timer is due, for the poll timeout.
+    /// The earliest tick held in the levels.
+    fn earliest_tick(&self) -> Option<u64> {
+        if let Some(known) = self.earliest.get() {
+            return known;
+        }
+        // Lower levels always hold earlier deadlines than higher ones, so the
+        // earliest entry of the first non-empty slot is the earliest of all.
+        let found = self.next_slot().and_then(|(level, slot, _)| {
+            self.levels[level].slots[slot]
+                .iter()
+                .map(|e| self.tick_of(e.deadline))
+                .min()
+        });
+        self.earliest.set(Some(found));
+        found
+    }
+
+    /// When the earliest held timer is due (or, for timers beyond reach, when
+    /// they are to be filed), for the poll timeout.
     pub fn next_deadline(&self) -> Option<Instant> {
         if !self.overdue.is_empty() {
             return Some(self.origin);
         }
-        let (level, slot, _) = self.next_slot()?;
-        // Lower levels always hold earlier deadlines than higher ones, so the
-        // earliest entry of the first non-empty slot is the earliest of all.
-        let min = self.levels[level].slots[slot]
-            .iter()
-            .map(|e| e.deadline)
-            .min()?;
-        Some(self.instant_of(min))
+        let far = (self.far_next != u64::MAX).then(|| self.far_next - SPAN);
+        let tick = match (self.earliest_tick(), far) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(self.instant_of(tick))
     }
 
     /// Move every item due at `now` into `fired`, earliest first.
@@ -163,22 +222,44 @@ impl<T> Wheel<T> {
                 break;
             }
             self.now_tick = start;
+            self.earliest.set(None);
             let lvl = &mut self.levels[level];
             lvl.occupied &= !(1 << slot);
             let entries = std::mem::take(&mut lvl.slots[slot]);
             for e in entries {
-                if e.deadline <= target && (level == 0 || e.deadline <= start) {
+                let deadline = self.tick_of(e.deadline);
+                if deadline <= target && (level == 0 || deadline <= start) {
                     self.len -= 1;
                     fired.push(e.item);
                 } else {
                     // Cascade: re-file relative to the new position, one level down
                     // or more.
-                    self.insert_tick(e.deadline, e.item);
+                    self.insert_tick(deadline, e.item);
                 }
             }
         }
         if target >= self.now_tick {
             self.now_tick = target + 1;
+        }
+        if self.far_next <= self.now_tick.saturating_add(SPAN) {
+            self.file_far(target, fired);
+        }
+    }
+
+    /// File the far timers that came within reach (hand out any already due:
+    /// the loop slept past them).
+    fn file_far(&mut self, target: u64, fired: &mut Vec<T>) {
+        self.far_next = u64::MAX;
+        for (deadline, item) in std::mem::take(&mut self.far) {
+            if deadline <= target {
+                self.len -= 1;
+                fired.push(item);
+            } else if deadline - self.now_tick <= SPAN {
+                self.insert_tick(deadline, item);
+            } else {
+                self.far_next = self.far_next.min(deadline);
+                self.far.push((deadline, item));
+            }
         }
     }
 }
@@ -296,5 +377,84 @@ mod tests {
         w.expire(t0 + Duration::from_secs(90), &mut fired);
         assert_eq!(fired, vec![1]);
         assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(3600)));
+    }
+
+    /// The server's entries are 16 bytes (every connection has one).
+    #[test]
+    fn entries_are_small() {
+        let n = std::mem::size_of::<Entry<super::super::io::PackedDue>>();
+        eprintln!("wheel entry {n} B");
+        assert_eq!(n, 16);
+    }
+
+    /// A timer further out than 32 bits of ticks (~497 days) waits aside,
+    /// costs no wake-up before it comes within reach, and fires on time.
+    #[test]
+    fn far_timers_fire_on_time() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        let day = Duration::from_secs(24 * 3600);
+        w.insert(t0 + 800 * day, 1u32);
+        w.insert(t0 + 3 * day, 2u32);
+        assert_eq!(w.next_deadline(), Some(t0 + 3 * day));
+        let mut fired = Vec::new();
+        w.expire(t0 + 3 * day, &mut fired);
+        assert_eq!(fired, vec![2]);
+        // The next wake-up is when the far timer is to be filed, not before.
+        let file_at = w.next_deadline().expect("the far timer");
+        assert!(file_at > t0 + 300 * day && file_at < t0 + 800 * day);
+        w.expire(file_at, &mut fired);
+        assert_eq!(fired, vec![2]);
+        assert_eq!(w.next_deadline(), Some(t0 + 800 * day));
+        w.expire(t0 + 800 * day - ms(10), &mut fired);
+        assert_eq!(fired, vec![2]);
+        w.expire(t0 + 800 * day, &mut fired);
+        assert_eq!(fired, vec![2, 1]);
+        assert!(w.is_empty());
+        assert!(w.next_deadline().is_none());
+    }
+
+    /// Deadlines across the point where the 32-bit tick wraps fire in order.
+    #[test]
+    fn deadlines_across_the_32_bit_wrap() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        let wrap = TICK * u32::MAX;
+        let mut fired = Vec::new();
+        // Move the wheel to just before the wrap (it holds nothing meanwhile).
+        w.expire(t0 + wrap - ms(500), &mut fired);
+        for (i, at) in [300u64, 800, 2_000, 90_000, 5, 20_000]
+            .into_iter()
+            .enumerate()
+        {
+            w.insert(t0 + wrap - ms(500) + ms(at), (at, i));
+        }
+        let mut now = t0 + wrap - ms(500);
+        while !w.is_empty() {
+            let next = w.next_deadline().expect("held timers");
+            assert!(next > now, "no deadline in the past");
+            now = next;
+            w.expire(now, &mut fired);
+        }
+        let order: Vec<u64> = fired.iter().map(|&(at, _)| at).collect();
+        assert_eq!(order, vec![5, 300, 800, 2_000, 20_000, 90_000]);
+    }
+
+    /// Reaching the next deadline looks at the earliest slot once, not on
+    /// every call, and a new earlier timer is seen at once.
+    #[test]
+    fn next_deadline_follows_inserts() {
+        let t0 = Instant::now();
+        let mut w = Wheel::new(t0);
+        for i in 0..1000u32 {
+            w.insert(t0 + Duration::from_secs(60) + ms(u64::from(i)), i);
+        }
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(60)));
+        w.insert(t0 + Duration::from_secs(30), 5000);
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(30)));
+        let mut fired = Vec::new();
+        w.expire(t0 + Duration::from_secs(30), &mut fired);
+        assert_eq!(fired, vec![5000]);
+        assert_eq!(w.next_deadline(), Some(t0 + Duration::from_secs(60)));
     }
 }
