@@ -189,6 +189,12 @@ pub struct Window {
     /// are, and counting them by walking the window cost two scans of it per
     /// acknowledged message.
     resends: usize,
+    /// How many ids from the session's next one on are known not to be in
+    /// flight: [`Session::allocate_packet_id`] hands them out without
+    /// searching the window, which it then searches once per run of free ids
+    /// rather than once per message (ids go out in order, so a run is nearly
+    /// the whole id space). Entries added inside the run shorten it.
+    free_ahead: u16,
 }
 
 impl Empty for Window {
@@ -197,6 +203,7 @@ impl Empty for Window {
             entries: VecDeque::new(),
             bytes: 0,
             resends: 0,
+            free_ahead: 0,
         };
         &E
     }
@@ -586,14 +593,34 @@ impl Session {
             }
             self.extra.ids_in_use = Some(map);
         }
+        if let Some(w) = self.inflight.get_mut() {
+            if w.free_ahead > 0 {
+                w.free_ahead -= 1;
+                let id = self.next_packet_id;
+                self.next_packet_id = next_packet_id(id);
+                return Some(id);
+            }
+        }
         for _ in 0..u16::MAX {
             let id = self.next_packet_id;
-            self.next_packet_id = if id == u16::MAX { 1 } else { id + 1 };
+            self.next_packet_id = next_packet_id(id);
             let used = match &self.extra.ids_in_use {
                 Some(map) => map.get(id),
                 None => self.inflight.iter().any(|i| i.packet_id == id),
             };
             if !used {
+                if self.extra.ids_in_use.is_none() {
+                    // The free run that follows: up to the nearest id in flight.
+                    let next = self.next_packet_id;
+                    if let Some(w) = self.inflight.get_mut() {
+                        w.free_ahead = w
+                            .entries
+                            .iter()
+                            .map(|i| ids_between(next, i.packet_id))
+                            .min()
+                            .unwrap_or(0);
+                    }
+                }
                 return Some(id);
             }
         }
@@ -617,7 +644,9 @@ impl Session {
         if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
+        let next = self.next_packet_id;
         let w = &mut *self.inflight;
+        w.free_ahead = w.free_ahead.min(ids_between(next, i.packet_id));
         w.bytes += i.out.msg.payload.len();
         w.resends += usize::from(i.needs_resend);
         w.entries.push_back(i);
@@ -628,7 +657,9 @@ impl Session {
         if let Some(map) = self.ids_map() {
             map.set(i.packet_id, true);
         }
+        let next = self.next_packet_id;
         let w = &mut *self.inflight;
+        w.free_ahead = w.free_ahead.min(ids_between(next, i.packet_id));
         w.bytes += i.out.msg.payload.len();
         w.resends += usize::from(i.needs_resend);
         w.entries.insert(pos, i);
@@ -731,6 +762,24 @@ impl Session {
             }
         }
     }
+}
+
+/// The packet id after `id` (0 is never one [MQTT-2.2.1-3]).
+fn next_packet_id(id: PacketId) -> PacketId {
+    if id == u16::MAX {
+        1
+    } else {
+        id + 1
+    }
+}
+
+/// How many ids the allocator hands out from `from` before it reaches `to`,
+/// on the ring of ids 1 to 65,535 (0 when `to` is `from`).
+fn ids_between(from: PacketId, to: PacketId) -> u16 {
+    let ring = u32::from(u16::MAX);
+    let d = (u32::from(to) + ring - u32::from(from)) % ring;
+    // Below the ring's size: fits.
+    d as u16
 }
 
 #[cfg(test)]
@@ -851,6 +900,52 @@ mod tests {
             needs_resend: false,
         });
         assert_eq!(s.allocate_packet_id(), Some(3), "2 is in flight");
+    }
+
+    /// The run of free ids the allocator remembers never hands out an id in
+    /// flight: against a search of the window for every id, through acks out
+    /// of order, re-sends put back in place and a counter coming round to ids
+    /// still held [MQTT-2.2.1-3].
+    #[test]
+    fn remembered_free_ids_match_a_search() {
+        let mut s = Session::new("c", ProtocolVersion::V5, 1);
+        let msg = qos1_message();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut searched = 0;
+        for round in 0..200_000u32 {
+            // The id a search of the window would find.
+            let mut want = s.next_packet_id;
+            while s.inflight.iter().any(|i| i.packet_id == want) {
+                want = next_packet_id(want);
+            }
+            let fast = s.extra.ids_in_use.is_none() && s.inflight.free_ahead > 0;
+            searched += usize::from(!fast);
+            let id = s.allocate_packet_id().expect("a free id");
+            assert_eq!(id, want, "round {round}");
+            s.push_inflight(in_flight(&msg, id, false));
+            // Keep 1-40 in flight; one entry stays for ~70,000 rounds, so the
+            // counter comes round to it.
+            while s.inflight.len() > 1 + (next() % 40) as usize {
+                let len = s.inflight.len();
+                let pos = if round % 70_000 < 69_000 {
+                    1 + (next() as usize) % (len - 1)
+                } else {
+                    (next() as usize) % len
+                };
+                let i = s.remove_inflight(pos).expect("entry");
+                if next() % 8 == 0 {
+                    s.insert_inflight(pos, i);
+                    break;
+                }
+            }
+        }
+        assert!(searched < 20_000, "searched the window {searched} times");
     }
 
     /// Issue 10 item 8: with `max_inflight_messages 0` the window can hold all

@@ -261,10 +261,10 @@ fn keep_alive_survives_the_millisecond_wrap() {
     connect(&mut b, &mut r, start, 1, "first", true);
     let later = start + Duration::from_millis(u64::from(u32::MAX) - 20_000);
     connect(&mut b, &mut r, later, 2, "late", true);
-    let timer = Timer {
-        kind: TimerKind::KeepAlive(2),
-        serial: b.conns.get(&2).expect("conn").serial,
-    };
+    let timer = Timer::new(
+        TimerKind::KeepAlive(2),
+        b.conns.get(&2).expect("conn").serial,
+    );
     // The ticks wrap 20 s after the CONNECT; a ping at +60 s.
     b.handle_packet(later + Duration::from_secs(60), 2, &Packet::PingReq, &mut r);
     r.timers.clear();
