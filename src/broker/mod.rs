@@ -13,6 +13,7 @@ mod deadlines;
 mod durable;
 mod filter_log;
 mod hashing;
+mod keyed_hash;
 pub mod message;
 mod mount;
 pub mod output;

@@ -5,8 +5,13 @@
 //!
 //! # Design
 //!
-//! * `filters: HashMap<Box<str>, Subscribers<K>>` holds every filter, exact or
-//!   wildcard, keyed by its text. Subscribe and unsubscribe are one lookup.
+//! * Every filter, exact or wildcard, is an entry (its text and subscribers)
+//!   in a vector, at a position ([`FilterId`]) that stays while any
+//!   subscriber holds it, so sessions name their filters by it instead of
+//!   keeping a copy. A hash table of 8-byte slots (position, 32 bits of hash)
+//!   finds an entry by text: subscribe, unsubscribe and every lookup of
+//!   matching are one probe. The hash is keyed per index (`keyed_hash`:
+//!   peers choose both topics and filters) and cheaper than SipHash.
 //! * Every wildcard filter has a *shape*: one byte per level, `+` for a `+` level,
 //!   `#` for a final `#` level and `.` for a literal level (`devices/+/cmd/#` has
 //!   shape `.+.#`). `shapes` maps each shape to the number of filters that have it.
@@ -34,9 +39,10 @@
 //!   slice of up to 8 searched linearly, or a boxed `HashMap` beyond that, so the
 //!   common per-device filter costs no extra allocation and 10,000-subscriber
 //!   fan-out stays O(1) per subscribe. With `K = usize` an entry is 24 bytes
-//!   (`Subscribers`) + 16 bytes (the `Box<str>` key) in the map, plus the filter
-//!   text on the heap. Empty entries and unused shapes are removed at once and the
-//!   maps shrink when they fall to a quarter of their capacity.
+//!   (`Subscribers`) + 16 bytes (the `Box<str>` text), plus the text on the
+//!   heap, and 4/3 to 8/3 slots of 8 bytes (the table is 3/8 to 3/4 full). Empty entries
+//!   and unused shapes are removed at once, vacant positions are reused, and
+//!   the tables shrink when they fall to a quarter of their capacity.
 //! * Shared subscriptions (`$share/g/f`, v5): the broker strips `$share/g/` and
 //!   either keeps a second index keyed by group or uses a `K` that names the group;
 //!   nothing here assumes one subscriber per session.
@@ -47,6 +53,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::rc::Rc;
 
+use super::keyed_hash::KeyedHash;
 use crate::protocol::SubscriptionOptions;
 
 /// One subscription as stored in the index.
@@ -226,10 +233,127 @@ struct Scratch {
     visited: usize,
 }
 
+/// Where a filter lives in the index: stable while any subscriber holds the
+/// filter, so a session can name its filters by it instead of keeping a copy
+/// of their text (one copy per filter, in the index). Reused once the last
+/// subscriber leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterId(u32);
+
+/// One filter and its subscribers.
+struct Entry<K> {
+    filter: Box<str>,
+    subscribers: Subscribers<K>,
+}
+
+/// An unused slot.
+const FREE: u32 = u32::MAX;
+
+/// The hash table over the entries: open addressing with linear probing, at
+/// most 3/4 full, a slot being an entry's position and 32 bits of its filter's
+/// hash (8 bytes; a `HashMap<Box<str>, _>` bucket was 40 and, as every slot of
+/// a hash table is resident, cost 67 bytes per filter at 10,000 filters).
+/// Removal shifts the following slots back (no tombstones).
+#[derive(Default)]
+struct Slots {
+    /// (entry position, hash) per slot; the position is [`FREE`] in an empty slot.
+    slots: Vec<(u32, u32)>,
+    len: usize,
+}
+
+impl Slots {
+    /// The slot where a probe for `hash` starts (the table is not empty).
+    fn home(&self, hash: u32) -> usize {
+        hash as usize & (self.slots.len() - 1)
+    }
+
+    /// The slot of the entry with `hash` for which `is` says true.
+    #[inline]
+    fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<usize> {
+        if self.len == 0 {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        loop {
+            let (pos, h) = *self.slots.get(slot)?;
+            if pos == FREE {
+                return None;
+            }
+            if h == hash && is(pos) {
+                return Some(slot);
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    /// Add entry `pos`, known to be absent.
+    fn insert(&mut self, pos: u32, hash: u32) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            self.resize((self.slots.len() * 2).max(16));
+        }
+        self.place(pos, hash);
+        self.len += 1;
+    }
+
+    /// Put an entry into the first free slot of its probe.
+    fn place(&mut self, pos: u32, hash: u32) {
+        let mask = self.slots.len() - 1;
+        let mut slot = self.home(hash);
+        while self.slots.get(slot).is_some_and(|s| s.0 != FREE) {
+            slot = (slot + 1) & mask;
+        }
+        if let Some(s) = self.slots.get_mut(slot) {
+            *s = (pos, hash);
+        }
+    }
+
+    fn resize(&mut self, slots: usize) {
+        let old = std::mem::replace(&mut self.slots, vec![(FREE, 0); slots]);
+        for (pos, hash) in old {
+            if pos != FREE {
+                self.place(pos, hash);
+            }
+        }
+    }
+
+    /// Empty `slot` (found by [`Self::find`]).
+    fn remove(&mut self, mut hole: usize) {
+        self.len -= 1;
+        // Backward shift: move later entries of the run into the hole when
+        // their probe started at or before it, so every probe still finds them.
+        let mask = self.slots.len() - 1;
+        let mut next = (hole + 1) & mask;
+        while let Some(&(pos, hash)) = self.slots.get(next).filter(|s| s.0 != FREE) {
+            let home = self.home(hash);
+            // Distance from home to `next` against distance from home to the
+            // hole, both along the probe direction.
+            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
+                self.slots[hole] = (pos, hash);
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = (FREE, 0);
+        // Give memory back after a peak (a quarter as full as allowed).
+        if self.slots.len() > 64 && self.len * 16 < self.slots.len() * 3 {
+            self.resize(self.slots.len() / 2);
+        }
+    }
+}
+
 /// Subscriptions of subscribers of type `K` (the broker uses its session key).
 pub struct SubscriptionIndex<K> {
-    /// Every filter, exact or wildcard, with its subscribers.
-    filters: HashMap<Box<str>, Subscribers<K>>,
+    /// Every filter, exact or wildcard, with its subscribers, at its
+    /// [`FilterId`]; `None` where a filter has gone (reused by the next).
+    entries: Vec<Option<Entry<K>>>,
+    /// Positions of `None`s in `entries` (some may lie past its end after it
+    /// shrank: skipped when taken).
+    vacant: Vec<u32>,
+    /// The entries by filter text.
+    slots: Slots,
+    /// The hash of filter texts and topics (keyed: peers choose both).
+    hasher: KeyedHash,
     /// Active wildcard shapes with their filter counts.
     shapes: HashMap<Rc<[u8]>, ShapeInfo>,
     /// Shapes without `#`, by level count: fit topics of exactly that many levels.
@@ -249,7 +373,7 @@ impl<K> fmt::Debug for SubscriptionIndex<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriptionIndex")
             .field("subscriptions", &self.len)
-            .field("filters", &self.filters.len())
+            .field("filters", &self.slots.len)
             .field("shapes", &self.shapes.len())
             .finish()
     }
@@ -259,7 +383,10 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     /// An empty index.
     pub fn new() -> Self {
         SubscriptionIndex {
-            filters: HashMap::new(),
+            entries: Vec::new(),
+            vacant: Vec::new(),
+            slots: Slots::default(),
+            hasher: KeyedHash::default(),
             shapes: HashMap::new(),
             fixed: BTreeMap::new(),
             open: BTreeMap::new(),
@@ -269,14 +396,45 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         }
     }
 
+    /// The 32 bits of `text`'s hash the table keeps.
+    #[inline]
+    fn hash(&self, text: &str) -> u32 {
+        // The low bits pick the slot; 32 of them are plenty for any table
+        // that fits in memory.
+        self.hasher.hash(text.as_bytes()) as u32
+    }
+
+    /// The slot and entry of `filter`.
+    #[inline]
+    fn find(&self, filter: &str) -> Option<(usize, &Entry<K>)> {
+        let hash = self.hash(filter);
+        let mut found = None;
+        let slot = self.slots.find(hash, |pos| {
+            found = self
+                .entries
+                .get(pos as usize)
+                .and_then(Option::as_ref)
+                .filter(|e| *e.filter == *filter);
+            found.is_some()
+        })?;
+        Some((slot, found?))
+    }
+
+    /// The subscribers of `filter`, to change.
+    fn subscribers_mut(&mut self, filter: &str) -> Option<&mut Subscribers<K>> {
+        let (slot, _) = self.find(filter)?;
+        let pos = self.slots.slots.get(slot)?.0;
+        let entry = self.entries.get_mut(pos as usize)?.as_mut()?;
+        Some(&mut entry.subscribers)
+    }
+
     /// Add or replace [MQTT-3.8.4-3] `subscriber`'s subscription to `filter` (a valid
-    /// filter). Returns true if it is new, false if it replaced one.
+    /// filter). Returns true if it is new.
     pub fn subscribe(&mut self, filter: &str, subscriber: K, subscription: Subscription) -> bool {
-        let new = match self.filters.get_mut(filter) {
+        let new = match self.subscribers_mut(filter) {
             Some(subscribers) => subscribers.insert(subscriber, subscription),
             None => {
-                self.filters
-                    .insert(filter.into(), Subscribers::One(subscriber, subscription));
+                self.add_entry(filter, Subscribers::One(subscriber, subscription));
                 self.add_shape(filter);
                 true
             }
@@ -287,33 +445,126 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         new
     }
 
-    /// Remove `subscriber`'s subscription to `filter`. Returns true if it existed.
-    pub fn unsubscribe(&mut self, filter: &str, subscriber: K) -> bool {
-        let Some(subscribers) = self.filters.get_mut(filter) else {
+    /// Store a new filter's entry at a vacant position (or a new one at the end).
+    fn add_entry(&mut self, filter: &str, subscribers: Subscribers<K>) {
+        let entry = Entry {
+            filter: filter.into(),
+            subscribers,
+        };
+        let mut reuse = None;
+        while let Some(v) = self.vacant.pop() {
+            if self.entries.get(v as usize).is_some_and(Option::is_none) {
+                reuse = Some(v);
+                break;
+            }
+        }
+        let pos = match reuse.and_then(|v| Some((v, self.entries.get_mut(v as usize)?))) {
+            Some((v, slot)) => {
+                *slot = Some(entry);
+                v
+            }
+            None => {
+                // Entry positions are below `FREE`: a `u32` of filters would
+                // need hundreds of gigabytes first.
+                let pos = u32::try_from(self.entries.len()).unwrap_or(FREE - 1);
+                self.entries.push(Some(entry));
+                pos
+            }
+        };
+        let hash = self.hash(filter);
+        self.slots.insert(pos, hash);
+    }
+
+    /// Drop the entry in `slot` (at `pos`), emptied of subscribers.
+    fn remove_entry(&mut self, slot: usize, pos: u32) {
+        self.slots.remove(slot);
+        let Some(entry) = self.entries.get_mut(pos as usize).and_then(Option::take) else {
+            return;
+        };
+        self.remove_shape(&entry.filter);
+        // Vacant positions at the end go; the rest wait for the next filter.
+        while self.entries.last().is_some_and(Option::is_none) {
+            self.entries.pop();
+        }
+        if pos as usize >= self.entries.len() {
+            if self.entries.capacity() > 64 && self.entries.len() * 4 < self.entries.capacity() {
+                self.entries.shrink_to(self.entries.len() * 2);
+            }
+        } else {
+            self.vacant.push(pos);
+        }
+        if self.vacant.len() > self.entries.len() {
+            // Mostly stale (the entries shrank under them): drop those.
+            self.vacant.retain(|&v| (v as usize) < self.entries.len());
+            if self.vacant.capacity() > 64 && self.vacant.len() * 4 < self.vacant.capacity() {
+                self.vacant.shrink_to(self.vacant.len() * 2);
+            }
+        }
+    }
+
+    /// Remove `subscriber` from the entry in `slot`; true if it was there.
+    fn remove_subscriber(&mut self, slot: usize, subscriber: K) -> bool {
+        let Some(&(pos, _)) = self.slots.slots.get(slot) else {
             return false;
         };
-        let Some(now_empty) = subscribers.remove(subscriber) else {
+        let Some(entry) = self.entries.get_mut(pos as usize).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(now_empty) = entry.subscribers.remove(subscriber) else {
             return false;
         };
         if now_empty {
-            self.filters.remove(filter);
-            shrink_if_sparse(&mut self.filters);
-            self.remove_shape(filter);
+            self.remove_entry(slot, pos);
         }
         self.len -= 1;
         true
     }
 
+    /// Remove `subscriber`'s subscription to `filter`. Returns true if it existed.
+    pub fn unsubscribe(&mut self, filter: &str, subscriber: K) -> bool {
+        match self.find(filter) {
+            Some((slot, _)) => self.remove_subscriber(slot, subscriber),
+            None => false,
+        }
+    }
+
+    /// Remove `subscriber`'s subscription to the filter at `id`. Returns true
+    /// if it existed.
+    pub fn unsubscribe_id(&mut self, id: FilterId, subscriber: K) -> bool {
+        let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
+            return false;
+        };
+        let hash = self.hash(&entry.filter);
+        match self.slots.find(hash, |pos| pos == id.0) {
+            Some(slot) => self.remove_subscriber(slot, subscriber),
+            None => false,
+        }
+    }
+
+    /// Where `filter` is held, if any subscriber holds it.
+    pub fn id(&self, filter: &str) -> Option<FilterId> {
+        let (slot, _) = self.find(filter)?;
+        self.slots.slots.get(slot).map(|s| FilterId(s.0))
+    }
+
+    /// The text of the filter at `id` (empty if none is there).
+    pub fn filter(&self, id: FilterId) -> &str {
+        self.entries
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .map_or("", |e| &e.filter)
+    }
+
     /// The subscription `subscriber` holds on exactly `filter`, if any (e.g. to
     /// decide Retain Handling 1, "send retained only if new").
     pub fn get(&self, filter: &str, subscriber: K) -> Option<&Subscription> {
-        self.filters.get(filter)?.get(subscriber)
+        self.find(filter)?.1.subscribers.get(subscriber)
     }
 
     /// Call `f` for every subscription whose filter matches `topic` (a valid topic
     /// name), once per (filter, subscriber).
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&str, K, &Subscription)) {
-        if self.filters.is_empty() {
+        if self.slots.len == 0 {
             return;
         }
         let mut scratch = self.scratch.take();
@@ -358,8 +609,8 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         scratch.levels.push((start, topic.len()));
 
         if self.exact > 0 {
-            if let Some((filter, subscribers)) = self.filters.get_key_value(topic) {
-                subscribers.for_each(filter, f);
+            if let Some((_, e)) = self.find(topic) {
+                e.subscribers.for_each(&e.filter, f);
             }
         }
 
@@ -380,8 +631,8 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             if !build_candidate(topic, &scratch.levels, shape, &mut scratch.candidate) {
                 continue;
             }
-            if let Some((filter, subscribers)) = self.filters.get_key_value(&*scratch.candidate) {
-                subscribers.for_each(filter, f);
+            if let Some((_, e)) = self.find(&scratch.candidate) {
+                e.subscribers.for_each(&e.filter, f);
             }
         }
     }
@@ -665,7 +916,7 @@ mod tests {
         assert!(ix.unsubscribe("a/+", 7));
         assert!(!ix.unsubscribe("a/+", 7));
         assert!(ix.is_empty());
-        assert!(ix.filters.is_empty() && ix.shapes.is_empty());
+        assert!(ix.no_entries() && ix.shapes.is_empty());
     }
 
     #[test]
@@ -688,12 +939,12 @@ mod tests {
             }
         }
         assert!(matches!(
-            ix.filters.get("news/#"),
+            ix.find("news/#").map(|(_, e)| &e.subscribers),
             Some(Subscribers::One(9_999, _))
         ));
         assert_eq!(ix.shapes.len(), 1);
         assert!(ix.unsubscribe("news/#", 9_999));
-        assert!(ix.filters.is_empty() && ix.shapes.is_empty() && ix.is_empty());
+        assert!(ix.no_entries() && ix.shapes.is_empty() && ix.is_empty());
     }
 
     #[test]
@@ -713,7 +964,7 @@ mod tests {
         assert_eq!(ix.shapes.get(b".+.".as_slice()).map(|i| i.filters), Some(1));
         ix.unsubscribe("a/+/c", 1);
         ix.unsubscribe("x/y", 1);
-        assert!(ix.shapes.is_empty() && ix.filters.is_empty());
+        assert!(ix.shapes.is_empty() && ix.no_entries());
         assert_eq!(ix.exact, 0);
     }
 
@@ -745,10 +996,73 @@ mod tests {
     #[test]
     fn entry_stays_small() {
         // One subscriber per filter is the common case; keep it inline and small.
-        // The map bucket: 16-byte key + 24-byte entry (module documentation).
-        assert_eq!(std::mem::size_of::<(Box<str>, Subscribers<usize>)>(), 40);
+        // An entry: 16-byte filter box + 24-byte subscribers, and an 8-byte
+        // slot (module documentation).
+        assert_eq!(std::mem::size_of::<Option<Entry<usize>>>(), 40);
         assert!(std::mem::size_of::<Subscribers<usize>>() <= 24);
         assert!(std::mem::size_of::<Subscribers<u32>>() <= 24);
+        assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
+    }
+
+    impl<K> SubscriptionIndex<K> {
+        /// Nothing left of any filter: no slot, no entry, no vacant position.
+        fn no_entries(&self) -> bool {
+            self.slots.len == 0 && self.entries.is_empty() && self.vacant.is_empty()
+        }
+    }
+
+    #[test]
+    fn filter_ids_stay_while_held_and_are_reused_after() {
+        let mut ix = SubscriptionIndex::new();
+        let s = sub(QoS::AtMostOnce, None);
+        ix.subscribe("a/b", 1, s);
+        ix.subscribe("a/+", 1, s);
+        ix.subscribe("c", 1, s);
+        let (ab, plus, c) = (ix.id("a/b"), ix.id("a/+"), ix.id("c"));
+        assert_eq!(ix.id("absent"), None);
+        let Some(ab) = ab else { panic!("a/b held") };
+        assert_eq!(ix.filter(ab), "a/b");
+        // A second subscriber and the removal of others leave the id as it was.
+        ix.subscribe("a/b", 2, s);
+        assert!(ix.unsubscribe("a/+", 1));
+        assert_eq!(ix.id("a/b"), Some(ab));
+        assert!(ix.unsubscribe_id(ab, 1));
+        assert!(!ix.unsubscribe_id(ab, 1), "already gone");
+        assert_eq!(matches_of(&ix, "a/b"), pairs(&[("a/b", 2)]));
+        assert!(ix.unsubscribe_id(ab, 2));
+        assert_eq!((ix.id("a/b"), ix.filter(ab)), (None, ""));
+        assert!(!ix.unsubscribe_id(ab, 2), "a vacant position");
+        // The next filter takes a vacant position: the vector does not grow.
+        ix.subscribe("d", 3, s);
+        assert!([Some(ab), plus].contains(&ix.id("d")));
+        assert_eq!(ix.id("c"), c);
+        assert_eq!(ix.entries.len(), 3);
+        assert!(ix.unsubscribe("c", 1) && ix.unsubscribe("d", 3));
+        assert!(ix.no_entries() && ix.is_empty());
+    }
+
+    #[test]
+    fn memory_goes_back_after_a_peak() {
+        let mut ix = SubscriptionIndex::new();
+        let s = sub(QoS::AtMostOnce, None);
+        for k in 0..20_000u32 {
+            ix.subscribe(&format!("dev/{k}/cmd"), k, s);
+        }
+        let (slots, entries) = (ix.slots.slots.len(), ix.entries.capacity());
+        // Leave in an order that keeps the last entries longest.
+        for k in 0..19_990u32 {
+            assert!(ix.unsubscribe(&format!("dev/{k}/cmd"), k));
+        }
+        assert!(ix.slots.slots.len() * 8 <= slots, "slots kept");
+        assert_eq!(
+            matches_of(&ix, "dev/19999/cmd"),
+            pairs(&[("dev/19999/cmd", 19_999)])
+        );
+        for k in 19_990..20_000u32 {
+            assert!(ix.unsubscribe(&format!("dev/{k}/cmd"), k));
+        }
+        assert!(ix.no_entries());
+        assert!(ix.entries.capacity() * 8 <= entries, "entries kept");
     }
 
     /// Shapes visited while matching `topic`.
@@ -875,7 +1189,12 @@ mod tests {
                 let k = rng.below(subscribers as usize) as u32;
                 if rng.below(3) == 0 {
                     let had = model.remove(&(filter.clone(), k)).is_some();
-                    assert_eq!(ix.unsubscribe(filter, k), had);
+                    let removed = if step % 2 == 0 {
+                        ix.unsubscribe(filter, k)
+                    } else {
+                        ix.id(filter).is_some_and(|id| ix.unsubscribe_id(id, k))
+                    };
+                    assert_eq!(removed, had);
                 } else {
                     let s = sub(QoS::AtLeastOnce, Some(step));
                     let new = model.insert((filter.clone(), k), s).is_none();
@@ -902,7 +1221,7 @@ mod tests {
                 assert!(ix.unsubscribe(filter, *k));
             }
             assert!(ix.is_empty());
-            assert!(ix.filters.is_empty(), "{:?}", ix);
+            assert!(ix.no_entries(), "{:?}", ix);
             assert!(ix.shapes.is_empty(), "{:?}", ix);
             assert!(ix.fixed.is_empty() && ix.open.is_empty(), "{:?}", ix);
             assert_eq!(ix.exact, 0);
