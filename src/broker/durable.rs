@@ -12,7 +12,9 @@ use super::output::TimerKind;
 use log::warn;
 
 use super::retained::{Publisher, Retained};
-use super::session::{Inflight, Outgoing, PendingWill, Queued, Session, SessionExpiry, Spilled};
+use super::session::{
+    FilterRef, Inflight, Outgoing, PendingWill, Queued, Session, SessionExpiry, Spilled,
+};
 use super::topic_index::Subscription;
 use super::{shared_filter, Broker, Output, Timer};
 use crate::persist::{Record, Recovered, StoredMessage, StoredPublisher, StoredSubscription};
@@ -111,7 +113,7 @@ impl Broker {
         self.session_record(s, &mut |r| out.persist(r));
         if fresh {
             for f in s.subscriptions.iter() {
-                if let Some(sub) = self.stored_subscription(skey, f) {
+                if let Some(sub) = self.stored_subscription(skey, self.filter_text(f)) {
                     out.persist(&Record::SubAdd {
                         sid: s.sid,
                         sub: &sub,
@@ -275,7 +277,7 @@ impl Broker {
             let sid = s.sid;
             self.session_record(s, w);
             for f in s.subscriptions.iter() {
-                if let Some(sub) = self.stored_subscription(skey, f) {
+                if let Some(sub) = self.stored_subscription(skey, self.filter_text(f)) {
                     w(&Record::SubAdd { sid, sub: &sub });
                 }
             }
@@ -412,14 +414,19 @@ impl Broker {
                 let added = match shared_filter(&sub.filter) {
                     Some(plain) => self
                         .shared
-                        .subscribe(&sub.filter, plain, skey, subscription),
-                    None => self
-                        .subscriptions
-                        .subscribe(&sub.filter, skey, subscription),
+                        .subscribe(&sub.filter, plain, skey, subscription)
+                        .then_some(FilterRef::Shared(&sub.filter)),
+                    None => {
+                        let new = self
+                            .subscriptions
+                            .subscribe(&sub.filter, skey, subscription);
+                        let id = self.subscriptions.id(&sub.filter).filter(|_| new);
+                        id.map(FilterRef::Plain)
+                    }
                 };
-                if added {
+                if let Some(f) = added {
                     if let Some(s) = self.sessions.get_mut(skey) {
-                        s.subscriptions.push(&sub.filter);
+                        s.subscriptions.push(f);
                     }
                 }
             }

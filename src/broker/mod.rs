@@ -959,7 +959,7 @@ impl Broker {
             out.persist(&crate::persist::Record::SessionDelete(s.sid));
         }
         for f in s.subscriptions.iter() {
-            self.unsubscribe_filter(f, skey);
+            self.unsubscribe_held(f, skey);
         }
         // Out of the slab already: its id is compared from here.
         let sessions = &self.sessions;
@@ -1053,15 +1053,18 @@ impl Broker {
             {
                 return Err(format!("{}: not in the client id map", s.client_id));
             }
-            for f in s.subscriptions.iter() {
-                let present = match shared_filter(f) {
-                    Some(_) => {
+            for held in s.subscriptions.iter() {
+                let f = self.filter_text(held);
+                let present = match held {
+                    session::FilterRef::Shared(_) => {
                         shared_count += 1;
-                        self.shared.is_member(f, key)
+                        shared_filter(f).is_some() && self.shared.is_member(f, key)
                     }
-                    None => {
+                    session::FilterRef::Plain(id) => {
                         subscription_count += 1;
-                        self.subscriptions.get(f, key).is_some()
+                        shared_filter(f).is_none()
+                            && self.subscriptions.id(f) == Some(id)
+                            && self.subscriptions.get(f, key).is_some()
                     }
                 };
                 if !present {

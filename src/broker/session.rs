@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::client_id::ClientId;
 use super::message::Message;
 use super::replay::Replay;
+use super::topic_index::FilterId;
 use super::ConnId;
 use crate::protocol::{PacketId, ProtocolVersion, QoS};
 
@@ -323,29 +324,64 @@ impl std::fmt::Debug for IdBitmap {
     }
 }
 
-/// The filters a session holds, in the order subscribed. The common session
-/// has one: it is stored inline as the filter's own box (16 bytes, no list
-/// allocation), and an empty filter, which no SUBSCRIBE can carry
-/// [MQTT-4.7.3-1], stands for none. More than one go to a boxed list.
-#[derive(Debug)]
-pub enum Filters {
-    /// No filter (an empty string) or one.
-    One(Box<str>),
-    /// Two or more.
-    Many(Box<Vec<Box<str>>>),
+/// One filter a session holds, as [`Filters`] gives it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FilterRef<'a> {
+    /// A plain filter, by its place in the subscription index (which keeps
+    /// the one copy of its text: `SubscriptionIndex::filter`).
+    Plain(FilterId),
+    /// A shared subscription's full `$share/{group}/{filter}`.
+    Shared(&'a str),
 }
 
-impl Default for Filters {
-    fn default() -> Self {
-        Filters::One(Box::default())
+/// One filter of a [`Filters`] list (see [`FilterRef`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    /// A plain filter's place in the subscription index.
+    Plain(FilterId),
+    /// A shared subscription's full text.
+    Shared(Box<str>),
+}
+
+impl Held {
+    fn as_ref(&self) -> FilterRef<'_> {
+        match self {
+            Held::Plain(id) => FilterRef::Plain(*id),
+            Held::Shared(f) => FilterRef::Shared(f),
+        }
     }
+}
+
+impl From<FilterRef<'_>> for Held {
+    fn from(f: FilterRef<'_>) -> Held {
+        match f {
+            FilterRef::Plain(id) => Held::Plain(id),
+            FilterRef::Shared(f) => Held::Shared(f.into()),
+        }
+    }
+}
+
+/// The filters a session holds, in the order subscribed. Plain filters are
+/// named by their place in the subscription index, not copied: the common
+/// session holds one, inline (4 bytes and a tag, no allocation). Anything
+/// else (more filters, a shared subscription) goes to a boxed list.
+#[derive(Debug, Default)]
+pub enum Filters {
+    /// None.
+    #[default]
+    None,
+    /// One plain filter.
+    One(FilterId),
+    /// Any other list (not empty).
+    Many(Box<Vec<Held>>),
 }
 
 impl Filters {
     /// How many filters are held.
     pub fn len(&self) -> usize {
         match self {
-            Filters::One(f) => usize::from(!f.is_empty()),
+            Filters::None => 0,
+            Filters::One(_) => 1,
             Filters::Many(v) => v.len(),
         }
     }
@@ -356,39 +392,42 @@ impl Filters {
     }
 
     /// The filters, in the order subscribed.
-    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        let (one, many): (Option<&str>, &[Box<str>]) = match self {
-            Filters::One(f) if f.is_empty() => (None, &[]),
-            Filters::One(f) => (Some(f), &[]),
+    pub fn iter(&self) -> impl Iterator<Item = FilterRef<'_>> + '_ {
+        let (one, many): (Option<FilterRef<'_>>, &[Held]) = match self {
+            Filters::None => (None, &[]),
+            Filters::One(id) => (Some(FilterRef::Plain(*id)), &[]),
             Filters::Many(v) => (None, v),
         };
-        one.into_iter().chain(many.iter().map(|f| &**f))
+        one.into_iter().chain(many.iter().map(Held::as_ref))
     }
 
-    /// Add `filter` (the caller knows it is not held yet, and it is not empty).
-    pub fn push(&mut self, filter: &str) {
-        match self {
-            Filters::One(f) if f.is_empty() => *f = filter.into(),
-            Filters::One(f) => {
-                let first = std::mem::take(f);
-                *self = Filters::Many(Box::new(vec![first, filter.into()]));
+    /// Add `filter` (the caller knows it is not held yet).
+    pub fn push(&mut self, filter: FilterRef<'_>) {
+        match (&mut *self, filter) {
+            (Filters::None, FilterRef::Plain(id)) => *self = Filters::One(id),
+            (Filters::None, f) => *self = Filters::Many(Box::new(vec![f.into()])),
+            (Filters::One(first), f) => {
+                *self = Filters::Many(Box::new(vec![Held::Plain(*first), f.into()]))
             }
-            Filters::Many(v) => v.push(filter.into()),
+            (Filters::Many(v), f) => v.push(f.into()),
         }
     }
 
     /// Keep only the filters for which `keep` says true.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+    pub fn retain(&mut self, mut keep: impl FnMut(FilterRef<'_>) -> bool) {
         match self {
-            Filters::One(f) => {
-                if !f.is_empty() && !keep(f) {
-                    *f = Box::default();
+            Filters::None => {}
+            Filters::One(id) => {
+                if !keep(FilterRef::Plain(*id)) {
+                    *self = Filters::None;
                 }
             }
             Filters::Many(v) => {
-                v.retain(|f| keep(f));
-                if v.len() <= 1 {
-                    *self = Filters::One(v.pop().unwrap_or_default());
+                v.retain(|f| keep(f.as_ref()));
+                match v.as_slice() {
+                    [] => *self = Filters::None,
+                    [Held::Plain(id)] => *self = Filters::One(*id),
+                    _ => {}
                 }
             }
         }
@@ -508,7 +547,7 @@ impl Session {
             conn: NO_CONN,
             serial,
             expiry: SessionExpiry::ENDS_WITH_CONNECTION,
-            subscriptions: Filters::default(),
+            subscriptions: Filters::None,
             inflight: Lazy::default(),
             queue: Lazy::default(),
             next_packet_id: 1,
@@ -860,20 +899,41 @@ mod tests {
 
     #[test]
     fn filters_hold_one_inline_and_more_in_a_list() {
+        use super::super::topic_index::{Subscription, SubscriptionIndex};
+        // Ids from a real index: a session cannot make one up.
+        let mut ix = SubscriptionIndex::new();
+        let sub = Subscription {
+            options: Default::default(),
+            identifier: None,
+        };
+        let mut id = |f: &str| {
+            ix.subscribe(f, 1usize, sub);
+            ix.id(f).map(FilterRef::Plain)
+        };
+        let (Some(ab), Some(c), Some(d)) = (id("a/b"), id("c/#"), id("d")) else {
+            panic!("filters held");
+        };
         let mut f = Filters::default();
         assert!(f.is_empty() && f.iter().next().is_none());
-        f.push("a/b");
+        f.push(ab);
         assert!(matches!(f, Filters::One(_)));
-        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b"]);
-        f.push("c/#");
-        f.push("d");
-        assert_eq!(f.len(), 3);
-        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b", "c/#", "d"]);
-        f.retain(|x| x != "c/#");
-        assert_eq!(f.iter().collect::<Vec<_>>(), ["a/b", "d"]);
-        f.retain(|x| x != "a/b");
-        assert!(matches!(f, Filters::One(_)));
-        assert_eq!(f.iter().collect::<Vec<_>>(), ["d"]);
+        assert_eq!(f.iter().collect::<Vec<_>>(), [ab]);
+        f.push(c);
+        f.push(FilterRef::Shared("$share/g/x"));
+        f.push(d);
+        assert_eq!(f.len(), 4);
+        let shared = FilterRef::Shared("$share/g/x");
+        assert_eq!(f.iter().collect::<Vec<_>>(), [ab, c, shared, d]);
+        f.retain(|x| x != c);
+        assert_eq!(f.iter().collect::<Vec<_>>(), [ab, shared, d]);
+        f.retain(|x| x != ab && x != shared);
+        assert!(matches!(f, Filters::One(_)), "back inline");
+        assert_eq!(f.iter().collect::<Vec<_>>(), [d]);
+        f.retain(|_| false);
+        assert!(f.is_empty() && matches!(f, Filters::None));
+        // A lone shared subscription is kept in the list.
+        f.push(shared);
+        assert_eq!((f.len(), f.iter().next()), (1, Some(shared)));
         f.retain(|_| false);
         assert!(f.is_empty());
         assert_eq!(std::mem::size_of::<Filters>(), 16);

@@ -7,6 +7,7 @@ use std::time::Instant;
 use log::debug;
 
 use super::filter_log::{FilterLog, Refused};
+use super::session::FilterRef;
 use super::topic_index::Subscription;
 use super::{Broker, ConnId, End, Output};
 use crate::logging::LogStr;
@@ -132,7 +133,9 @@ impl Broker {
                     identifier,
                 };
                 if self.shared.subscribe(filter, plain, skey, sub) {
-                    self.sessions[skey].subscriptions.push(filter);
+                    self.sessions[skey]
+                        .subscriptions
+                        .push(FilterRef::Shared(filter));
                 }
                 self.persist_subscription(skey, filter, true, out);
                 // No retained messages for a shared subscription (4.8.2).
@@ -148,8 +151,8 @@ impl Broker {
                     identifier,
                 },
             );
-            if is_new {
-                self.sessions[skey].subscriptions.push(filter);
+            if let Some(id) = self.subscriptions.id(filter).filter(|_| is_new) {
+                self.sessions[skey].subscriptions.push(FilterRef::Plain(id));
             }
             // One record per subscription, not the whole list again.
             self.persist_subscription(skey, filter, true, out);
@@ -202,12 +205,33 @@ impl Broker {
         }
     }
 
-    /// Take `skey`'s subscription to `filter` (plain or shared) out of the index.
-    pub(super) fn unsubscribe_filter(&mut self, filter: &str, skey: usize) -> bool {
+    /// Take `skey`'s subscription to `filter` (plain or shared) out of the
+    /// index; what the session held, if it was there.
+    fn unsubscribe_filter<'f>(&mut self, filter: &'f str, skey: usize) -> Option<FilterRef<'f>> {
         if parse_shared(filter).is_some() {
-            self.shared.unsubscribe(filter, skey)
+            let existed = self.shared.unsubscribe(filter, skey);
+            existed.then_some(FilterRef::Shared(filter))
         } else {
-            self.subscriptions.unsubscribe(filter, skey)
+            // The id goes with the filter's last subscriber: read it first.
+            let id = self.subscriptions.id(filter)?;
+            let existed = self.subscriptions.unsubscribe_id(id, skey);
+            existed.then_some(FilterRef::Plain(id))
+        }
+    }
+
+    /// Take one of the filters session `skey` holds out of the index.
+    pub(super) fn unsubscribe_held(&mut self, filter: FilterRef<'_>, skey: usize) {
+        match filter {
+            FilterRef::Plain(id) => self.subscriptions.unsubscribe_id(id, skey),
+            FilterRef::Shared(f) => self.shared.unsubscribe(f, skey),
+        };
+    }
+
+    /// The text of a filter a session holds.
+    pub(super) fn filter_text<'a>(&'a self, filter: FilterRef<'a>) -> &'a str {
+        match filter {
+            FilterRef::Plain(id) => self.subscriptions.filter(id),
+            FilterRef::Shared(f) => f,
         }
     }
 
@@ -237,12 +261,15 @@ impl Broker {
             .map(|f| super::mount::filter(self.mount_point(listener), f).unwrap_or_default())
             .collect();
         let mut removed: HashSet<&str> = HashSet::new();
+        let mut held: HashSet<FilterRef<'_>> = HashSet::new();
         for filter in &mounted {
             let filter: &str = filter;
             log.filter(&client_id, filter, 0);
-            let existed = self.unsubscribe_filter(filter, skey);
-            if existed {
+            let gone = self.unsubscribe_filter(filter, skey);
+            let existed = gone.is_some();
+            if let Some(f) = gone {
                 removed.insert(filter);
+                held.insert(f);
             }
             reasons.push(if existed {
                 ReasonCode::SUCCESS
@@ -253,7 +280,7 @@ impl Broker {
         log.finish(&client_id, 0, 0, None);
         if !removed.is_empty() {
             if let Some(s) = self.sessions.get_mut(skey) {
-                s.subscriptions.retain(|f| !removed.contains(f));
+                s.subscriptions.retain(|f| !held.contains(&f));
             }
         }
         for filter in &removed {

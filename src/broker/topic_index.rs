@@ -237,7 +237,7 @@ struct Scratch {
 /// filter, so a session can name its filters by it instead of keeping a copy
 /// of their text (one copy per filter, in the index). Reused once the last
 /// subscriber leaves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FilterId(u32);
 
 /// One filter and its subscribers.
