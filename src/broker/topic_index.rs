@@ -363,6 +363,9 @@ pub struct SubscriptionIndex<K> {
     open: BTreeMap<usize, Group>,
     /// Number of filters without wildcards (skip the exact lookup when zero).
     exact: usize,
+    /// How many of those contain a `+` or `#` inside a level (an invalid
+    /// filter, stored but matching no valid topic).
+    odd_exact: usize,
     /// Number of (filter, subscriber) pairs.
     len: usize,
     /// Reused by matching; see the module documentation.
@@ -391,6 +394,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             fixed: BTreeMap::new(),
             open: BTreeMap::new(),
             exact: 0,
+            odd_exact: 0,
             len: 0,
             scratch: Cell::new(Scratch::default()),
         }
@@ -589,8 +593,25 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         scratch: &mut Scratch,
         f: &mut impl FnMut(&str, K, &Subscription),
     ) {
-        // Split into levels; a topic with a wildcard character or no character at
-        // all is not a topic name [MQTT-3.3.2-2] [MQTT-4.7.3-1] and matches nothing.
+        // A topic with no character at all is not a topic name [MQTT-4.7.3-1].
+        if topic.is_empty() {
+            return;
+        }
+        if self.shapes.is_empty() {
+            // Only exact filters: no levels to split, one lookup. A topic with a
+            // wildcard character matches nothing [MQTT-3.3.2-2]; it could only
+            // find an exact filter with the same character in it (which the
+            // codec refuses in a SUBSCRIBE), so it is looked for only then.
+            if self.odd_exact > 0 && topic.bytes().any(|b| b == b'+' || b == b'#') {
+                return;
+            }
+            if let Some((_, e)) = self.find(topic) {
+                e.subscribers.for_each(&e.filter, f);
+            }
+            return;
+        }
+        // Split into levels; a topic with a wildcard character is not a topic
+        // name [MQTT-3.3.2-2] and matches nothing.
         scratch.levels.clear();
         let mut start = 0;
         for (i, byte) in topic.bytes().enumerate() {
@@ -602,9 +623,6 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
                 b'+' | b'#' => return,
                 _ => {}
             }
-        }
-        if topic.is_empty() {
-            return;
         }
         scratch.levels.push((start, topic.len()));
 
@@ -618,7 +636,11 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         let levels = scratch.levels.len();
         // Only the groups whose shapes fit this many levels.
         let fixed = self.fixed.get(&levels).into_iter();
-        let open = self.open.range(..=levels).map(|(_, group)| group);
+        // (An empty map's range is not free: skip it.)
+        let open = (!self.open.is_empty())
+            .then(|| self.open.range(..=levels).map(|(_, group)| group))
+            .into_iter()
+            .flatten();
         for shape in fixed.chain(open).flatten() {
             #[cfg(test)]
             {
@@ -649,6 +671,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     fn add_shape(&mut self, filter: &str) {
         let Some(shape) = shape_of(filter) else {
             self.exact += 1;
+            self.odd_exact += usize::from(filter.contains(['+', '#']));
             return;
         };
         if let Some(info) = self.shapes.get_mut(shape.as_slice()) {
@@ -666,6 +689,8 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     fn remove_shape(&mut self, filter: &str) {
         let Some(shape) = shape_of(filter) else {
             self.exact = self.exact.saturating_sub(1);
+            self.odd_exact =
+                (self.odd_exact).saturating_sub(usize::from(filter.contains(['+', '#'])));
             return;
         };
         let Some(info) = self.shapes.get_mut(shape.as_slice()) else {
@@ -900,6 +925,28 @@ mod tests {
         assert!(matches_of(&ix, "+").is_empty());
         assert!(matches_of(&ix, "a/#").is_empty());
         assert!(matches_of(&ix, "").is_empty());
+    }
+
+    #[test]
+    fn wildcard_characters_inside_levels_match_nothing() {
+        // Invalid filters the codec would refuse, stored as exact filters:
+        // the topics that spell them are invalid too and find nothing, with
+        // or without wildcard filters beside them (two matching paths).
+        let mut ix = SubscriptionIndex::new();
+        let s = sub(QoS::AtMostOnce, None);
+        ix.subscribe("a+b", 1, s);
+        ix.subscribe("x/#/y", 2, s);
+        ix.subscribe("plain", 3, s);
+        assert_eq!(ix.odd_exact, 2);
+        for _ in 0..2 {
+            assert!(matches_of(&ix, "a+b").is_empty());
+            assert!(matches_of(&ix, "x/#/y").is_empty());
+            assert!(matches_of(&ix, "").is_empty());
+            assert_eq!(matches_of(&ix, "plain"), pairs(&[("plain", 3)]));
+            ix.subscribe("+/+/#", 4, s);
+        }
+        assert!(ix.unsubscribe("a+b", 1) && ix.unsubscribe("x/#/y", 2));
+        assert_eq!(ix.odd_exact, 0);
     }
 
     #[test]
