@@ -39,8 +39,9 @@
 //!   slice of up to 8 searched linearly, or a boxed `HashMap` beyond that, so the
 //!   common per-device filter costs no extra allocation and 10,000-subscriber
 //!   fan-out stays O(1) per subscribe. With `K = usize` an entry is 24 bytes
-//!   (`Subscribers`) + 16 bytes (the `Box<str>` text), plus the text on the
-//!   heap, and 4/3 to 8/3 slots of 8 bytes (the table is 3/8 to 3/4 full). Empty entries
+//!   (`Subscribers`) + 8 bytes (where its text is in one string of every
+//!   filter's text, back to back: no allocation per filter), plus the text,
+//!   and 4/3 to 8/3 slots of 8 bytes (the table is 3/8 to 3/4 full). Empty entries
 //!   and unused shapes are removed at once, vacant positions are reused, and
 //!   the tables shrink when they fall to a quarter of their capacity.
 //! * Shared subscriptions (`$share/g/f`, v5): the broker strips `$share/g/` and
@@ -242,7 +243,10 @@ pub struct FilterId(u32);
 
 /// One filter and its subscribers.
 struct Entry<K> {
-    filter: Box<str>,
+    /// Where its text starts in [`SubscriptionIndex::texts`].
+    start: u32,
+    /// Its length in bytes.
+    len: u32,
     subscribers: Subscribers<K>,
 }
 
@@ -352,6 +356,12 @@ pub struct SubscriptionIndex<K> {
     vacant: Vec<u32>,
     /// The entries by filter text.
     slots: Slots,
+    /// Every entry's filter text, back to back: no allocation (and no
+    /// allocator's rounding up, 16 B of a 32-byte chunk for a short filter)
+    /// per filter. Texts of removed filters stay until they are half of it.
+    texts: String,
+    /// Bytes in `texts` that no entry uses any more.
+    dead: usize,
     /// The hash of filter texts and topics (keyed: peers choose both).
     hasher: KeyedHash,
     /// Active wildcard shapes with their filter counts.
@@ -389,6 +399,8 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
             entries: Vec::new(),
             vacant: Vec::new(),
             slots: Slots::default(),
+            texts: String::new(),
+            dead: 0,
             hasher: KeyedHash::default(),
             shapes: HashMap::new(),
             fixed: BTreeMap::new(),
@@ -418,10 +430,19 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
                 .entries
                 .get(pos as usize)
                 .and_then(Option::as_ref)
-                .filter(|e| *e.filter == *filter);
+                .filter(|e| self.text(e) == filter);
             found.is_some()
         })?;
         Some((slot, found?))
+    }
+
+    /// The text of `entry`'s filter.
+    #[inline]
+    fn text(&self, entry: &Entry<K>) -> &str {
+        let start = entry.start as usize;
+        self.texts
+            .get(start..start + entry.len as usize)
+            .unwrap_or_default()
     }
 
     /// The subscribers of `filter`, to change.
@@ -438,7 +459,9 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         let new = match self.subscribers_mut(filter) {
             Some(subscribers) => subscribers.insert(subscriber, subscription),
             None => {
-                self.add_entry(filter, Subscribers::One(subscriber, subscription));
+                if !self.add_entry(filter, Subscribers::One(subscriber, subscription)) {
+                    return false;
+                }
                 self.add_shape(filter);
                 true
             }
@@ -449,10 +472,21 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         new
     }
 
-    /// Store a new filter's entry at a vacant position (or a new one at the end).
-    fn add_entry(&mut self, filter: &str, subscribers: Subscribers<K>) {
+    /// Store a new filter's entry at a vacant position (or a new one at the
+    /// end). False (nothing stored) only past 4 GiB of filter text, which
+    /// 32-bit offsets cannot reach.
+    fn add_entry(&mut self, filter: &str, subscribers: Subscribers<K>) -> bool {
+        let (Ok(start), Ok(len)) = (u32::try_from(self.texts.len()), u32::try_from(filter.len()))
+        else {
+            return false;
+        };
+        if start.checked_add(len).is_none() {
+            return false;
+        }
+        self.texts.push_str(filter);
         let entry = Entry {
-            filter: filter.into(),
+            start,
+            len,
             subscribers,
         };
         let mut reuse = None;
@@ -477,6 +511,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         };
         let hash = self.hash(filter);
         self.slots.insert(pos, hash);
+        true
     }
 
     /// Drop the entry in `slot` (at `pos`), emptied of subscribers.
@@ -485,7 +520,15 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         let Some(entry) = self.entries.get_mut(pos as usize).and_then(Option::take) else {
             return;
         };
-        self.remove_shape(&entry.filter);
+        let filter = self.text(&entry).to_owned();
+        self.remove_shape(&filter);
+        self.dead += entry.len as usize;
+        if self.slots.len == 0 {
+            self.texts = String::new();
+            self.dead = 0;
+        } else if self.dead > 4096 && self.dead * 2 > self.texts.len() {
+            self.compact_texts();
+        }
         // Vacant positions at the end go; the rest wait for the next filter.
         while self.entries.last().is_some_and(Option::is_none) {
             self.entries.pop();
@@ -504,6 +547,25 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
                 self.vacant.shrink_to(self.vacant.len() * 2);
             }
         }
+    }
+
+    /// Copy the texts still in use into a new string of their size. Each byte
+    /// removed pays for at most one copy of a live byte: amortised O(1).
+    fn compact_texts(&mut self) {
+        let live = self.texts.len().saturating_sub(self.dead);
+        let mut texts = String::with_capacity(live);
+        for entry in self.entries.iter_mut().flatten() {
+            let start = entry.start as usize;
+            let text = self
+                .texts
+                .get(start..start + entry.len as usize)
+                .unwrap_or_default();
+            // Smaller than before: the offsets still fit.
+            entry.start = u32::try_from(texts.len()).unwrap_or(u32::MAX);
+            texts.push_str(text);
+        }
+        self.texts = texts;
+        self.dead = 0;
     }
 
     /// Remove `subscriber` from the entry in `slot`; true if it was there.
@@ -538,7 +600,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         let Some(entry) = self.entries.get(id.0 as usize).and_then(Option::as_ref) else {
             return false;
         };
-        let hash = self.hash(&entry.filter);
+        let hash = self.hash(self.text(entry));
         match self.slots.find(hash, |pos| pos == id.0) {
             Some(slot) => self.remove_subscriber(slot, subscriber),
             None => false,
@@ -556,7 +618,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         self.entries
             .get(id.0 as usize)
             .and_then(Option::as_ref)
-            .map_or("", |e| &e.filter)
+            .map_or("", |e| self.text(e))
     }
 
     /// The subscription `subscriber` holds on exactly `filter`, if any (e.g. to
@@ -606,7 +668,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
                 return;
             }
             if let Some((_, e)) = self.find(topic) {
-                e.subscribers.for_each(&e.filter, f);
+                e.subscribers.for_each(self.text(e), f);
             }
             return;
         }
@@ -628,7 +690,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
 
         if self.exact > 0 {
             if let Some((_, e)) = self.find(topic) {
-                e.subscribers.for_each(&e.filter, f);
+                e.subscribers.for_each(self.text(e), f);
             }
         }
 
@@ -654,7 +716,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
                 continue;
             }
             if let Some((_, e)) = self.find(&scratch.candidate) {
-                e.subscribers.for_each(&e.filter, f);
+                e.subscribers.for_each(self.text(e), f);
             }
         }
     }
@@ -1043,9 +1105,9 @@ mod tests {
     #[test]
     fn entry_stays_small() {
         // One subscriber per filter is the common case; keep it inline and small.
-        // An entry: 16-byte filter box + 24-byte subscribers, and an 8-byte
-        // slot (module documentation).
-        assert_eq!(std::mem::size_of::<Option<Entry<usize>>>(), 40);
+        // An entry: the text's place (8 bytes) + 24-byte subscribers, and an
+        // 8-byte slot (module documentation).
+        assert_eq!(std::mem::size_of::<Option<Entry<usize>>>(), 32);
         assert!(std::mem::size_of::<Subscribers<usize>>() <= 24);
         assert!(std::mem::size_of::<Subscribers<u32>>() <= 24);
         assert_eq!(std::mem::size_of::<(u32, u32)>(), 8);
@@ -1054,7 +1116,10 @@ mod tests {
     impl<K> SubscriptionIndex<K> {
         /// Nothing left of any filter: no slot, no entry, no vacant position.
         fn no_entries(&self) -> bool {
-            self.slots.len == 0 && self.entries.is_empty() && self.vacant.is_empty()
+            self.slots.len == 0
+                && self.entries.is_empty()
+                && self.vacant.is_empty()
+                && self.texts.capacity() == 0
         }
     }
 
@@ -1101,6 +1166,7 @@ mod tests {
             assert!(ix.unsubscribe(&format!("dev/{k}/cmd"), k));
         }
         assert!(ix.slots.slots.len() * 8 <= slots, "slots kept");
+        assert!(ix.texts.len() < 2 * 4096 + 20 * 14, "texts compacted");
         assert_eq!(
             matches_of(&ix, "dev/19999/cmd"),
             pairs(&[("dev/19999/cmd", 19_999)])
