@@ -213,8 +213,8 @@ struct Conn {
     version: ProtocolVersion,
     /// Keep-alive in force, seconds; 0 = none.
     keep_alive: u16,
-    /// When the last packet arrived, in [`Broker::tick`]s (keep-alive is
-    /// checked against it lazily).
+    /// When the last packet arrived, in [`Ticks`] (keep-alive is checked
+    /// against it lazily).
     last_seen: u32,
     /// Topic aliases, both directions (v5; empty and unallocated otherwise).
     aliases: aliases::TopicAliases,
@@ -224,6 +224,48 @@ struct Conn {
     /// mosquitto's `try_private`): its own messages are not sent back to it and
     /// retained flags reach it as published.
     bridge: bool,
+}
+
+/// Times in milliseconds since the broker's first connection, wrapping at
+/// 2^32 (49.7 days): a connection's last activity in 4 bytes instead of an
+/// `Instant`'s 16 (see [`Conn::last_seen`]).
+#[derive(Debug, Default)]
+struct Ticks {
+    /// The time they count from (the first one converted).
+    epoch: Option<Instant>,
+    /// The last time converted, and its tick: the shell hands every packet
+    /// of a loop turn the same `now`, so most conversions are a comparison.
+    last: Option<(Instant, u32)>,
+}
+
+impl Ticks {
+    /// `now` as a tick.
+    fn at(&mut self, now: Instant) -> u32 {
+        match self.last {
+            Some((t, tick)) if t == now => tick,
+            _ => self.convert(now),
+        }
+    }
+
+    /// `now` as a tick, computed (once per loop turn: kept out of line, so
+    /// the per-packet path stays small).
+    #[cold]
+    #[inline(never)]
+    fn convert(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        let d = now.saturating_duration_since(epoch);
+        let tick = (d.as_secs().wrapping_mul(1000) + u64::from(d.subsec_millis())) as u32;
+        self.last = Some((now, tick));
+        tick
+    }
+
+    /// Time from tick `then` to `now`, exact to the millisecond up to 24
+    /// days; 0 when `now` is a little earlier (times handed over within one
+    /// loop turn need not be in order).
+    fn since(&mut self, then: u32, now: Instant) -> Duration {
+        let ms = self.at(now).wrapping_sub(then) as i32;
+        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+    }
 }
 
 /// [`Conn::session`]'s "no session": session keys are slab keys of sessions
@@ -336,8 +378,8 @@ pub struct Broker {
     /// `None` until the shell gives one (wall time then reads as 0).
     wall_anchor: Option<(Instant, u64)>,
     next_serial: u64,
-    /// The time [`Broker::tick`]s count from (the first it was given).
-    epoch: Option<Instant>,
+    /// Times as connections' last activity keeps them.
+    ticks: Ticks,
     stats: Stats,
     /// Reused by routing to collect matches without allocating per message.
     scratch: Vec<publish::Hit>,
@@ -377,7 +419,7 @@ impl Broker {
             spare_messages: Vec::new(),
             wall_anchor: None,
             next_serial: 0,
-            epoch: None,
+            ticks: Ticks::default(),
             stats: Stats::default(),
             scratch: Vec::new(),
             sys_tree: None,
@@ -485,25 +527,6 @@ impl Broker {
         (u128::from(ms) + since).saturating_sub(before) as u64
     }
 
-    /// `now` in milliseconds since the broker's first connection, wrapping
-    /// at 2^32: a connection's last activity in 4 bytes instead of an
-    /// `Instant`'s 16 (see [`Conn::last_seen`]).
-    fn tick(&self, now: Instant) -> u32 {
-        let Some(epoch) = self.epoch else {
-            return 0;
-        };
-        let d = now.saturating_duration_since(epoch);
-        (d.as_secs().wrapping_mul(1000) + u64::from(d.subsec_millis())) as u32
-    }
-
-    /// Time from tick `then` to `now`, exact to the millisecond up to 24
-    /// days; 0 when `now` is a little earlier (times handed over within one
-    /// loop turn need not be in order).
-    fn since_tick(&self, then: u32, now: Instant) -> Duration {
-        let ms = self.tick(now).wrapping_sub(then) as i32;
-        Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-    }
-
     fn serial(&mut self) -> u64 {
         self.next_serial += 1;
         self.next_serial
@@ -521,8 +544,7 @@ impl Broker {
     ) {
         let serial = self.serial();
         self.stats.sockets_opened += 1;
-        self.epoch.get_or_insert(now);
-        let tick = self.tick(now);
+        let tick = self.ticks.at(now);
         self.conns.insert(
             conn,
             Conn {
@@ -556,7 +578,7 @@ impl Broker {
         packet: &Packet<'_>,
         out: &mut impl Output,
     ) {
-        let tick = self.tick(now);
+        let tick = self.ticks.at(now);
         let Some(c) = self.conns.get_mut(&conn) else {
             return;
         };
@@ -718,7 +740,7 @@ impl Broker {
                 // packet may have come up to 1 ms after it), so the grace is
                 // past only when the ticks say more than it.
                 let grace = keep_alive_grace(c.keep_alive);
-                let elapsed = self.since_tick(c.last_seen, now);
+                let elapsed = self.ticks.since(c.last_seen, now);
                 if elapsed > grace {
                     let name = self.client_name(conn);
                     info!("Client {name} has exceeded timeout, disconnecting.");
