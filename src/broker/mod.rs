@@ -22,6 +22,7 @@ mod replay;
 pub mod retained;
 pub mod session;
 pub mod shared;
+mod slot_table;
 mod subscribe;
 mod sys_log;
 mod sys_tree;

@@ -55,6 +55,7 @@ use std::hash::Hash;
 use std::rc::Rc;
 
 use super::keyed_hash::KeyedHash;
+use super::slot_table::{SlotTable, FREE};
 use crate::protocol::SubscriptionOptions;
 
 /// One subscription as stored in the index.
@@ -250,102 +251,6 @@ struct Entry<K> {
     subscribers: Subscribers<K>,
 }
 
-/// An unused slot.
-const FREE: u32 = u32::MAX;
-
-/// The hash table over the entries: open addressing with linear probing, at
-/// most 3/4 full, a slot being an entry's position and 32 bits of its filter's
-/// hash (8 bytes; a `HashMap<Box<str>, _>` bucket was 40 and, as every slot of
-/// a hash table is resident, cost 67 bytes per filter at 10,000 filters).
-/// Removal shifts the following slots back (no tombstones).
-#[derive(Default)]
-struct Slots {
-    /// (entry position, hash) per slot; the position is [`FREE`] in an empty slot.
-    slots: Vec<(u32, u32)>,
-    len: usize,
-}
-
-impl Slots {
-    /// The slot where a probe for `hash` starts (the table is not empty).
-    fn home(&self, hash: u32) -> usize {
-        hash as usize & (self.slots.len() - 1)
-    }
-
-    /// The slot of the entry with `hash` for which `is` says true.
-    #[inline]
-    fn find(&self, hash: u32, mut is: impl FnMut(u32) -> bool) -> Option<usize> {
-        if self.len == 0 {
-            return None;
-        }
-        let mask = self.slots.len() - 1;
-        let mut slot = self.home(hash);
-        loop {
-            let (pos, h) = *self.slots.get(slot)?;
-            if pos == FREE {
-                return None;
-            }
-            if h == hash && is(pos) {
-                return Some(slot);
-            }
-            slot = (slot + 1) & mask;
-        }
-    }
-
-    /// Add entry `pos`, known to be absent.
-    fn insert(&mut self, pos: u32, hash: u32) {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.resize((self.slots.len() * 2).max(16));
-        }
-        self.place(pos, hash);
-        self.len += 1;
-    }
-
-    /// Put an entry into the first free slot of its probe.
-    fn place(&mut self, pos: u32, hash: u32) {
-        let mask = self.slots.len() - 1;
-        let mut slot = self.home(hash);
-        while self.slots.get(slot).is_some_and(|s| s.0 != FREE) {
-            slot = (slot + 1) & mask;
-        }
-        if let Some(s) = self.slots.get_mut(slot) {
-            *s = (pos, hash);
-        }
-    }
-
-    fn resize(&mut self, slots: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![(FREE, 0); slots]);
-        for (pos, hash) in old {
-            if pos != FREE {
-                self.place(pos, hash);
-            }
-        }
-    }
-
-    /// Empty `slot` (found by [`Self::find`]).
-    fn remove(&mut self, mut hole: usize) {
-        self.len -= 1;
-        // Backward shift: move later entries of the run into the hole when
-        // their probe started at or before it, so every probe still finds them.
-        let mask = self.slots.len() - 1;
-        let mut next = (hole + 1) & mask;
-        while let Some(&(pos, hash)) = self.slots.get(next).filter(|s| s.0 != FREE) {
-            let home = self.home(hash);
-            // Distance from home to `next` against distance from home to the
-            // hole, both along the probe direction.
-            if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
-                self.slots[hole] = (pos, hash);
-                hole = next;
-            }
-            next = (next + 1) & mask;
-        }
-        self.slots[hole] = (FREE, 0);
-        // Give memory back after a peak (a quarter as full as allowed).
-        if self.slots.len() > 64 && self.len * 16 < self.slots.len() * 3 {
-            self.resize(self.slots.len() / 2);
-        }
-    }
-}
-
 /// Subscriptions of subscribers of type `K` (the broker uses its session key).
 pub struct SubscriptionIndex<K> {
     /// Every filter, exact or wildcard, with its subscribers, at its
@@ -355,7 +260,7 @@ pub struct SubscriptionIndex<K> {
     /// shrank: skipped when taken).
     vacant: Vec<u32>,
     /// The entries by filter text.
-    slots: Slots,
+    slots: SlotTable,
     /// Every entry's filter text, back to back: no allocation (and no
     /// allocator's rounding up, 16 B of a 32-byte chunk for a short filter)
     /// per filter. Texts of removed filters stay until they are half of it.
@@ -386,7 +291,7 @@ impl<K> fmt::Debug for SubscriptionIndex<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriptionIndex")
             .field("subscriptions", &self.len)
-            .field("filters", &self.slots.len)
+            .field("filters", &self.slots.len())
             .field("shapes", &self.shapes.len())
             .finish()
     }
@@ -398,7 +303,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         SubscriptionIndex {
             entries: Vec::new(),
             vacant: Vec::new(),
-            slots: Slots::default(),
+            slots: SlotTable::default(),
             texts: String::new(),
             dead: 0,
             hasher: KeyedHash::default(),
@@ -448,7 +353,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     /// The subscribers of `filter`, to change.
     fn subscribers_mut(&mut self, filter: &str) -> Option<&mut Subscribers<K>> {
         let (slot, _) = self.find(filter)?;
-        let pos = self.slots.slots.get(slot)?.0;
+        let pos = self.slots.value(slot);
         let entry = self.entries.get_mut(pos as usize)?.as_mut()?;
         Some(&mut entry.subscribers)
     }
@@ -523,7 +428,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
         let filter = self.text(&entry).to_owned();
         self.remove_shape(&filter);
         self.dead += entry.len as usize;
-        if self.slots.len == 0 {
+        if self.slots.len() == 0 {
             self.texts = String::new();
             self.dead = 0;
         } else if self.dead > 4096 && self.dead * 2 > self.texts.len() {
@@ -570,9 +475,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
 
     /// Remove `subscriber` from the entry in `slot`; true if it was there.
     fn remove_subscriber(&mut self, slot: usize, subscriber: K) -> bool {
-        let Some(&(pos, _)) = self.slots.slots.get(slot) else {
-            return false;
-        };
+        let pos = self.slots.value(slot);
         let Some(entry) = self.entries.get_mut(pos as usize).and_then(Option::as_mut) else {
             return false;
         };
@@ -610,7 +513,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     /// Where `filter` is held, if any subscriber holds it.
     pub fn id(&self, filter: &str) -> Option<FilterId> {
         let (slot, _) = self.find(filter)?;
-        self.slots.slots.get(slot).map(|s| FilterId(s.0))
+        Some(FilterId(self.slots.value(slot)))
     }
 
     /// The text of the filter at `id` (empty if none is there).
@@ -630,7 +533,7 @@ impl<K: Copy + Eq + Hash> SubscriptionIndex<K> {
     /// Call `f` for every subscription whose filter matches `topic` (a valid topic
     /// name), once per (filter, subscriber).
     pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&str, K, &Subscription)) {
-        if self.slots.len == 0 {
+        if self.slots.len() == 0 {
             return;
         }
         let mut scratch = self.scratch.take();
@@ -1116,7 +1019,7 @@ mod tests {
     impl<K> SubscriptionIndex<K> {
         /// Nothing left of any filter: no slot, no entry, no vacant position.
         fn no_entries(&self) -> bool {
-            self.slots.len == 0
+            self.slots.len() == 0
                 && self.entries.is_empty()
                 && self.vacant.is_empty()
                 && self.texts.capacity() == 0
@@ -1160,12 +1063,12 @@ mod tests {
         for k in 0..20_000u32 {
             ix.subscribe(&format!("dev/{k}/cmd"), k, s);
         }
-        let (slots, entries) = (ix.slots.slots.len(), ix.entries.capacity());
+        let (slots, entries) = (ix.slots.capacity(), ix.entries.capacity());
         // Leave in an order that keeps the last entries longest.
         for k in 0..19_990u32 {
             assert!(ix.unsubscribe(&format!("dev/{k}/cmd"), k));
         }
-        assert!(ix.slots.slots.len() * 8 <= slots, "slots kept");
+        assert!(ix.slots.capacity() * 8 <= slots, "slots kept");
         assert!(ix.texts.len() < 2 * 4096 + 20 * 14, "texts compacted");
         assert_eq!(
             matches_of(&ix, "dev/19999/cmd"),
