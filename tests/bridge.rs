@@ -673,21 +673,29 @@ fn unresolvable_address_does_not_slow_local_traffic() {
     assert!(log.contains("Bridge dns: connecting"), "{log}");
 }
 
+/// A mosquitto with a certificate TLS listener (a CA, a server and a client
+/// certificate generated in `pki`) and `extra` lines for it; its TLS port.
+fn certificate_listener(pki: &std::path::Path, extra: &str) -> (Mosquitto, u16) {
+    common::pki::generate(pki, "edge-bridge");
+    let p = |f: &str| pki.join(f).display().to_string();
+    let tls_port = free_port();
+    let remote = Mosquitto::start(&format!(
+        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n{extra}",
+        p("ca.crt"),
+        p("server.crt"),
+        p("server.key")
+    ));
+    (remote, tls_port)
+}
+
 /// Issue 12 test 8: a TLS bridge to mosquitto's TLS listener. The CA that
 /// signed the server works, with a client certificate the remote requires;
 /// another CA is refused with a clear log line and no plain-text fallback.
 #[test]
 fn tls_bridge_to_mosquitto() {
     let pki = temp_dir("bridge-pki");
-    common::pki::generate(&pki, "edge-bridge");
+    let (remote, tls_port) = certificate_listener(&pki, "require_certificate true\n");
     let p = |f: &str| pki.join(f).display().to_string();
-    let tls_port = free_port();
-    let remote = Mosquitto::start(&format!(
-        "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
-        p("ca.crt"),
-        p("server.crt"),
-        p("server.key")
-    ));
     let tls_lines = |ca: &str| {
         format!(
             "bridge_cafile {}\nbridge_certfile {}\nbridge_keyfile {}\ntopic tls/# out 1\n",
@@ -750,16 +758,7 @@ fn tls_psk_bridge_to_mosquitto() {
 
     // A certificate-only TLS listener: TLS 1.3 would authenticate the server
     // by its certificate when it does not take the key.
-    let pki = temp_dir("bridge-psk-pki");
-    common::pki::generate(&pki, "edge-bridge");
-    let p = |f: &str| pki.join(f).display().to_string();
-    let cert_port = free_port();
-    let _certs = Mosquitto::start(&format!(
-        "listener {cert_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        p("ca.crt"),
-        p("server.crt"),
-        p("server.key")
-    ));
+    let (_certs, cert_port) = certificate_listener(&temp_dir("bridge-psk-pki"), "");
     let fallback = BrokerProcess::start(&section("pskcert", cert_port, &lines(KEY)));
     let line = fallback.wait_log("Bridge pskcert: cannot connect");
     assert!(line.contains("TLS"), "{line}");
