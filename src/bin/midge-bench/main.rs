@@ -377,8 +377,6 @@ fn main() {
 }
 
 fn run(o: &Opts) -> Result<(), String> {
-    let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut events = Events::with_capacity(1024);
     let mut conns: Vec<Conn> = Vec::new();
     let v = o.version;
 
@@ -431,9 +429,13 @@ fn run(o: &Opts) -> Result<(), String> {
         latencies_us: Vec::new(),
         seen: HashMap::new(),
     };
-    let limits = DecodeLimits::new(v, 1 << 28);
-    let base = Instant::now();
-    let mut scratch = vec![0u8; 1 << 16];
+    let mut net = Net {
+        poll: Poll::new().map_err(|e| e.to_string())?,
+        events: Events::with_capacity(1024),
+        scratch: vec![0u8; 1 << 16],
+        limits: DecodeLimits::new(v, 1 << 28),
+        base: Instant::now(),
+    };
     // Phase 1: everyone connected and subscribed, at most CONNECT_WINDOW
     // clients between their TCP connect and their SUBACK at a time: a burst
     // of thousands of connects overflows the broker's listen backlog, and the
@@ -453,7 +455,7 @@ fn run(o: &Opts) -> Result<(), String> {
         let mut room = CONNECT_WINDOW.saturating_sub(waiting);
         while room > 0 && conns.len() < plan.len() {
             let i = conns.len();
-            conns.push(open_client(&poll, o, i, &plan[i], publisher_of[i])?);
+            conns.push(open_client(&net.poll, o, i, &plan[i], publisher_of[i])?);
             room -= 1;
         }
         if Instant::now() > ready_deadline {
@@ -464,29 +466,16 @@ fn run(o: &Opts) -> Result<(), String> {
             ));
         }
         pump(
-            &mut poll,
-            &mut events,
+            &mut net,
             &mut conns,
-            &mut scratch,
-            &limits,
             o,
             &mut stats,
-            base,
             Some(Duration::from_millis(50)),
         )?;
     }
     let connect_time = connect_started.elapsed();
     if o.retained > 0 {
-        load_retained(
-            &mut poll,
-            &mut events,
-            &mut conns,
-            &mut scratch,
-            &limits,
-            o,
-            &mut stats,
-            base,
-        )?;
+        load_retained(&mut net, &mut conns, o, &mut stats)?;
     }
     if o.scenario == "connections" {
         // Idle with everyone connected: memory and CPU of the broker.
@@ -496,14 +485,10 @@ fn run(o: &Opts) -> Result<(), String> {
         let end = Instant::now() + idle;
         while Instant::now() < end {
             pump(
-                &mut poll,
-                &mut events,
+                &mut net,
                 &mut conns,
-                &mut scratch,
-                &limits,
                 o,
                 &mut stats,
-                base,
                 Some(Duration::from_millis(200)),
             )?;
         }
@@ -612,7 +597,7 @@ fn run(o: &Opts) -> Result<(), String> {
                     let mut payload = vec![0u8; o.payload];
                     payload[0..4].copy_from_slice(&c.publisher.unwrap_or(0).to_be_bytes());
                     payload[4..12].copy_from_slice(&c.seq.to_be_bytes());
-                    payload[12..20].copy_from_slice(&now_ns(base).to_be_bytes());
+                    payload[12..20].copy_from_slice(&now_ns(net.base).to_be_bytes());
                     let pid = if o.qos == QoS::AtMostOnce {
                         0
                     } else {
@@ -655,17 +640,7 @@ fn run(o: &Opts) -> Result<(), String> {
         } else {
             Some(Duration::from_millis(1))
         };
-        pump(
-            &mut poll,
-            &mut events,
-            &mut conns,
-            &mut scratch,
-            &limits,
-            o,
-            &mut stats,
-            base,
-            timeout,
-        )?;
+        pump(&mut net, &mut conns, o, &mut stats, timeout)?;
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = o.broker_pid.and_then(cpu_seconds);
@@ -729,16 +704,11 @@ fn run(o: &Opts) -> Result<(), String> {
 /// `bench/retained/I`), spread over the publishers, then one QoS 1 message
 /// each as a barrier: the broker handles a connection's packets in order, so
 /// when every barrier is acknowledged every retained message is stored.
-#[allow(clippy::too_many_arguments)]
 fn load_retained(
-    poll: &mut Poll,
-    events: &mut Events,
+    net: &mut Net,
     conns: &mut [Conn],
-    scratch: &mut [u8],
-    limits: &DecodeLimits,
     o: &Opts,
     stats: &mut Stats,
-    base: Instant,
 ) -> Result<(), String> {
     let senders: Vec<usize> = (0..conns.len())
         .filter(|&i| conns[i].publisher.is_some())
@@ -785,17 +755,7 @@ fn load_retained(
         if Instant::now() > deadline {
             return Err("retained messages not acknowledged after 60 s".into());
         }
-        pump(
-            poll,
-            events,
-            conns,
-            scratch,
-            limits,
-            o,
-            stats,
-            base,
-            Some(Duration::from_millis(50)),
-        )?;
+        pump(net, conns, o, stats, Some(Duration::from_millis(50)))?;
     }
     Ok(())
 }
@@ -873,19 +833,33 @@ fn open_client(
     Ok(c)
 }
 
+/// The generator's loop machinery, which only [`pump`] drives: the poll, its
+/// events, the read buffer, the decoder's limits and the clock's origin for
+/// latency stamps.
+struct Net {
+    poll: Poll,
+    events: Events,
+    scratch: Vec<u8>,
+    limits: DecodeLimits,
+    base: Instant,
+}
+
 /// One poll round: read and answer everything that arrived, flush output.
-#[allow(clippy::too_many_arguments)]
 fn pump(
-    poll: &mut Poll,
-    events: &mut Events,
+    net: &mut Net,
     conns: &mut [Conn],
-    scratch: &mut [u8],
-    limits: &DecodeLimits,
     o: &Opts,
     stats: &mut Stats,
-    base: Instant,
     timeout: Option<Duration>,
 ) -> Result<(), String> {
+    let Net {
+        poll,
+        events,
+        scratch,
+        limits,
+        base,
+    } = net;
+    let base = *base;
     match poll.poll(events, timeout) {
         // A signal (a job-control one from the calling shell): just a short round.
         Err(e) if e.kind() == ErrorKind::Interrupted => events.clear(),
