@@ -18,3 +18,5 @@ pub mod procfs;
 pub mod protocol;
 pub mod server;
 pub mod sys;
+#[cfg(test)]
+mod test_rng;

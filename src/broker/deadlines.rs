@@ -310,13 +310,8 @@ mod tests {
     fn random_deadlines_fire_in_order_on_time() {
         let t0 = Instant::now();
         let (mut d, mut w) = (Deadlines::default(), Wheel::default());
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15u64);
+        let mut next = || rng.next();
         let mut now = t0;
         let mut want = HashMap::new();
         for _ in 0..2_000 {

@@ -970,13 +970,8 @@ mod tests {
     fn remembered_free_ids_match_a_search() {
         let mut s = Session::new("c", ProtocolVersion::V5, 1);
         let msg = qos1_message();
-        let mut seed = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Rng(0x2545_F491_4F6C_DD1Du64);
+        let mut next = || rng.next();
         let mut searched = 0;
         for round in 0..200_000u32 {
             // The id a search of the window would find.

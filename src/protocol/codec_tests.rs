@@ -9,6 +9,7 @@ use super::packet::ProtocolVersion::{self, V31, V311, V5};
 use super::packet::*;
 use super::properties::Properties;
 use super::reason::ReasonCode;
+use crate::test_rng::Rng;
 
 const VERSIONS: [ProtocolVersion; 3] = [V31, V311, V5];
 
@@ -969,22 +970,6 @@ fn errors_map_to_reason_codes() {
     );
     // Display never panics and says something.
     assert!(!DecodeError::DuplicateProperty(0x1F).to_string().is_empty());
-}
-
-/// A small deterministic PRNG (xorshift64*), so the mutation test needs no crate.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
 }
 
 /// Whatever decodes must survive encode -> decode unchanged (CONNACK aside: the

@@ -322,13 +322,8 @@ mod tests {
     fn matches_a_reference_across_levels() {
         let t0 = Instant::now();
         let mut w = Wheel::new(t0);
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = crate::test_rng::Rng(0x9E37_79B9_7F4A_7C15u64);
+        let mut next = || rng.next();
         let mut expected = Vec::new();
         for i in 0..5000u64 {
             // Spread from 0 to ~3 days, in ms.
